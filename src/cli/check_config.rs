@@ -1,0 +1,117 @@
+//! `gatehouse check-config`: the effective configuration, as gatehouse will use it.
+
+use crate::config::{Access, ResponseMode, Settings};
+use crate::policy::HostMatch;
+use crate::store::redact_url;
+
+pub fn print(settings: &Settings) {
+    print!("{}", describe(settings));
+}
+
+pub fn describe(s: &Settings) -> String {
+    let mut out = String::new();
+    let mut line = |text: String| {
+        out.push_str(&text);
+        out.push('\n');
+    };
+    line(format!(
+        "config: {}",
+        s.source
+            .as_ref()
+            .map_or("built-in defaults".to_owned(), |p| p.display().to_string())
+    ));
+    line(format!("database: {}", redact_url(&s.database.url)));
+    line(format!(
+        "listen: grpc {}, http {}, admin {}",
+        s.server.grpc_listen, s.server.http_listen, s.server.admin_listen
+    ));
+    line(format!("public_url: {}", s.server.public_url));
+    line(format!("session cookie: {}", s.cookie_name()));
+    line("routes (first match wins; no match = deny):".to_owned());
+    for route in s.policy.routes() {
+        let mut matchers = Vec::new();
+        match &route.host {
+            Some(HostMatch::Exact(h)) => matchers.push(format!("host {h}")),
+            Some(HostMatch::Suffix(s)) => matchers.push(format!("host *{s}")),
+            None => {}
+        }
+        matchers.push(route.path.describe());
+        if let Some(methods) = &route.methods {
+            matchers.push(format!("methods {}", methods.join(",")));
+        }
+        let mut effect = match route.access {
+            Access::Public => "public".to_owned(),
+            Access::Authenticated => "authenticated".to_owned(),
+            Access::Deny => "deny".to_owned(),
+        };
+        if !route.roles.is_empty() {
+            effect.push_str(&format!(", any role of {}", route.roles.join(",")));
+        }
+        if route.api {
+            effect.push_str(", api (no redirects)");
+        }
+        line(format!(
+            "  [{}] {} -> {effect}",
+            route.index,
+            matchers.join(" ")
+        ));
+    }
+    if s.idps.is_empty() {
+        line("identity providers: none (browser login is disabled)".to_owned());
+    } else {
+        line("identity providers:".to_owned());
+        for idp in &s.idps {
+            let mode = match idp.response_mode {
+                ResponseMode::Query => "query",
+                ResponseMode::FormPost => "form_post",
+            };
+            let domains = if idp.domains.is_empty() {
+                "-".to_owned()
+            } else {
+                idp.domains.join(",")
+            };
+            line(format!(
+                "  {} issuer {} client_id {} response_mode {mode} domains {domains}",
+                idp.name, idp.issuer, idp.client_id
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describes_routes_in_order() {
+        let s = Settings::from_toml(
+            r#"
+            [[route]]
+            path_prefix = "/public/"
+            access = "public"
+            [[route]]
+            host = "*.example.com"
+            path_prefix = "/admin/"
+            methods = ["GET"]
+            access = "authenticated"
+            roles = ["admin"]
+            api = true
+            "#,
+            Vec::new(),
+        )
+        .unwrap();
+        let text = describe(&s);
+        assert!(
+            text.contains("[0] path_prefix /public/ -> public"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "[1] host *.example.com path_prefix /admin/ methods GET -> authenticated, any role of admin, api (no redirects)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("identity providers: none"), "{text}");
+    }
+}

@@ -1,0 +1,151 @@
+//! Command-line interface: argument types and dispatch. One file per group of commands.
+
+mod admin;
+mod check_config;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{ConfigError, Settings};
+use crate::server::ServeError;
+use crate::session::SessionError;
+use crate::store::StoreError;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "External authorization and OIDC login broker for Envoy and other proxies"
+)]
+pub struct Cli {
+    /// Config file. Default: ./gatehouse.toml if it exists, else built-in defaults.
+    #[arg(long, global = true, env = "GATEHOUSE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the ext_authz, HTTP and admin servers (applies migrations first).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Validate the configuration and print the effective routes and identity providers.
+    CheckConfig,
+    /// Manage organizations.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Create or revoke sessions.
+    #[command(subcommand)]
+    Session(SessionCommand),
+    /// List audit events.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organization; users whose email domain is one of its domains join it.
+    Add {
+        name: String,
+        /// An exact email domain (repeatable).
+        #[arg(long = "domain", required = true, value_name = "DOMAIN")]
+        domains: Vec<String>,
+        /// Enable this org's new users without an admin.
+        #[arg(long)]
+        auto_enable: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// List every user.
+    List,
+    /// Show one user, with identities and live sessions.
+    Show { email: String },
+    /// Let a user in.
+    Enable { email: String },
+    /// Keep a user out, and end their sessions now.
+    Disable { email: String },
+    /// Give a user a role.
+    Grant { email: String, role: String },
+    /// Take a role away.
+    Revoke { email: String, role: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Create a session (and the user, if new) and print the cookie value.
+    Create { email: String },
+    /// End sessions now: one user's, or everyone's.
+    Revoke {
+        #[arg(
+            long,
+            value_name = "EMAIL",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        user: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only events about this user.
+    #[arg(long, value_name = "EMAIL")]
+    pub user: Option<String>,
+    /// Only this kind of event (e.g. login_failed).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only events at or after this time (RFC 3339, e.g. 2026-11-23T00:00:00Z).
+    #[arg(long, value_name = "RFC3339")]
+    pub since: Option<String>,
+    /// At most this many (the most recent).
+    #[arg(long, default_value_t = 1000)]
+    pub limit: i64,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let settings = Settings::load(cli.config.as_deref(), std::env::vars())?;
+    match cli.command {
+        Command::CheckConfig => {
+            check_config::print(&settings);
+            Ok(())
+        }
+        Command::Serve => serve::run(settings),
+        command => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(CliError::Runtime)?;
+            runtime.block_on(admin::run(settings, command))
+        }
+    }
+}

@@ -1,0 +1,740 @@
+//! Typed configuration: one TOML file plus a `GATEHOUSE_<SECTION>_<KEY>` environment overlay.
+//!
+//! Loading is split in three steps so that every error names the key (and, for overrides, the
+//! environment variable) that caused it:
+//! 1. read the file into a TOML table (or start from an empty one),
+//! 2. overlay the environment onto that table,
+//! 3. deserialize with `serde_path_to_error`, then validate what serde cannot (regexes, matchers,
+//!    cross-field rules) and compile the route table.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use secrecy::SecretString;
+use serde::Deserialize;
+use url::Url;
+
+use crate::policy::{Policy, PolicyError};
+
+/// The file read when `--config` is not given and it exists in the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "gatehouse.toml";
+/// Environment variables with this prefix override config keys.
+pub const ENV_PREFIX: &str = "GATEHOUSE_";
+/// Sections that the environment overlay may touch. `[[idp]]` and `[[route]]` are lists and
+/// are configured in the file only.
+const ENV_SECTIONS: &[&str] = &[
+    "server",
+    "database",
+    "session",
+    "login",
+    "provisioning",
+    "admin",
+];
+/// `GATEHOUSE_*` variables with their own meaning, never treated as config keys.
+const ENV_RESERVED: &[&str] = &["GATEHOUSE_CONFIG", "GATEHOUSE_LOG", "GATEHOUSE_LOG_FORMAT"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+// === file format ===
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// ext_authz gRPC and grpc.health.v1.
+    pub grpc_listen: SocketAddr,
+    /// `/auth/*`, `/authz`, `/.well-known/*`.
+    pub http_listen: SocketAddr,
+    /// `/metrics`, `/healthz`, `/readyz`, `/admin/v1/*`.
+    pub admin_listen: SocketAddr,
+    /// The origin browsers use; `/auth/*` must be reachable under it.
+    pub public_url: Url,
+    /// Only these peers may set `X-Forwarded-*` on `/authz`.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Tokio worker threads; defaults to the number of CPUs.
+    pub worker_threads: Option<usize>,
+    /// After SIGTERM: how long in-flight requests may take before the process exits.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 9191)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            public_url: Url::parse("http://127.0.0.1:10000").expect("static URL"),
+            trusted_proxies: vec![
+                "127.0.0.1/32".parse().expect("static CIDR"),
+                "::1/128".parse().expect("static CIDR"),
+            ],
+            worker_threads: None,
+            shutdown_grace_seconds: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://FILE?mode=rwc` or `postgres://user@host/db`.
+    pub url: String,
+    /// Apply migrations on `serve`.
+    pub migrate: bool,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://gatehouse.db?mode=rwc".to_owned(),
+            migrate: true,
+            max_connections: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Defaults to `__Host-gatehouse` on https and `gatehouse` on http (browsers refuse
+    /// `__Host-` cookies without `Secure`, and `Secure` cookies need https).
+    pub cookie_name: Option<String>,
+    pub idle_timeout_seconds: u64,
+    pub absolute_timeout_seconds: u64,
+    pub cache_ttl_seconds: u64,
+    pub cache_max_entries: u64,
+    /// How often each replica reads the shared list of revoked users and sessions.
+    pub revocation_poll_ms: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            cookie_name: None,
+            idle_timeout_seconds: 8 * 3600,
+            absolute_timeout_seconds: 7 * 24 * 3600,
+            cache_ttl_seconds: 30,
+            cache_max_entries: 100_000,
+            revocation_poll_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginConfig {
+    /// `host[:port]` values `rd=` may point to, besides `public_url`'s own.
+    pub allowed_redirect_hosts: Vec<String>,
+    /// Where signed-in accounts that are not enabled land.
+    pub welcome_path: String,
+    /// How long a started login may take at the IdP.
+    pub state_ttl_seconds: u64,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        Self {
+            allowed_redirect_hosts: Vec::new(),
+            welcome_path: "/auth/welcome".to_owned(),
+            state_ttl_seconds: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvisioningConfig {
+    /// New SSO users start disabled unless this is true or their org auto-enables.
+    pub new_users_enabled: bool,
+    /// Link a new `(issuer, subject)` to an existing user only if `email_verified` is `true`.
+    pub link_by_verified_email: bool,
+}
+
+impl Default for ProvisioningConfig {
+    fn default() -> Self {
+        Self {
+            new_users_enabled: false,
+            link_by_verified_email: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token for `/admin/v1/*`; prefer `token_env`.
+    pub token: Option<SecretString>,
+    /// Name of an environment variable holding the admin token.
+    pub token_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseMode {
+    Query,
+    FormPost,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdpConfig {
+    pub name: String,
+    pub issuer: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: Option<SecretString>,
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    #[serde(default = "default_response_mode")]
+    pub response_mode: ResponseMode,
+    /// Home-realm discovery: these exact email domains sign in with this IdP.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Extra authorize-endpoint parameters (Auth0 `connection`, `audience`, …).
+    #[serde(default)]
+    pub extra_params: BTreeMap<String, String>,
+    /// On logout, also end the IdP session (RP-initiated logout) when the IdP supports it.
+    #[serde(default)]
+    pub logout_at_idp: bool,
+}
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "email", "profile"].map(String::from).to_vec()
+}
+
+fn default_response_mode() -> ResponseMode {
+    ResponseMode::Query
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    Public,
+    Authenticated,
+    Deny,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub path_exact: Option<String>,
+    #[serde(default)]
+    pub path_regex: Option<String>,
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    pub access: Access,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub api: bool,
+    /// Reserved for bearer-token routes; rejected until bearer validation ships.
+    #[serde(default)]
+    pub bearer: Option<toml::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileConfig {
+    server: ServerConfig,
+    database: DatabaseConfig,
+    session: SessionConfig,
+    login: LoginConfig,
+    provisioning: ProvisioningConfig,
+    admin: AdminConfig,
+    #[serde(rename = "idp")]
+    idps: Vec<IdpConfig>,
+    #[serde(rename = "route")]
+    routes: Vec<RouteConfig>,
+}
+
+// === validated settings ===
+
+/// The whole validated configuration. Built only through [`Settings::load`] or
+/// [`Settings::from_toml`], so everything past this point can trust it.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub source: Option<PathBuf>,
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub session: SessionConfig,
+    pub login: LoginConfig,
+    pub provisioning: ProvisioningConfig,
+    pub admin: AdminConfig,
+    pub idps: Vec<IdpConfig>,
+    /// Routes as written (or the built-in default), kept for `check-config`.
+    pub routes: Vec<RouteConfig>,
+    pub policy: Policy,
+}
+
+impl Settings {
+    /// Loads `path`, or `gatehouse.toml` if it exists, or built-in defaults; then applies the
+    /// `GATEHOUSE_*` variables in `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let path = match path {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
+        };
+        let text = match &path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.clone(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let mut settings = Self::from_toml(&text, env).map_err(|e| match e {
+            ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+                path: path.clone().unwrap_or_default(),
+                message,
+            },
+            other => other,
+        })?;
+        settings.source = path;
+        Ok(settings)
+    }
+
+    /// Parses configuration text (no file access) with the environment overlay.
+    pub fn from_toml(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        let env_keys = overlay_env(&mut table, env)?;
+        let file: FileConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let key = match env_keys.get(&key) {
+                    Some(var) => format!("{key} (from {var})"),
+                    None => key,
+                };
+                ConfigError::invalid(key, e.into_inner().to_string())
+            })?;
+        Self::validate(file)
+    }
+
+    fn validate(file: FileConfig) -> Result<Self, ConfigError> {
+        let FileConfig {
+            server,
+            database,
+            session,
+            login,
+            provisioning,
+            admin,
+            idps,
+            mut routes,
+        } = file;
+
+        match server.public_url.scheme() {
+            "http" | "https" => {}
+            other => {
+                return Err(ConfigError::invalid(
+                    "server.public_url",
+                    format!("scheme must be http or https, not {other:?}"),
+                ));
+            }
+        }
+        if server.public_url.host_str().is_none() {
+            return Err(ConfigError::invalid("server.public_url", "needs a host"));
+        }
+        if !(database.url.starts_with("sqlite:") || database.url.starts_with("postgres")) {
+            return Err(ConfigError::invalid(
+                "database.url",
+                "must start with sqlite:// or postgres:// (or postgresql://)",
+            ));
+        }
+        if database.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "database.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if let Some(name) = &session.cookie_name {
+            if name.is_empty() || !name.bytes().all(is_cookie_name_byte) {
+                return Err(ConfigError::invalid(
+                    "session.cookie_name",
+                    format!("{name:?} is not a valid cookie name"),
+                ));
+            }
+            if name.starts_with("__Host-") && server.public_url.scheme() != "https" {
+                return Err(ConfigError::invalid(
+                    "session.cookie_name",
+                    "the __Host- prefix needs an https server.public_url (browsers drop it otherwise)",
+                ));
+            }
+        }
+        for (key, value) in [
+            ("session.idle_timeout_seconds", session.idle_timeout_seconds),
+            (
+                "session.absolute_timeout_seconds",
+                session.absolute_timeout_seconds,
+            ),
+            ("session.revocation_poll_ms", session.revocation_poll_ms),
+            ("login.state_ttl_seconds", login.state_ttl_seconds),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be greater than 0"));
+            }
+        }
+        if !login.welcome_path.starts_with('/') || login.welcome_path.starts_with("//") {
+            return Err(ConfigError::invalid(
+                "login.welcome_path",
+                "must be an absolute path such as /auth/welcome",
+            ));
+        }
+        for (i, host) in login.allowed_redirect_hosts.iter().enumerate() {
+            if host.is_empty() || host.contains(['/', '@', '\\', ' ']) || host.contains("://") {
+                return Err(ConfigError::invalid(
+                    format!("login.allowed_redirect_hosts[{i}]"),
+                    format!("{host:?} must be host or host:port, without scheme or path"),
+                ));
+            }
+        }
+        if let (Some(_), Some(_)) = (&admin.token, &admin.token_env) {
+            return Err(ConfigError::invalid(
+                "admin",
+                "set token or token_env, not both",
+            ));
+        }
+        validate_idps(&idps)?;
+
+        if routes.is_empty() {
+            // No route table: require a session everywhere. Safe, and what a first run wants.
+            routes.push(RouteConfig {
+                host: None,
+                path_prefix: Some("/".to_owned()),
+                path_exact: None,
+                path_regex: None,
+                methods: None,
+                access: Access::Authenticated,
+                roles: Vec::new(),
+                api: false,
+                bearer: None,
+            });
+        }
+        let policy = Policy::compile(&routes).map_err(|e| match e {
+            PolicyError::Route {
+                index,
+                key,
+                message,
+            } => ConfigError::invalid(format!("route[{index}].{key}"), message),
+        })?;
+
+        Ok(Self {
+            source: None,
+            server,
+            database,
+            session,
+            login,
+            provisioning,
+            admin,
+            idps,
+            routes,
+            policy,
+        })
+    }
+
+    /// The session cookie's name (see [`SessionConfig::cookie_name`]).
+    pub fn cookie_name(&self) -> &str {
+        match &self.session.cookie_name {
+            Some(name) => name,
+            None if self.is_https() => "__Host-gatehouse",
+            None => "gatehouse",
+        }
+    }
+
+    /// Whether browsers reach gatehouse over https (decides `Secure` and `__Host-`).
+    pub fn is_https(&self) -> bool {
+        self.server.public_url.scheme() == "https"
+    }
+
+    /// `public_url` without a trailing slash, for building absolute URLs.
+    pub fn public_origin(&self) -> String {
+        self.server
+            .public_url
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    /// The admin token from `admin.token` or the variable named by `admin.token_env`.
+    pub fn admin_token(&self) -> Option<SecretString> {
+        match (&self.admin.token, &self.admin.token_env) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(var)) => std::env::var(var).ok().map(SecretString::from),
+            (None, None) => None,
+        }
+    }
+}
+
+fn validate_idps(idps: &[IdpConfig]) -> Result<(), ConfigError> {
+    let mut names = HashMap::new();
+    let mut domains = HashMap::new();
+    for (i, idp) in idps.iter().enumerate() {
+        let key = |field: &str| format!("idp[{i}].{field}");
+        if idp.name.is_empty()
+            || !idp
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ConfigError::invalid(
+                key("name"),
+                "must be non-empty and use only letters, digits, - and _",
+            ));
+        }
+        if let Some(prev) = names.insert(idp.name.as_str(), i) {
+            return Err(ConfigError::invalid(
+                key("name"),
+                format!("{:?} is already used by idp[{prev}]", idp.name),
+            ));
+        }
+        match Url::parse(&idp.issuer) {
+            Ok(url) if matches!(url.scheme(), "https" | "http") => {}
+            _ => {
+                return Err(ConfigError::invalid(
+                    key("issuer"),
+                    format!("{:?} is not an http(s) URL", idp.issuer),
+                ));
+            }
+        }
+        if idp.client_id.is_empty() {
+            return Err(ConfigError::invalid(key("client_id"), "must not be empty"));
+        }
+        if idp.client_secret.is_some() && idp.client_secret_env.is_some() {
+            return Err(ConfigError::invalid(
+                key("client_secret"),
+                "set client_secret or client_secret_env, not both",
+            ));
+        }
+        if !idp.scopes.iter().any(|s| s == "openid") {
+            return Err(ConfigError::invalid(
+                key("scopes"),
+                "must include \"openid\"",
+            ));
+        }
+        for reserved in [
+            "client_id",
+            "redirect_uri",
+            "response_type",
+            "response_mode",
+            "scope",
+            "state",
+            "nonce",
+            "code_challenge",
+            "code_challenge_method",
+        ] {
+            if idp.extra_params.contains_key(reserved) {
+                return Err(ConfigError::invalid(
+                    key("extra_params"),
+                    format!("{reserved:?} is set by gatehouse and cannot be overridden"),
+                ));
+            }
+        }
+        for domain in &idp.domains {
+            let lower = domain.to_ascii_lowercase();
+            if lower.is_empty() || lower.contains(['@', '/', ' ']) {
+                return Err(ConfigError::invalid(
+                    key("domains"),
+                    format!("{domain:?} is not a domain"),
+                ));
+            }
+            if let Some(prev) = domains.insert(lower, i) {
+                return Err(ConfigError::invalid(
+                    key("domains"),
+                    format!("{domain:?} is already listed by idp[{prev}]"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_cookie_name_byte(b: u8) -> bool {
+    // RFC 6265 token characters.
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Applies `GATEHOUSE_<SECTION>_<KEY>=value` onto the table. Values are read as TOML when they
+/// parse as a TOML value (`false`, `30`, `["10.0.0.0/8"]`), else as strings. Returns which
+/// variable set which `section.key`, so errors can name the variable.
+fn overlay_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<HashMap<String, String>, ConfigError> {
+    let mut origins = HashMap::new();
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !ENV_RESERVED.contains(&k.as_str()))
+        .collect();
+    vars.sort();
+    for (var, raw) in vars {
+        let rest = var[ENV_PREFIX.len()..].to_ascii_lowercase();
+        let Some((section, key)) = ENV_SECTIONS.iter().find_map(|s| {
+            rest.strip_prefix(s)
+                .and_then(|r| r.strip_prefix('_'))
+                .filter(|k| !k.is_empty())
+                .map(|k| (*s, k.to_owned()))
+        }) else {
+            // Not a config key: e.g. an IdP secret named by `client_secret_env`.
+            continue;
+        };
+        let value = parse_env_value(&raw);
+        let entry = table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(section_table) = entry else {
+            return Err(ConfigError::invalid(section, "must be a table"));
+        };
+        section_table.insert(key.clone(), value);
+        origins.insert(format!("{section}.{key}"), var);
+    }
+    Ok(origins)
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Settings, ConfigError> {
+        Settings::from_toml(text, Vec::new())
+    }
+
+    fn error(text: &str) -> String {
+        load(text)
+            .expect_err("config should be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn empty_config_has_safe_defaults() {
+        let s = load("").unwrap();
+        assert_eq!(s.server.grpc_listen.to_string(), "127.0.0.1:9191");
+        assert_eq!(s.database.url, "sqlite://gatehouse.db?mode=rwc");
+        assert_eq!(s.cookie_name(), "gatehouse");
+        assert!(!s.provisioning.new_users_enabled);
+        assert!(s.provisioning.link_by_verified_email);
+        assert_eq!(s.routes.len(), 1);
+        assert_eq!(s.routes[0].access, Access::Authenticated);
+    }
+
+    #[test]
+    fn https_public_url_uses_host_prefixed_cookie() {
+        let s = load("[server]\npublic_url = \"https://auth.example.com\"").unwrap();
+        assert_eq!(s.cookie_name(), "__Host-gatehouse");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("[server]\nfoo = 1", "server"),
+            ("[server]\ngrpc_listen = \"nope\"", "server.grpc_listen"),
+            ("[[route]]\naccess = \"public\"", "route[0]"),
+            (
+                "[[route]]\npath_regex = \"(\"\naccess = \"public\"",
+                "route[0].path_regex",
+            ),
+            (
+                "[[route]]\npath_prefix = \"/\"\naccess = \"sometimes\"",
+                "route[0].access",
+            ),
+            (
+                "[[route]]\npath_prefix = \"/\"\naccess = \"public\"\nbogus = true",
+                "route[0]",
+            ),
+            (
+                "[session]\ncookie_name = \"__Host-x\"",
+                "session.cookie_name",
+            ),
+            ("[login]\nwelcome_path = \"//evil\"", "login.welcome_path"),
+            (
+                "[[idp]]\nname = \"a\"\nissuer = \"https://a/\"\nclient_id = \"c\"\n[[idp]]\nname = \"a\"\nissuer = \"https://b/\"\nclient_id = \"c\"",
+                "idp[1].name",
+            ),
+        ];
+        for (text, key) in cases {
+            let message = error(text);
+            assert!(
+                message.starts_with(key),
+                "{text:?}: expected error about {key}, got {message:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let message = error("[session]\nidle_timeout = 5");
+        assert!(message.contains("idle_timeout"), "{message}");
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let env = [
+            ("GATEHOUSE_DATABASE_URL", "postgres://u@h/db"),
+            ("GATEHOUSE_SESSION_CACHE_TTL_SECONDS", "5"),
+            ("GATEHOUSE_PROVISIONING_NEW_USERS_ENABLED", "true"),
+            ("GATEHOUSE_SERVER_TRUSTED_PROXIES", "[\"10.0.0.0/8\"]"),
+            ("GATEHOUSE_IDP_MAIN_SECRET", "not a config key"),
+            ("GATEHOUSE_CONFIG", "ignored.toml"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let s = Settings::from_toml("[database]\nurl = \"sqlite://x.db\"", env).unwrap();
+        assert_eq!(s.database.url, "postgres://u@h/db");
+        assert_eq!(s.session.cache_ttl_seconds, 5);
+        assert!(s.provisioning.new_users_enabled);
+        assert_eq!(s.server.trusted_proxies.len(), 1);
+    }
+
+    #[test]
+    fn bad_environment_value_names_the_variable() {
+        let env = vec![(
+            "GATEHOUSE_SERVER_GRPC_LISTEN".to_owned(),
+            "not-an-address".to_owned(),
+        )];
+        let message = Settings::from_toml("", env).unwrap_err().to_string();
+        assert!(
+            message.starts_with("server.grpc_listen (from GATEHOUSE_SERVER_GRPC_LISTEN)"),
+            "{message}"
+        );
+    }
+}

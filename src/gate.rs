@@ -1,0 +1,115 @@
+//! The check engine: normalize the path, match a route, identify the caller if the route needs
+//! it, decide, and work out what the upstream request must look like. Both edges call
+//! [`Gate::check`] and only translate its [`Verdict`] to their wire format.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderName, HeaderValue};
+
+use crate::clock::unix_now;
+use crate::decision::{Decision, Denial, LoginUrls, decide};
+use crate::identity::Caller;
+use crate::metrics::Metrics;
+use crate::policy::{Policy, normalize};
+use crate::request::AuthzRequest;
+use crate::session::Sessions;
+use crate::session::cookie::{self, CookieRewrite, SessionCookie};
+
+pub struct Gate {
+    policy: Policy,
+    sessions: Sessions,
+    urls: LoginUrls,
+    cookie_name: String,
+    metrics: Arc<Metrics>,
+}
+
+/// The outcome of one check.
+#[derive(Debug)]
+pub struct Verdict {
+    pub decision: Decision,
+    /// On allow: how the upstream request changes.
+    pub upstream: Option<UpstreamChanges>,
+}
+
+/// Changes to the request that goes upstream, applied on allow.
+#[derive(Debug, Default)]
+pub struct UpstreamChanges {
+    /// Identity headers to set (overwriting any client-sent value).
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    /// Client-sent `x-gatehouse-*` headers that gatehouse does not set: removed.
+    pub remove: Vec<HeaderName>,
+    /// The `cookie` header without the session cookie.
+    pub cookie: CookieRewrite,
+}
+
+impl Gate {
+    pub fn new(
+        policy: Policy,
+        sessions: Sessions,
+        urls: LoginUrls,
+        cookie_name: String,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            policy,
+            sessions,
+            urls,
+            cookie_name,
+            metrics,
+        }
+    }
+
+    pub async fn check(&self, req: &AuthzRequest) -> Verdict {
+        let started = Instant::now();
+        let decision = self.decide(req).await;
+        let upstream = match &decision {
+            Decision::Allow(user) => {
+                let set = user.as_ref().map(|u| u.headers.clone()).unwrap_or_default();
+                let remove = req
+                    .spoofed_identity_headers()
+                    .filter(|name| !set.iter().any(|(n, _)| n == *name))
+                    .cloned()
+                    .collect();
+                Some(UpstreamChanges {
+                    set,
+                    remove,
+                    cookie: cookie::strip(&req.headers, &self.cookie_name),
+                })
+            }
+            Decision::Deny(_) => None,
+        };
+        self.metrics
+            .record_check(decision.label(), started.elapsed());
+        tracing::debug!(
+            method = %req.method,
+            host = %req.host,
+            path = %req.path,
+            decision = decision.label(),
+            "check"
+        );
+        Verdict { decision, upstream }
+    }
+
+    async fn decide(&self, req: &AuthzRequest) -> Decision {
+        let path = match normalize(&req.path) {
+            Ok(path) => path,
+            Err(e) => return Decision::Deny(Denial::BadRequest(e)),
+        };
+        let route = self.policy.find(&req.method, &req.host, &path);
+        let caller = match route {
+            Some(r) if r.needs_identity() => self.caller(req).await,
+            _ => Caller::Anonymous,
+        };
+        decide(req, route, &caller, &self.urls)
+    }
+
+    async fn caller(&self, req: &AuthzRequest) -> Caller {
+        match cookie::find(&req.headers, &self.cookie_name) {
+            SessionCookie::Present(token) => self.sessions.resolve(&token, unix_now()).await,
+            SessionCookie::Absent | SessionCookie::Duplicated | SessionCookie::Malformed => {
+                Caller::Anonymous
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Who the caller is, as the decision and the upstream see it.
+
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+use uuid::Uuid;
+
+/// Every header with this prefix is gatehouse's to set: inbound copies are always removed.
+pub const HEADER_PREFIX: &str = "x-gatehouse-";
+pub const USER_ID_HEADER: HeaderName = HeaderName::from_static("x-gatehouse-user-id");
+pub const EMAIL_HEADER: HeaderName = HeaderName::from_static("x-gatehouse-email");
+pub const ORG_ID_HEADER: HeaderName = HeaderName::from_static("x-gatehouse-org-id");
+pub const ROLES_HEADER: HeaderName = HeaderName::from_static("x-gatehouse-roles");
+pub const IMPERSONATOR_HEADER: HeaderName = HeaderName::from_static("x-gatehouse-impersonator-id");
+
+/// A signed-in user behind a valid session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: Uuid,
+    pub email: String,
+    pub org_id: Option<Uuid>,
+    /// Sorted, deduplicated.
+    pub roles: Vec<String>,
+    pub enabled: bool,
+    pub impersonator_id: Option<Uuid>,
+}
+
+impl Identity {
+    pub fn has_any_role(&self, wanted: &[String]) -> bool {
+        wanted.iter().any(|w| self.roles.iter().any(|r| r == w))
+    }
+
+    /// The headers the upstream receives on allow. Computed once per cached session, not per
+    /// check.
+    pub fn upstream_headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        let mut headers = vec![
+            (USER_ID_HEADER, uuid_value(self.user_id)),
+            (
+                EMAIL_HEADER,
+                // Emails are validated at provisioning; a value a header cannot carry is
+                // dropped rather than mangled.
+                HeaderValue::from_bytes(self.email.as_bytes())
+                    .unwrap_or_else(|_| HeaderValue::from_static("")),
+            ),
+            (
+                ORG_ID_HEADER,
+                self.org_id
+                    .map(uuid_value)
+                    .unwrap_or_else(|| HeaderValue::from_static("")),
+            ),
+            (
+                ROLES_HEADER,
+                HeaderValue::from_bytes(self.roles.join(",").as_bytes())
+                    .unwrap_or_else(|_| HeaderValue::from_static("")),
+            ),
+        ];
+        if let Some(impersonator) = self.impersonator_id {
+            headers.push((IMPERSONATOR_HEADER, uuid_value(impersonator)));
+        }
+        headers
+    }
+}
+
+fn uuid_value(id: Uuid) -> HeaderValue {
+    let mut buf = Uuid::encode_buffer();
+    HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The caller of one check, as far as the session layer could tell.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// No session cookie, or one that is unknown, expired, revoked, duplicated or malformed.
+    Anonymous,
+    User(Arc<SignedIn>),
+    /// The store failed and the session was not cached: we cannot tell, so we must not allow.
+    Unavailable,
+}
+
+/// An identity plus its precomputed upstream headers.
+#[derive(Debug)]
+pub struct SignedIn {
+    pub identity: Identity,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl SignedIn {
+    pub fn new(identity: Identity) -> Self {
+        let headers = identity.upstream_headers();
+        Self { identity, headers }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_headers_carry_the_identity() {
+        let id = Identity {
+            user_id: Uuid::nil(),
+            email: "a@acme.test".into(),
+            org_id: None,
+            roles: vec!["admin".into(), "dev".into()],
+            enabled: true,
+            impersonator_id: None,
+        };
+        let headers = id.upstream_headers();
+        let get = |n: &HeaderName| {
+            headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            get(&USER_ID_HEADER).as_deref(),
+            Some("00000000-0000-0000-0000-000000000000")
+        );
+        assert_eq!(get(&EMAIL_HEADER).as_deref(), Some("a@acme.test"));
+        assert_eq!(get(&ORG_ID_HEADER).as_deref(), Some(""));
+        assert_eq!(get(&ROLES_HEADER).as_deref(), Some("admin,dev"));
+        assert_eq!(get(&IMPERSONATOR_HEADER), None);
+        assert!(id.has_any_role(&["ops".into(), "dev".into()]));
+        assert!(!id.has_any_role(&["ops".into()]));
+    }
+}

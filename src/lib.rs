@@ -1,0 +1,44 @@
+//! gatehouse: external authorization for Envoy (gRPC ext_authz) and other proxies
+//! (HTTP forward-auth), plus an OIDC login broker in front of the company's identity provider.
+//!
+//! On every request the proxy asks [`server::grpc`] (or [`server::forward_auth`]) whether to
+//! let it through. [`gate::Gate`] normalizes the path, finds the route, identifies the caller
+//! from the session cookie if the route needs it, and [`decision::decide`] answers allow (with
+//! identity headers for the upstream), deny, or redirect to login.
+//!
+//! # Layout
+//!
+//! | module | job |
+//! |---|---|
+//! | [`config`] | typed configuration: TOML file + `GATEHOUSE_*` overlay, validation |
+//! | [`policy`] | route table and path normalization: pure, table-tested |
+//! | [`decision`] | `decide()`: pure; also renders denials (status, headers, body) |
+//! | [`request`] | the request under check, as plain data |
+//! | [`identity`] | who the caller is; the `x-gatehouse-*` headers |
+//! | [`gate`] | the check engine used by both edges |
+//! | [`session`] | opaque tokens, cookies, the session cache, revocation sync |
+//! | [`store`] | sqlx over SQLite or PostgreSQL: users, orgs, sessions, login state, audit |
+//! | [`server`] | listeners: gRPC ext_authz, HTTP (`/authz`, `/auth/*`), admin |
+//! | [`metrics`] | Prometheus counters and histograms |
+//! | [`pages`] | the few HTML pages |
+//! | [`cli`] | command-line parsing and the admin commands |
+//! | [`clock`] | the one place that reads wall-clock time |
+//!
+//! Pure parts take plain data and `now`; I/O lives at the edges. Each layer has its own
+//! `thiserror` enum; `anyhow` is only in `main`.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod decision;
+pub mod gate;
+pub mod identity;
+pub mod metrics;
+pub mod pages;
+pub mod policy;
+pub mod request;
+pub mod server;
+pub mod session;
+pub mod store;

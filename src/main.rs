@@ -1,0 +1,39 @@
+//! The `gatehouse` binary: parse the command line, set up logging, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use gatehouse::cli::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.command);
+    match gatehouse::cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let e = anyhow::Error::from(e);
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `GATEHOUSE_LOG` (an `EnvFilter` directive) sets verbosity: `info` for `serve`, `warn` for
+/// the admin commands. `GATEHOUSE_LOG_FORMAT=json` switches to JSON lines. Logs go to stderr.
+fn init_logging(command: &Command) {
+    let default = match command {
+        Command::Serve => "info",
+        _ => "warn",
+    };
+    let filter =
+        EnvFilter::try_from_env("GATEHOUSE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("GATEHOUSE_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,205 @@
+//! Request-path normalization.
+//!
+//! Routes are matched against one canonical form of the path, so that `/public/../admin`,
+//! `/public/%2e%2e/admin` and `//admin` cannot reach `/admin/` under another route's rule. A
+//! path that has no single canonical form is refused (400): an upstream might decode it
+//! differently from us, and then the rule we matched is not the rule it serves.
+//!
+//! Steps: cut the query and fragment; percent-decode unreserved characters (RFC 3986 §2.3) and
+//! upper-case the remaining escapes; merge repeated slashes; remove `.` and `..` segments.
+
+use std::fmt;
+
+/// Why a path was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path does not start with /")]
+    NotAbsolute,
+    #[error("path contains an encoded / or \\")]
+    EncodedSeparator,
+    #[error("path contains a backslash")]
+    Backslash,
+    #[error("path contains a NUL or control character")]
+    ControlCharacter,
+    #[error("path contains an invalid percent-escape")]
+    BadEscape,
+    #[error("path is not valid UTF-8 once decoded")]
+    InvalidUtf8,
+    #[error("path climbs above the root with ..")]
+    AboveRoot,
+}
+
+/// A path in canonical form: starts with `/`, no query, no dot segments, no empty segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalizedPath(String);
+
+impl NormalizedPath {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NormalizedPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Normalizes a request target's path (anything after `?` or `#` is ignored).
+pub fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
+    let path = raw.split(['?', '#']).next().unwrap_or_default();
+    if !path.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let decoded = decode_unreserved(path)?;
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for segment in decoded.split('/').skip(1) {
+        trailing_slash = false;
+        match segment {
+            // An empty segment is a repeated or trailing slash.
+            "" => trailing_slash = true,
+            "." => trailing_slash = true,
+            ".." => {
+                if segments.pop().is_none() {
+                    return Err(PathError::AboveRoot);
+                }
+                trailing_slash = true;
+            }
+            other => segments.push(other),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for segment in &segments {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if trailing_slash || segments.is_empty() {
+        out.push('/');
+    }
+    Ok(NormalizedPath(out))
+}
+
+/// Decodes `%XX` escapes of unreserved characters and re-emits every other escape in upper
+/// case. Also checks the fully decoded byte string: no separators, no control characters, and
+/// valid UTF-8, so that no later decoder can see a different path.
+fn decode_unreserved(path: &str) -> Result<String, PathError> {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    // Fully decoded form, only to check UTF-8 validity of escaped bytes.
+    let mut fully_decoded = Vec::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).ok_or(PathError::BadEscape)?;
+                let value = decode_hex_pair(hex).ok_or(PathError::BadEscape)?;
+                match value {
+                    b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+                    0x00..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
+                    v if is_unreserved(v) => out.push(char::from(v)),
+                    v => {
+                        out.push('%');
+                        out.push(char::from(HEX_UPPER[usize::from(v >> 4)]));
+                        out.push(char::from(HEX_UPPER[usize::from(v & 0x0f)]));
+                    }
+                }
+                fully_decoded.push(value);
+                i += 3;
+            }
+            b'\\' => return Err(PathError::Backslash),
+            0x00..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
+            _ => {
+                // `path` is a &str, so raw non-ASCII bytes are already valid UTF-8; copy the
+                // whole character.
+                let ch_len = utf8_len(b);
+                let chunk = path.get(i..i + ch_len).ok_or(PathError::InvalidUtf8)?;
+                out.push_str(chunk);
+                fully_decoded.extend_from_slice(chunk.as_bytes());
+                i += ch_len;
+            }
+        }
+    }
+    if std::str::from_utf8(&fully_decoded).is_err() {
+        return Err(PathError::InvalidUtf8);
+    }
+    Ok(out)
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+fn decode_hex_pair(pair: &[u8]) -> Option<u8> {
+    let digit = |c: u8| char::from(c).to_digit(16);
+    let (hi, lo) = (digit(*pair.first()?)?, digit(*pair.get(1)?)?);
+    u8::try_from(hi * 16 + lo).ok()
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn utf8_len(first: u8) -> usize {
+    match first {
+        0xf0..=0xff => 4,
+        0xe0..=0xef => 3,
+        0xc0..=0xdf => 2,
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalization_table() {
+        let cases: &[(&str, Result<&str, PathError>)] = &[
+            ("/", Ok("/")),
+            ("/admin", Ok("/admin")),
+            ("/admin/", Ok("/admin/")),
+            ("/public/../admin", Ok("/admin")),
+            ("/public/../admin/", Ok("/admin/")),
+            ("/public/%2e%2e/admin", Ok("/admin")),
+            ("/public/%2E%2E/admin", Ok("/admin")),
+            ("/public/.%2e/admin", Ok("/admin")),
+            ("//admin", Ok("/admin")),
+            ("/a//b///c", Ok("/a/b/c")),
+            ("/./admin", Ok("/admin")),
+            ("/a/b/..", Ok("/a/")),
+            ("/a/.", Ok("/a/")),
+            ("/admin#x", Ok("/admin")),
+            ("/private?x=/public/", Ok("/private")),
+            ("/private?x=/../admin", Ok("/private")),
+            ("/%61dmin", Ok("/admin")),
+            ("/caf%c3%a9", Ok("/caf%C3%A9")),
+            ("/café", Ok("/café")),
+            ("/a%20b", Ok("/a%20b")),
+            ("/a%3fb", Ok("/a%3Fb")),
+            ("/a%2Fb", Err(PathError::EncodedSeparator)),
+            ("/a%2fb", Err(PathError::EncodedSeparator)),
+            ("/a%5Cb", Err(PathError::EncodedSeparator)),
+            ("/a\\b", Err(PathError::Backslash)),
+            ("/a%00b", Err(PathError::ControlCharacter)),
+            ("/a%09b", Err(PathError::ControlCharacter)),
+            ("/a\tb", Err(PathError::ControlCharacter)),
+            ("/a%ff", Err(PathError::InvalidUtf8)),
+            ("/a%c0%af", Err(PathError::InvalidUtf8)),
+            ("/a%", Err(PathError::BadEscape)),
+            ("/a%2", Err(PathError::BadEscape)),
+            ("/a%zz", Err(PathError::BadEscape)),
+            ("/..", Err(PathError::AboveRoot)),
+            ("/a/../..", Err(PathError::AboveRoot)),
+            ("/%2e%2e/admin", Err(PathError::AboveRoot)),
+            ("admin", Err(PathError::NotAbsolute)),
+            ("", Err(PathError::NotAbsolute)),
+            ("*", Err(PathError::NotAbsolute)),
+            ("http://evil/admin", Err(PathError::NotAbsolute)),
+        ];
+        for (raw, expected) in cases {
+            let got = normalize(raw);
+            let got = got.as_ref().map(NormalizedPath::as_str).map_err(|e| *e);
+            assert_eq!(got, *expected, "normalize({raw:?})");
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Wiring: builds the shared state, binds the three listeners and runs them until shutdown.
+//!
+//! [`Server::build`] binds before anything runs and reports the bound addresses, so tests can
+//! listen on port 0; [`Server::run`] takes the shutdown signal as a future.
+
+pub mod admin;
+pub mod forward_auth;
+pub mod grpc;
+pub mod http;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::clock::unix_now;
+use crate::config::Settings;
+use crate::decision::LoginUrls;
+use crate::gate::Gate;
+use crate::metrics::Metrics;
+use crate::session::cookie::CookieSettings;
+use crate::session::revocations::RevocationSync;
+use crate::session::{Lifetimes, Sessions, TouchWriter};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid server.public_url: {0}")]
+    PublicUrl(#[from] url::ParseError),
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("HTTP server failed: {0}")]
+    Http(#[source] std::io::Error),
+}
+
+/// Everything the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub sessions: Sessions,
+    pub gate: Arc<Gate>,
+    pub metrics: Arc<Metrics>,
+    pub revocations: Arc<RevocationSync>,
+    pub cookies: CookieSettings,
+    /// False once shutdown begins, so `/readyz` sends traffic elsewhere.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// The addresses actually bound (useful with port 0).
+#[derive(Debug, Clone, Copy)]
+pub struct BoundAddrs {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+pub struct Server {
+    state: AppState,
+    touch_writer: TouchWriter,
+    grpc: TcpListener,
+    http: TcpListener,
+    admin: TcpListener,
+}
+
+impl Server {
+    /// Connects to the database (migrating unless `database.migrate = false`), builds the
+    /// state and binds the listeners.
+    pub async fn build(settings: Settings) -> Result<Self, ServeError> {
+        let store =
+            Store::connect(&settings.database.url, settings.database.max_connections).await?;
+        if settings.database.migrate {
+            store.migrate().await?;
+        }
+        let metrics = Arc::new(Metrics::new());
+        let lifetimes = Lifetimes {
+            idle: seconds(settings.session.idle_timeout_seconds),
+            absolute: seconds(settings.session.absolute_timeout_seconds),
+        };
+        let (sessions, touch_writer) = Sessions::new(
+            store.clone(),
+            lifetimes,
+            Duration::from_secs(settings.session.cache_ttl_seconds),
+            settings.session.cache_max_entries,
+            metrics.clone(),
+        );
+        let urls = LoginUrls::new(&settings.public_origin(), &settings.login.welcome_path)?;
+        let gate = Arc::new(Gate::new(
+            settings.policy.clone(),
+            sessions.clone(),
+            urls,
+            settings.cookie_name().to_owned(),
+            metrics.clone(),
+        ));
+        let cookies = CookieSettings {
+            session_name: settings.cookie_name().to_owned(),
+            secure: settings.is_https(),
+        };
+        let revocations = RevocationSync::new(store.clone(), sessions.clone());
+        let grpc = bind("gRPC", settings.server.grpc_listen).await?;
+        let http = bind("HTTP", settings.server.http_listen).await?;
+        let admin = bind("admin", settings.server.admin_listen).await?;
+        let state = AppState {
+            settings: Arc::new(settings),
+            store,
+            sessions,
+            gate,
+            metrics,
+            revocations,
+            cookies,
+            ready: Arc::new(AtomicBool::new(true)),
+        };
+        Ok(Self {
+            state,
+            touch_writer,
+            grpc,
+            http,
+            admin,
+        })
+    }
+
+    pub fn local_addrs(&self) -> BoundAddrs {
+        let addr = |l: &TcpListener| {
+            l.local_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        };
+        BoundAddrs {
+            grpc: addr(&self.grpc),
+            http: addr(&self.http),
+            admin: addr(&self.admin),
+        }
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
+    /// for up to `server.shutdown_grace_seconds`, and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
+        let Self {
+            state,
+            touch_writer,
+            grpc,
+            http,
+            admin,
+        } = self;
+        let settings = state.settings.clone();
+        let grace = Duration::from_secs(settings.server.shutdown_grace_seconds);
+
+        tokio::spawn(touch_writer.run());
+        tokio::spawn(
+            state
+                .revocations
+                .clone()
+                .run(Duration::from_millis(settings.session.revocation_poll_ms)),
+        );
+        tokio::spawn(housekeeping(state.store.clone()));
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<AuthorizationServer<grpc::CheckService>>()
+            .await;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+
+        let grpc_server = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(health_service)
+            .add_service(AuthorizationServer::new(grpc::CheckService::new(
+                state.gate.clone(),
+            )))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+                stopped(stop_rx.clone()),
+            );
+        let http_server = axum::serve(
+            http,
+            http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let admin_server = axum::serve(admin, admin::router(state.clone()))
+            .with_graceful_shutdown(stopped(stop_rx.clone()));
+
+        let grpc_task = tokio::spawn(grpc_server);
+        let http_task = tokio::spawn(async move { http_server.await });
+        let admin_task = tokio::spawn(async move { admin_server.await });
+
+        shutdown.await;
+        tracing::info!(grace_seconds = grace.as_secs(), "shutting down");
+        state.ready.store(false, Ordering::Relaxed);
+        health
+            .set_not_serving::<AuthorizationServer<grpc::CheckService>>()
+            .await;
+        let _ = stop_tx.send(true);
+
+        let all = async {
+            let grpc = grpc_task.await;
+            let http = http_task.await;
+            let admin = admin_task.await;
+            (grpc, http, admin)
+        };
+        match tokio::time::timeout(grace, all).await {
+            Ok((grpc, http, admin)) => {
+                if let Ok(Err(e)) = grpc {
+                    return Err(ServeError::Grpc(e));
+                }
+                for result in [http, admin] {
+                    if let Ok(Err(e)) = result {
+                        return Err(ServeError::Http(e));
+                    }
+                }
+            }
+            Err(_) => tracing::warn!("grace period over; dropping open connections"),
+        }
+        state.store.close().await;
+        Ok(())
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { what, addr, source })
+}
+
+fn seconds(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Deletes expired sessions, login states and old revocations every ten minutes.
+async fn housekeeping(store: Store) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        match store.purge_expired(unix_now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(rows = n, "purged expired rows"),
+            Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
+        }
+    }
+}

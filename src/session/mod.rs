@@ -1,0 +1,304 @@
+//! Sessions: opaque tokens in a cookie, stored by hash, cached in memory.
+//!
+//! A check on a cached session does no I/O: the cache entry carries the identity, the upstream
+//! headers and the expiry times. `last_seen` is kept in memory and written to the store at most
+//! once a minute per session, by a background task. Revocations reach the cache directly on the
+//! replica that made them and through [`revocations`] on the others.
+
+pub mod cookie;
+pub mod revocations;
+pub mod token;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use moka::sync::Cache;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::identity::{Caller, Identity, SignedIn};
+use crate::metrics::Metrics;
+use crate::store::{NewSession, SessionRecord, SessionTouch, Store, StoreError};
+pub use token::{OpaqueToken, TokenHash};
+
+/// `last_seen` is written back at most this often per session.
+const TOUCH_INTERVAL_SECONDS: i64 = 60;
+/// A cache miss must not hold a check longer than this: past it, the check fails closed (503).
+const STORE_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Random(#[from] token::RandomError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Session lifetimes, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    pub idle: i64,
+    pub absolute: i64,
+}
+
+/// Whether a session is still usable at `now`. Pure, so the expiry rules are table-tested.
+pub fn is_live(
+    last_seen_at: i64,
+    absolute_expires_at: i64,
+    lifetimes: Lifetimes,
+    now: i64,
+) -> bool {
+    now < absolute_expires_at && now < last_seen_at.saturating_add(lifetimes.idle)
+}
+
+#[derive(Clone)]
+enum Cached {
+    /// The store has no live session under this hash. Tokens are never adopted, so a hash that
+    /// is unknown now can never become valid: caching the miss is safe, and keeps a flood of
+    /// random cookies from reaching the database twice.
+    Unknown,
+    Live(Arc<LiveSession>),
+}
+
+struct LiveSession {
+    user: Arc<SignedIn>,
+    absolute_expires_at: i64,
+    /// Most recent use seen by this replica.
+    last_seen_at: AtomicI64,
+    /// The `last_seen_at` value last handed to the store writer.
+    last_written_at: AtomicI64,
+}
+
+/// The session service: create, resolve (cached), forget.
+#[derive(Clone)]
+pub struct Sessions {
+    store: Store,
+    cache: Cache<TokenHash, Cached>,
+    lifetimes: Lifetimes,
+    touches: mpsc::Sender<SessionTouch>,
+    metrics: Arc<Metrics>,
+}
+
+impl Sessions {
+    /// Builds the service and returns the background writer for `last_seen`, which the caller
+    /// spawns.
+    pub fn new(
+        store: Store,
+        lifetimes: Lifetimes,
+        cache_ttl: Duration,
+        cache_max_entries: u64,
+        metrics: Arc<Metrics>,
+    ) -> (Self, TouchWriter) {
+        let cache = Cache::builder()
+            .max_capacity(cache_max_entries)
+            .time_to_live(cache_ttl)
+            .support_invalidation_closures()
+            .build();
+        let (touches, rx) = mpsc::channel(4096);
+        let writer = TouchWriter {
+            store: store.clone(),
+            rx,
+        };
+        (
+            Self {
+                store,
+                cache,
+                lifetimes,
+                touches,
+                metrics,
+            },
+            writer,
+        )
+    }
+
+    pub fn lifetimes(&self) -> Lifetimes {
+        self.lifetimes
+    }
+
+    /// Who holds `token` at `now`: a cached answer when there is one, else one store lookup.
+    pub async fn resolve(&self, token: &OpaqueToken, now: i64) -> Caller {
+        let hash = token.hash();
+        let cached = match self.cache.get(&hash) {
+            Some(entry) => {
+                self.metrics.session_cache_hit();
+                entry
+            }
+            None => {
+                self.metrics.session_cache_miss();
+                match self.load(&hash, now).await {
+                    Ok(entry) => {
+                        self.cache.insert(hash, entry.clone());
+                        entry
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "session lookup failed; failing closed");
+                        return Caller::Unavailable;
+                    }
+                }
+            }
+        };
+        match cached {
+            Cached::Unknown => Caller::Anonymous,
+            Cached::Live(session) => {
+                let last_seen = session.last_seen_at.load(Ordering::Relaxed);
+                if !is_live(last_seen, session.absolute_expires_at, self.lifetimes, now) {
+                    self.cache.invalidate(&hash);
+                    return Caller::Anonymous;
+                }
+                self.touch(&hash, &session, now);
+                Caller::User(session.user.clone())
+            }
+        }
+    }
+
+    async fn load(&self, hash: &TokenHash, now: i64) -> Result<Cached, StoreError> {
+        let id_hash = hash.to_hex();
+        let lookup = self.store.load_session(&id_hash, now);
+        let record = tokio::time::timeout(STORE_LOOKUP_TIMEOUT, lookup)
+            .await
+            .map_err(|_| StoreError::Invalid("session lookup timed out".into()))??;
+        Ok(match record {
+            None => Cached::Unknown,
+            Some(record) => Cached::Live(Arc::new(LiveSession::from_record(record))),
+        })
+    }
+
+    /// Records use in memory; hands a write to the background writer at most once a minute.
+    fn touch(&self, hash: &TokenHash, session: &LiveSession, now: i64) {
+        session.last_seen_at.fetch_max(now, Ordering::Relaxed);
+        let written = session.last_written_at.load(Ordering::Relaxed);
+        if now - written < TOUCH_INTERVAL_SECONDS {
+            return;
+        }
+        // One check wins the right to write; the others see the new value and skip.
+        if session
+            .last_written_at
+            .compare_exchange(written, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            let touch = SessionTouch {
+                id_hash: hash.to_hex(),
+                last_seen_at: now,
+                idle_expires_at: now.saturating_add(self.lifetimes.idle),
+            };
+            // A full queue only delays idle-expiry bookkeeping; never block a check on it.
+            let _ = self.touches.try_send(touch);
+        }
+    }
+
+    /// Creates a session for a user and returns its token (the only copy).
+    pub async fn create(
+        &self,
+        user_id: Uuid,
+        idp: Option<String>,
+        id_token: Option<String>,
+        now: i64,
+    ) -> Result<OpaqueToken, SessionError> {
+        let token = OpaqueToken::generate()?;
+        self.store
+            .insert_session(&NewSession {
+                id_hash: token.hash().to_hex(),
+                user_id,
+                impersonator_id: None,
+                idp,
+                id_token,
+                created_at: now,
+                idle_expires_at: now.saturating_add(self.lifetimes.idle),
+                absolute_expires_at: now.saturating_add(self.lifetimes.absolute),
+            })
+            .await?;
+        Ok(token)
+    }
+
+    /// Drops one session from this replica's cache.
+    pub fn forget(&self, hash: &TokenHash) {
+        self.cache.invalidate(hash);
+    }
+
+    /// Drops every cached session of a user (and cached misses, which are cheap to redo).
+    pub fn forget_user(&self, user_id: Uuid) {
+        let result = self
+            .cache
+            .invalidate_entries_if(move |_, entry| match entry {
+                Cached::Live(s) => s.user.identity.user_id == user_id,
+                Cached::Unknown => false,
+            });
+        if result.is_err() {
+            // Only possible without `support_invalidation_closures`; be safe regardless.
+            self.cache.invalidate_all();
+        }
+    }
+
+    pub fn forget_all(&self) {
+        self.cache.invalidate_all();
+    }
+}
+
+impl LiveSession {
+    fn from_record(r: SessionRecord) -> Self {
+        let identity = Identity {
+            user_id: r.user_id,
+            email: r.email,
+            org_id: r.org_id,
+            roles: r.roles,
+            enabled: r.enabled,
+            impersonator_id: r.impersonator_id,
+        };
+        Self {
+            user: Arc::new(SignedIn::new(identity)),
+            absolute_expires_at: r.absolute_expires_at,
+            last_seen_at: AtomicI64::new(r.last_seen_at),
+            last_written_at: AtomicI64::new(r.last_seen_at),
+        }
+    }
+}
+
+/// Writes batched `last_seen` updates off the request path.
+pub struct TouchWriter {
+    store: Store,
+    rx: mpsc::Receiver<SessionTouch>,
+}
+
+impl TouchWriter {
+    /// Runs until every [`Sessions`] handle is dropped.
+    pub async fn run(mut self) {
+        let mut batch = Vec::with_capacity(256);
+        while self.rx.recv_many(&mut batch, 256).await > 0 {
+            if let Err(e) = self.store.touch_sessions(&batch).await {
+                tracing::warn!(error = %e, count = batch.len(), "could not record session activity");
+            }
+            batch.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_table() {
+        let l = Lifetimes {
+            idle: 100,
+            absolute: 1000,
+        };
+        // (last_seen, absolute_expires_at, now, live)
+        let cases = [
+            (0, 1000, 0, true),
+            (0, 1000, 99, true),
+            (0, 1000, 100, false),
+            (950, 1000, 999, true),
+            (950, 1000, 1000, false),
+            (950, 1000, 5000, false),
+            (i64::MAX - 10, i64::MAX, 0, true),
+        ];
+        for (last_seen, absolute, now, live) in cases {
+            assert_eq!(
+                is_live(last_seen, absolute, l, now),
+                live,
+                "last_seen={last_seen} absolute={absolute} now={now}"
+            );
+        }
+    }
+}

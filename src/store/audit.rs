@@ -1,0 +1,226 @@
+//! The audit trail: one row per auth action, written in the same transaction as the action
+//! where there is one.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{Store, StoreError, with_pool};
+
+/// What happened. The string forms are stable: `gatehouse audit --kind` filters on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    LoginStarted,
+    LoginSucceeded,
+    LoginFailed,
+    UserProvisioned,
+    IdentityLinked,
+    SessionCreated,
+    SessionRevoked,
+    Logout,
+    UserCreated,
+    UserEnabled,
+    UserDisabled,
+    RoleGranted,
+    RoleRevoked,
+    OrgCreated,
+}
+
+impl AuditKind {
+    pub const ALL: [Self; 14] = [
+        Self::LoginStarted,
+        Self::LoginSucceeded,
+        Self::LoginFailed,
+        Self::UserProvisioned,
+        Self::IdentityLinked,
+        Self::SessionCreated,
+        Self::SessionRevoked,
+        Self::Logout,
+        Self::UserCreated,
+        Self::UserEnabled,
+        Self::UserDisabled,
+        Self::RoleGranted,
+        Self::RoleRevoked,
+        Self::OrgCreated,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LoginStarted => "login_started",
+            Self::LoginSucceeded => "login_succeeded",
+            Self::LoginFailed => "login_failed",
+            Self::UserProvisioned => "user_provisioned",
+            Self::IdentityLinked => "identity_linked",
+            Self::SessionCreated => "session_created",
+            Self::SessionRevoked => "session_revoked",
+            Self::Logout => "logout",
+            Self::UserCreated => "user_created",
+            Self::UserEnabled => "user_enabled",
+            Self::UserDisabled => "user_disabled",
+            Self::RoleGranted => "role_granted",
+            Self::RoleRevoked => "role_revoked",
+            Self::OrgCreated => "org_created",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    Failure,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+        }
+    }
+}
+
+/// An event to record.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub at: i64,
+    pub kind: AuditKind,
+    pub outcome: Outcome,
+    pub user_id: Option<Uuid>,
+    /// Who did it, when not the user: `cli`, `admin-api`, an admin's email.
+    pub actor: Option<String>,
+    pub idp: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// A short reason or context, never a secret.
+    pub detail: Option<String>,
+}
+
+impl AuditEvent {
+    pub fn new(kind: AuditKind, outcome: Outcome, at: i64) -> Self {
+        Self {
+            at,
+            kind,
+            outcome,
+            user_id: None,
+            actor: None,
+            idp: None,
+            ip: None,
+            user_agent: None,
+            detail: None,
+        }
+    }
+
+    pub fn user(mut self, user_id: Uuid) -> Self {
+        self.user_id = Some(user_id);
+        self
+    }
+
+    pub fn actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self
+    }
+
+    pub fn idp(mut self, idp: impl Into<String>) -> Self {
+        self.idp = Some(idp.into());
+        self
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn client(mut self, ip: Option<String>, user_agent: Option<String>) -> Self {
+        self.ip = ip;
+        // Bounded: the header is attacker-controlled.
+        self.user_agent = user_agent.map(|ua| ua.chars().take(256).collect());
+        self
+    }
+}
+
+/// A recorded event, as listed by `gatehouse audit`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: i64,
+    pub kind: String,
+    pub outcome: String,
+    pub user_id: Option<Uuid>,
+    /// Filled from the users table when the user still exists.
+    pub email: Option<String>,
+    pub actor: Option<String>,
+    pub idp: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub user_id: Option<Uuid>,
+    pub kind: Option<AuditKind>,
+    pub since: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+pub(super) const INSERT_AUDIT: &str = "INSERT INTO audit_events \
+    (at, kind, outcome, user_id, actor, idp, ip, user_agent, detail) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+/// Records `$event` on the transaction or connection `$conn`.
+macro_rules! insert_audit {
+    ($conn:expr, $event:expr) => {{
+        let event: &$crate::store::AuditEvent = $event;
+        sqlx::query($crate::store::audit::INSERT_AUDIT)
+            .bind(event.at)
+            .bind(event.kind.as_str())
+            .bind(event.outcome.as_str())
+            .bind(event.user_id)
+            .bind(event.actor.as_deref())
+            .bind(event.idp.as_deref())
+            .bind(event.ip.as_deref())
+            .bind(event.user_agent.as_deref())
+            .bind(event.detail.as_deref())
+            .execute($conn)
+            .await?;
+    }};
+}
+pub(crate) use insert_audit;
+
+impl Store {
+    /// Records an event on its own (for actions without a transaction, e.g. a failed login).
+    pub async fn record_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        with_pool!(self, |pool| insert_audit!(pool, event));
+        Ok(())
+    }
+
+    /// Events matching `filter`, oldest first (the most recent `limit` of them).
+    pub async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        let limit = filter.limit.unwrap_or(1000);
+        let kind = filter.kind.map(AuditKind::as_str);
+        let mut records: Vec<AuditRecord> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT a.id, a.at, a.kind, a.outcome, a.user_id, u.email, a.actor, a.idp, a.ip, \
+                        a.user_agent, a.detail \
+                 FROM audit_events a LEFT JOIN users u ON u.id = a.user_id \
+                 WHERE ($1 IS NULL OR a.user_id = $1) \
+                   AND ($2 IS NULL OR a.kind = $2) \
+                   AND ($3 IS NULL OR a.at >= $3) \
+                 ORDER BY a.id DESC LIMIT $4",
+            )
+            .bind(filter.user_id)
+            .bind(kind)
+            .bind(filter.since)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        records.reverse();
+        Ok(records)
+    }
+}

@@ -1,0 +1,234 @@
+//! Sessions, keyed by the hex SHA-256 of their token.
+
+use uuid::Uuid;
+
+use super::audit::insert_audit;
+use super::revocations::insert_revocation;
+use super::{AuditEvent, AuditKind, Outcome, Store, StoreError, with_pool, with_write_tx};
+
+/// A session to insert.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id_hash: String,
+    pub user_id: Uuid,
+    pub impersonator_id: Option<Uuid>,
+    pub idp: Option<String>,
+    pub id_token: Option<String>,
+    pub created_at: i64,
+    pub idle_expires_at: i64,
+    pub absolute_expires_at: i64,
+}
+
+/// A live (not revoked) session joined with its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub user_id: Uuid,
+    pub impersonator_id: Option<Uuid>,
+    pub email: String,
+    pub org_id: Option<Uuid>,
+    pub enabled: bool,
+    pub roles: Vec<String>,
+    pub idp: Option<String>,
+    pub id_token: Option<String>,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    pub absolute_expires_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    user_id: Uuid,
+    impersonator_id: Option<Uuid>,
+    email: String,
+    org_id: Option<Uuid>,
+    enabled: bool,
+    idp: Option<String>,
+    id_token: Option<String>,
+    created_at: i64,
+    last_seen_at: i64,
+    absolute_expires_at: i64,
+}
+
+/// A batched `last_seen` write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionTouch {
+    pub id_hash: String,
+    pub last_seen_at: i64,
+    pub idle_expires_at: i64,
+}
+
+impl Store {
+    pub async fn insert_session(&self, s: &NewSession) -> Result<(), StoreError> {
+        with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO sessions (id_hash, user_id, impersonator_id, idp, id_token, created_at, \
+                 last_seen_at, idle_expires_at, absolute_expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)",
+            )
+            .bind(&s.id_hash)
+            .bind(s.user_id)
+            .bind(s.impersonator_id)
+            .bind(s.idp.as_deref())
+            .bind(s.id_token.as_deref())
+            .bind(s.created_at)
+            .bind(s.idle_expires_at)
+            .bind(s.absolute_expires_at)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// The session with this hash unless it is revoked or past its absolute expiry. Idle
+    /// expiry is left to the caller, which knows fresher `last_seen` values than the store.
+    pub async fn load_session(
+        &self,
+        id_hash: &str,
+        now: i64,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let row: Option<SessionRow> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT s.user_id, s.impersonator_id, u.email, u.org_id, u.enabled, s.idp, \
+                        s.id_token, s.created_at, s.last_seen_at, s.absolute_expires_at \
+                 FROM sessions s JOIN users u ON u.id = s.user_id \
+                 WHERE s.id_hash = $1 AND s.revoked_at IS NULL AND s.absolute_expires_at > $2",
+            )
+            .bind(id_hash)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?
+        });
+        let Some(row) = row else { return Ok(None) };
+        let roles = self.roles_of(row.user_id).await?;
+        Ok(Some(SessionRecord {
+            user_id: row.user_id,
+            impersonator_id: row.impersonator_id,
+            email: row.email,
+            org_id: row.org_id,
+            enabled: row.enabled,
+            roles,
+            idp: row.idp,
+            id_token: row.id_token,
+            created_at: row.created_at,
+            last_seen_at: row.last_seen_at,
+            absolute_expires_at: row.absolute_expires_at,
+        }))
+    }
+
+    /// Writes a batch of `last_seen` updates. Never moves `last_seen` backwards.
+    pub async fn touch_sessions(&self, touches: &[SessionTouch]) -> Result<(), StoreError> {
+        if touches.is_empty() {
+            return Ok(());
+        }
+        with_write_tx!(self, |tx| {
+            for t in touches {
+                sqlx::query(
+                    "UPDATE sessions SET last_seen_at = $2, idle_expires_at = $3 \
+                     WHERE id_hash = $1 AND last_seen_at < $2",
+                )
+                .bind(&t.id_hash)
+                .bind(t.last_seen_at)
+                .bind(t.idle_expires_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+        });
+        Ok(())
+    }
+
+    /// Revokes one session (logout). Returns its user, if it was live.
+    pub async fn revoke_session(
+        &self,
+        id_hash: &str,
+        event: Option<&AuditEvent>,
+        now: i64,
+    ) -> Result<Option<Uuid>, StoreError> {
+        let user: Option<(Uuid,)> = with_write_tx!(self, |tx| {
+            let user: Option<(Uuid,)> = sqlx::query_as(
+                "UPDATE sessions SET revoked_at = $2 WHERE id_hash = $1 AND revoked_at IS NULL \
+                 RETURNING user_id",
+            )
+            .bind(id_hash)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((user_id,)) = user {
+                // Other replicas may have it cached: tell them.
+                insert_revocation!(&mut *tx, Some(user_id), now);
+                if let Some(event) = event {
+                    let event = event.clone().user(user_id);
+                    insert_audit!(&mut *tx, &event);
+                }
+            }
+            user
+        });
+        Ok(user.map(|(u,)| u))
+    }
+
+    /// Revokes every live session of one user, or of everyone (`None`). Returns how many.
+    pub async fn revoke_sessions(
+        &self,
+        user_id: Option<Uuid>,
+        actor: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let count = with_write_tx!(self, |tx| {
+            let done = sqlx::query(
+                "UPDATE sessions SET revoked_at = $2 \
+                 WHERE ($1 IS NULL OR user_id = $1) AND revoked_at IS NULL",
+            )
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            insert_revocation!(&mut *tx, user_id, now);
+            let mut event = AuditEvent::new(AuditKind::SessionRevoked, Outcome::Success, now)
+                .actor(actor)
+                .detail(format!("{} session(s)", done.rows_affected()));
+            event.user_id = user_id;
+            insert_audit!(&mut *tx, &event);
+            done.rows_affected()
+        });
+        Ok(count)
+    }
+
+    /// How many live sessions a user has.
+    pub async fn count_live_sessions(&self, user_id: Uuid, now: i64) -> Result<i64, StoreError> {
+        let (count,): (i64,) = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL \
+                 AND absolute_expires_at > $2 AND idle_expires_at > $2",
+            )
+            .bind(user_id)
+            .bind(now)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(count)
+    }
+
+    /// Deletes sessions, login states and revocations that can no longer matter. Sessions are
+    /// kept a day past their end so that `user show` and forensics can still see them.
+    pub async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
+        let day = 24 * 3600;
+        let deleted = with_write_tx!(self, |tx| {
+            let sessions = sqlx::query(
+                "DELETE FROM sessions WHERE absolute_expires_at < $1 OR idle_expires_at < $1 \
+                 OR revoked_at < $1",
+            )
+            .bind(now - day)
+            .execute(&mut *tx)
+            .await?;
+            let states = sqlx::query("DELETE FROM login_states WHERE expires_at < $1")
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let revocations = sqlx::query("DELETE FROM revocations WHERE created_at < $1")
+                .bind(now - day)
+                .execute(&mut *tx)
+                .await?;
+            sessions.rows_affected() + states.rows_affected() + revocations.rows_affected()
+        });
+        Ok(deleted)
+    }
+}

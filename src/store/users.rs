@@ -1,0 +1,472 @@
+//! Users, their IdP identities and roles, and just-in-time provisioning.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::audit::insert_audit;
+use super::revocations::insert_revocation;
+use super::{
+    AuditEvent, AuditKind, Outcome, Store, StoreError, email_domain, normalize_email, with_pool,
+    with_write_tx,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub name: Option<String>,
+    pub org_id: Option<Uuid>,
+    pub enabled: bool,
+    pub created_at: i64,
+    pub roles: Vec<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: Uuid,
+    email: String,
+    name: Option<String>,
+    org_id: Option<Uuid>,
+    enabled: bool,
+    created_at: i64,
+}
+
+impl UserRow {
+    fn with_roles(self, roles: Vec<String>) -> User {
+        User {
+            id: self.id,
+            email: self.email,
+            name: self.name,
+            org_id: self.org_id,
+            enabled: self.enabled,
+            created_at: self.created_at,
+            roles,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct IdentityRow {
+    pub issuer: String,
+    pub subject: String,
+    pub idp: String,
+    pub email: Option<String>,
+    pub email_verified: Option<bool>,
+    pub created_at: i64,
+    pub last_login_at: i64,
+}
+
+/// A first or repeated sign-in, as the broker saw it after validating the ID token.
+#[derive(Debug, Clone)]
+pub struct ProvisionRequest {
+    pub issuer: String,
+    pub subject: String,
+    pub idp: String,
+    pub email: Option<String>,
+    /// `Some(true)` only when the IdP asserted the JSON boolean `true`.
+    pub email_verified: Option<bool>,
+    pub name: Option<String>,
+    pub link_by_verified_email: bool,
+    pub new_users_enabled: bool,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProvisionOutcome {
+    /// The identity was known.
+    Existing(User),
+    /// A new identity was attached to the user who already had this (verified) email.
+    Linked(User),
+    /// A new user was created.
+    Created(User),
+}
+
+impl ProvisionOutcome {
+    pub fn user(&self) -> &User {
+        match self {
+            Self::Existing(u) | Self::Linked(u) | Self::Created(u) => u,
+        }
+    }
+}
+
+const USER_COLUMNS: &str = "id, email, name, org_id, enabled, created_at";
+
+/// Inserts a new user on `$tx`, placing it in the org owning the exact email domain; enabled
+/// when that org auto-enables or `$new_users_enabled`. Evaluates to the `UserRow`.
+macro_rules! insert_user {
+    ($tx:expr, $email:expr, $name:expr, $new_users_enabled:expr, $now:expr) => {{
+        let email: &str = $email;
+        let org: Option<(Uuid, bool)> = sqlx::query_as(
+            "SELECT o.id, o.auto_enable FROM organizations o \
+             JOIN org_domains d ON d.org_id = o.id WHERE d.domain = $1",
+        )
+        .bind(email_domain(email).unwrap_or_default())
+        .fetch_optional(&mut *$tx)
+        .await?;
+        let row = UserRow {
+            id: Uuid::new_v4(),
+            email: email.to_owned(),
+            name: $name,
+            org_id: org.map(|(id, _)| id),
+            enabled: $new_users_enabled || org.is_some_and(|(_, auto)| auto),
+            created_at: $now,
+        };
+        sqlx::query(
+            "INSERT INTO users (id, email, name, org_id, enabled, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6)",
+        )
+        .bind(row.id)
+        .bind(&row.email)
+        .bind(row.name.as_deref())
+        .bind(row.org_id)
+        .bind(row.enabled)
+        .bind(row.created_at)
+        .execute(&mut *$tx)
+        .await?;
+        row
+    }};
+}
+
+impl Store {
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        let email = normalize_email(email)?;
+        let row: Option<UserRow> = with_pool!(self, |pool| {
+            sqlx::query_as(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
+            ))
+            .bind(&email)
+            .fetch_optional(pool)
+            .await?
+        });
+        self.attach_roles(row).await
+    }
+
+    pub async fn user_by_id(&self, id: Uuid) -> Result<Option<User>, StoreError> {
+        let row: Option<UserRow> = with_pool!(self, |pool| {
+            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        });
+        self.attach_roles(row).await
+    }
+
+    /// The user with this email, or `NotFound` naming it.
+    pub async fn require_user(&self, email: &str) -> Result<User, StoreError> {
+        self.user_by_email(email)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no user with email {email:?}")))
+    }
+
+    async fn attach_roles(&self, row: Option<UserRow>) -> Result<Option<User>, StoreError> {
+        match row {
+            Some(row) => {
+                let roles = self.roles_of(row.id).await?;
+                Ok(Some(row.with_roles(roles)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        let rows: Vec<UserRow> = with_pool!(self, |pool| {
+            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY email"))
+                .fetch_all(pool)
+                .await?
+        });
+        let roles: Vec<(Uuid, String)> = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT user_id, role FROM user_roles ORDER BY role")
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let mine = roles
+                    .iter()
+                    .filter(|(u, _)| *u == row.id)
+                    .map(|(_, r)| r.clone())
+                    .collect();
+                row.with_roles(mine)
+            })
+            .collect())
+    }
+
+    pub async fn roles_of(&self, user_id: Uuid) -> Result<Vec<String>, StoreError> {
+        let roles: Vec<(String,)> = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT role FROM user_roles WHERE user_id = $1 ORDER BY role")
+                .bind(user_id)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(roles.into_iter().map(|(r,)| r).collect())
+    }
+
+    pub async fn identities_of(&self, user_id: Uuid) -> Result<Vec<IdentityRow>, StoreError> {
+        let rows = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT issuer, subject, idp, email, email_verified, created_at, last_login_at \
+                 FROM identities WHERE user_id = $1 ORDER BY created_at",
+            )
+            .bind(user_id)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// The user with this email, created (by the same org and enablement rules as SSO
+    /// provisioning) when missing. Returns whether it was created.
+    pub async fn ensure_user(
+        &self,
+        email: &str,
+        new_users_enabled: bool,
+        actor: &str,
+        now: i64,
+    ) -> Result<(User, bool), StoreError> {
+        let email = normalize_email(email)?;
+        if let Some(user) = self.user_by_email(&email).await? {
+            return Ok((user, false));
+        }
+        let created = async {
+            Ok::<_, StoreError>(with_write_tx!(self, |tx| {
+                let row = insert_user!(tx, &email, None, new_users_enabled, now);
+                let event = AuditEvent::new(AuditKind::UserCreated, Outcome::Success, now)
+                    .user(row.id)
+                    .actor(actor);
+                insert_audit!(&mut *tx, &event);
+                row
+            }))
+        }
+        .await;
+        match created {
+            Ok(row) => Ok((row.with_roles(Vec::new()), true)),
+            // Someone created it meanwhile.
+            Err(e) if e.is_unique_violation() => Ok((self.require_user(&email).await?, false)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Enables or disables a user. Disabling also revokes every session of the user. Returns
+    /// whether anything changed.
+    pub async fn set_user_enabled(
+        &self,
+        user_id: Uuid,
+        enabled: bool,
+        actor: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let changed = with_write_tx!(self, |tx| {
+            let done = sqlx::query(
+                "UPDATE users SET enabled = $2, updated_at = $3 WHERE id = $1 AND enabled <> $2",
+            )
+            .bind(user_id)
+            .bind(enabled)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let changed = done.rows_affected() > 0;
+            if changed {
+                if !enabled {
+                    sqlx::query(
+                        "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+                    )
+                    .bind(user_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                insert_revocation!(&mut *tx, Some(user_id), now);
+                let kind = if enabled {
+                    AuditKind::UserEnabled
+                } else {
+                    AuditKind::UserDisabled
+                };
+                let event = AuditEvent::new(kind, Outcome::Success, now)
+                    .user(user_id)
+                    .actor(actor);
+                insert_audit!(&mut *tx, &event);
+            }
+            changed
+        });
+        Ok(changed)
+    }
+
+    /// Grants (`grant = true`) or revokes a role. Returns whether anything changed.
+    pub async fn set_role(
+        &self,
+        user_id: Uuid,
+        role: &str,
+        grant: bool,
+        actor: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let role = role.trim();
+        if role.is_empty() || role.contains(',') || role.chars().any(char::is_control) {
+            return Err(StoreError::Invalid(format!(
+                "{role:?} is not a valid role name (non-empty, no comma)"
+            )));
+        }
+        let changed = with_write_tx!(self, |tx| {
+            let done = if grant {
+                sqlx::query(
+                    "INSERT INTO user_roles (user_id, role, created_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(user_id)
+                .bind(role)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+            } else {
+                sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
+                    .bind(user_id)
+                    .bind(role)
+                    .execute(&mut *tx)
+                    .await?
+            };
+            let changed = done.rows_affected() > 0;
+            if changed {
+                insert_revocation!(&mut *tx, Some(user_id), now);
+                let kind = if grant {
+                    AuditKind::RoleGranted
+                } else {
+                    AuditKind::RoleRevoked
+                };
+                let event = AuditEvent::new(kind, Outcome::Success, now)
+                    .user(user_id)
+                    .actor(actor)
+                    .detail(role);
+                insert_audit!(&mut *tx, &event);
+            }
+            changed
+        });
+        Ok(changed)
+    }
+
+    /// Maps an IdP identity to a local user, in one transaction:
+    /// 1. a known `(issuer, subject)` → its user;
+    /// 2. else, with linking on and `email_verified` exactly `true`, the user with that email
+    ///    gets this identity added;
+    /// 3. else a new user, placed in the org of the exact email domain, enabled per org or
+    ///    config. An unverified email that belongs to another user is refused, not linked.
+    ///
+    /// Concurrent first logins of one identity produce one user: the loser of the race hits a
+    /// unique constraint, and the retry finds the winner's rows.
+    pub async fn provision(&self, req: &ProvisionRequest) -> Result<ProvisionOutcome, StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.provision_once(req).await {
+                Err(e) if attempt < 5 && (e.is_unique_violation() || e.is_retryable()) => {
+                    tracing::debug!(error = %e, attempt, "provisioning raced, retrying");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn provision_once(&self, req: &ProvisionRequest) -> Result<ProvisionOutcome, StoreError> {
+        let email = req.email.as_deref().map(normalize_email).transpose()?;
+        let audit = |kind: AuditKind, user_id: Uuid| {
+            AuditEvent::new(kind, Outcome::Success, req.now)
+                .user(user_id)
+                .idp(req.idp.clone())
+                .client(req.ip.clone(), req.user_agent.clone())
+                .detail(format!("iss={} sub={}", req.issuer, req.subject))
+        };
+        let outcome = with_write_tx!(self, |tx| {
+            let known: Option<UserRow> = sqlx::query_as(
+                "SELECT u.id, u.email, u.name, u.org_id, u.enabled, u.created_at \
+                 FROM identities i JOIN users u ON u.id = i.user_id \
+                 WHERE i.issuer = $1 AND i.subject = $2",
+            )
+            .bind(&req.issuer)
+            .bind(&req.subject)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = known {
+                sqlx::query(
+                    "UPDATE identities SET email = $3, email_verified = $4, last_login_at = $5 \
+                     WHERE issuer = $1 AND subject = $2",
+                )
+                .bind(&req.issuer)
+                .bind(&req.subject)
+                .bind(email.as_deref())
+                .bind(req.email_verified)
+                .bind(req.now)
+                .execute(&mut *tx)
+                .await?;
+                Ok::<_, StoreError>((Kind::Existing, row))
+            } else {
+                let Some(email) = email.as_deref() else {
+                    return Err(StoreError::Invalid(
+                        "the identity provider did not provide an email address".into(),
+                    ));
+                };
+                let holder: Option<UserRow> = sqlx::query_as(&format!(
+                    "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
+                ))
+                .bind(email)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let (kind, row) = match holder {
+                    Some(row) if req.link_by_verified_email && req.email_verified == Some(true) => {
+                        (Kind::Linked, row)
+                    }
+                    Some(_) => {
+                        return Err(StoreError::Conflict(format!(
+                            "another account already uses {email}, and the identity provider \
+                             did not verify this address, so the accounts were not linked"
+                        )));
+                    }
+                    None => {
+                        let row = insert_user!(
+                            tx,
+                            email,
+                            req.name.clone(),
+                            req.new_users_enabled,
+                            req.now
+                        );
+                        (Kind::Created, row)
+                    }
+                };
+                sqlx::query(
+                    "INSERT INTO identities (issuer, subject, user_id, idp, email, email_verified, \
+                     created_at, last_login_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                )
+                .bind(&req.issuer)
+                .bind(&req.subject)
+                .bind(row.id)
+                .bind(&req.idp)
+                .bind(email)
+                .bind(req.email_verified)
+                .bind(req.now)
+                .execute(&mut *tx)
+                .await?;
+                let event_kind = match kind {
+                    Kind::Linked => AuditKind::IdentityLinked,
+                    _ => AuditKind::UserProvisioned,
+                };
+                insert_audit!(&mut *tx, &audit(event_kind, row.id));
+                Ok((kind, row))
+            }
+        })?;
+        let (kind, row) = outcome;
+        let roles = self.roles_of(row.id).await?;
+        let user = row.with_roles(roles);
+        Ok(match kind {
+            Kind::Existing => ProvisionOutcome::Existing(user),
+            Kind::Linked => ProvisionOutcome::Linked(user),
+            Kind::Created => ProvisionOutcome::Created(user),
+        })
+    }
+}
+
+enum Kind {
+    Existing,
+    Linked,
+    Created,
+}
