@@ -1,0 +1,1 @@
+//! Placeholder: the browser model arrives with the login broker tests.

