@@ -32,10 +32,12 @@ impl Store {
         if name.is_empty() {
             return Err(StoreError::Invalid("org name must not be empty".into()));
         }
-        let domains = domains
+        let mut domains = domains
             .iter()
             .map(|d| normalize_domain(d))
             .collect::<Result<Vec<_>, _>>()?;
+        domains.sort();
+        domains.dedup();
         let id = Uuid::new_v4();
         let result: Result<(), StoreError> = async {
             with_write_tx!(self, |tx| {

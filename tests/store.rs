@@ -1,0 +1,570 @@
+//! The store and the session service on real databases: each test gets a fresh SQLite file or
+//! PostgreSQL database.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse::identity::Caller;
+use gatehouse::metrics::Metrics;
+use gatehouse::session::revocations::RevocationSync;
+use gatehouse::session::{Lifetimes, OpaqueToken, Sessions};
+use gatehouse::store::{
+    AuditFilter, AuditKind, NewLoginState, ProvisionOutcome, ProvisionRequest, Store, StoreError,
+};
+use support::{Backend, TestDb};
+
+on_both_backends!(
+    sessions_expire_and_are_cached,
+    revocations_reach_the_cache,
+    store_failure_is_unavailable,
+    last_seen_is_written_back,
+    orgs_match_exact_domains_only,
+    roles_and_enablement_are_idempotent,
+    provisioning_rules,
+    concurrent_first_logins_make_one_user,
+    login_state_is_single_use_and_bound,
+    audit_filters,
+);
+
+const NOW: i64 = 1_800_000_000;
+
+fn sessions(store: &Store) -> Sessions {
+    let (sessions, writer) = Sessions::new(
+        store.clone(),
+        Lifetimes {
+            idle: 100,
+            absolute: 1000,
+        },
+        Duration::from_secs(60),
+        1000,
+        Arc::new(Metrics::new()),
+    );
+    tokio::spawn(writer.run());
+    sessions
+}
+
+async fn user(store: &Store, email: &str, enabled: bool) -> uuid::Uuid {
+    let (user, _) = store
+        .ensure_user(email, enabled, "test", NOW)
+        .await
+        .unwrap();
+    user.id
+}
+
+fn user_id(caller: &Caller) -> Option<uuid::Uuid> {
+    match caller {
+        Caller::User(u) => Some(u.identity.user_id),
+        _ => None,
+    }
+}
+
+async fn sessions_expire_and_are_cached(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.store().await;
+    let s = sessions(&store);
+    let alice = user(&store, "alice@acme.test", true).await;
+    let token = s.create(alice, None, None, NOW).await.unwrap();
+    assert_eq!(token.as_str().len(), 43, "256-bit token, base64url");
+    // Only the hash is stored.
+    assert!(
+        store
+            .load_session(token.as_str(), NOW)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .load_session(&token.hash().to_hex(), NOW)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    assert_eq!(user_id(&s.resolve(&token, NOW + 10).await), Some(alice));
+    // Idle: no use for 100 s.
+    assert!(matches!(
+        s.resolve(&token, NOW + 10 + 100).await,
+        Caller::Anonymous
+    ));
+
+    // Absolute: used every 90 s, still ends at 1000 s.
+    let token = s.create(alice, None, None, NOW).await.unwrap();
+    let mut t = NOW;
+    while t + 90 < NOW + 1000 {
+        t += 90;
+        assert!(
+            user_id(&s.resolve(&token, t).await).is_some(),
+            "at +{}",
+            t - NOW
+        );
+    }
+    assert!(matches!(
+        s.resolve(&token, NOW + 1000).await,
+        Caller::Anonymous
+    ));
+
+    // A token the server never issued is not adopted.
+    let stranger = OpaqueToken::generate().unwrap();
+    assert!(matches!(s.resolve(&stranger, NOW).await, Caller::Anonymous));
+    // A fresh token at every login.
+    let a = s.create(alice, None, None, NOW).await.unwrap();
+    let b = s.create(alice, None, None, NOW).await.unwrap();
+    assert_ne!(a, b);
+}
+
+async fn revocations_reach_the_cache(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.store().await;
+    let s = sessions(&store);
+    let sync = RevocationSync::new(store.clone(), s.clone());
+    let now = gatehouse::clock::unix_now();
+    let alice = user(&store, "alice@acme.test", true).await;
+    let bob = user(&store, "bob@acme.test", true).await;
+    let ta = s.create(alice, None, None, now).await.unwrap();
+    let tb = s.create(bob, None, None, now).await.unwrap();
+    assert!(user_id(&s.resolve(&ta, now).await).is_some());
+    assert!(user_id(&s.resolve(&tb, now).await).is_some());
+
+    // Revoked in the database by someone else: this replica still has it cached...
+    store
+        .revoke_sessions(Some(alice), "test", now)
+        .await
+        .unwrap();
+    assert!(
+        user_id(&s.resolve(&ta, now).await).is_some(),
+        "served from cache"
+    );
+    // ...until it reads the revocation list.
+    assert_eq!(sync.sync().await.unwrap(), 1);
+    assert!(matches!(s.resolve(&ta, now).await, Caller::Anonymous));
+    assert!(
+        user_id(&s.resolve(&tb, now).await).is_some(),
+        "bob unaffected"
+    );
+    assert_eq!(
+        sync.sync().await.unwrap(),
+        0,
+        "each revocation applies once"
+    );
+
+    // Disabling revokes too.
+    store
+        .set_user_enabled(bob, false, "test", now)
+        .await
+        .unwrap();
+    sync.sync().await.unwrap();
+    assert!(matches!(s.resolve(&tb, now).await, Caller::Anonymous));
+}
+
+async fn store_failure_is_unavailable(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.store().await;
+    let s = sessions(&store);
+    let alice = user(&store, "alice@acme.test", true).await;
+    let cached = s.create(alice, None, None, NOW).await.unwrap();
+    let uncached = s.create(alice, None, None, NOW).await.unwrap();
+    assert!(user_id(&s.resolve(&cached, NOW).await).is_some());
+    store.close().await;
+    assert!(matches!(
+        s.resolve(&uncached, NOW).await,
+        Caller::Unavailable
+    ));
+    assert!(user_id(&s.resolve(&cached, NOW).await).is_some());
+}
+
+async fn last_seen_is_written_back(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.store().await;
+    let s = sessions(&store);
+    let alice = user(&store, "alice@acme.test", true).await;
+    let token = s.create(alice, None, None, NOW).await.unwrap();
+    let hash = token.hash().to_hex();
+    s.resolve(&token, NOW + 30).await;
+    s.resolve(&token, NOW + 61).await;
+    let mut last_seen = 0;
+    for _ in 0..100 {
+        last_seen = store
+            .load_session(&hash, NOW)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_seen_at;
+        if last_seen == NOW + 61 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(last_seen, NOW + 61, "written once the minute has passed");
+    // Another replica (a fresh cache) sees the activity, so the session is still live 90 s
+    // after the last use, though 151 s after creation.
+    let other = sessions(&store);
+    assert!(user_id(&other.resolve(&token, NOW + 151).await).is_some());
+}
+
+async fn orgs_match_exact_domains_only(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.store().await;
+    let acme = store
+        .create_org(
+            "Acme",
+            &["acme.test".into(), "ACME.example".into()],
+            false,
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        acme.domains,
+        vec!["acme.example".to_owned(), "acme.test".to_owned()]
+    );
+    assert_eq!(
+        store.org_for_domain("acme.test").await.unwrap(),
+        Some(acme.clone())
+    );
+    assert_eq!(
+        store
+            .org_for_domain("Acme.Example")
+            .await
+            .unwrap()
+            .map(|o| o.id),
+        Some(acme.id)
+    );
+    for other in ["sub.acme.test", "acme.test.evil", "cme.test", "test"] {
+        assert_eq!(store.org_for_domain(other).await.unwrap(), None, "{other}");
+    }
+    let err = store
+        .create_org("Other", &["acme.test".into()], false, NOW)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(matches!(
+        store
+            .create_org("Bad", &["not a domain".into()], false, NOW)
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+
+    // ensure_user places users by exact domain and follows the org's auto-enable.
+    store
+        .create_org("Globex", &["globex.test".into()], true, NOW)
+        .await
+        .unwrap();
+    let (u, created) = store
+        .ensure_user("a@acme.test", false, "test", NOW)
+        .await
+        .unwrap();
+    assert!(created && !u.enabled && u.org_id == Some(acme.id));
+    let (u, _) = store
+        .ensure_user("b@globex.test", false, "test", NOW)
+        .await
+        .unwrap();
+    assert!(u.enabled, "auto-enable org");
+    let (u, _) = store
+        .ensure_user("c@sub.acme.test", false, "test", NOW)
+        .await
+        .unwrap();
+    assert_eq!(u.org_id, None);
+    let (u, created) = store
+        .ensure_user("A@ACME.TEST", false, "test", NOW)
+        .await
+        .unwrap();
+    assert!(
+        !created && u.email == "a@acme.test",
+        "emails are case-insensitive"
+    );
+    assert!(
+        store
+            .ensure_user("a@b@acme.test", false, "test", NOW)
+            .await
+            .is_err()
+    );
+}
+
+async fn roles_and_enablement_are_idempotent(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.store().await;
+    let id = user(&store, "alice@acme.test", false).await;
+    assert!(store.set_user_enabled(id, true, "test", NOW).await.unwrap());
+    assert!(!store.set_user_enabled(id, true, "test", NOW).await.unwrap());
+    assert!(
+        store
+            .set_role(id, "admin", true, "test", NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_role(id, "admin", true, "test", NOW)
+            .await
+            .unwrap()
+    );
+    assert!(store.set_role(id, "dev", true, "test", NOW).await.unwrap());
+    assert_eq!(store.roles_of(id).await.unwrap(), vec!["admin", "dev"]);
+    assert!(
+        store
+            .set_role(id, "admin", false, "test", NOW)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_role(id, "admin", false, "test", NOW)
+            .await
+            .unwrap()
+    );
+    assert!(store.set_role(id, "a,b", true, "test", NOW).await.is_err());
+    let users = store.list_users().await.unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].roles, vec!["dev"]);
+}
+
+fn login(sub: &str, email: Option<&str>, verified: Option<bool>) -> ProvisionRequest {
+    ProvisionRequest {
+        issuer: "https://idp.test/".into(),
+        subject: sub.into(),
+        idp: "main".into(),
+        email: email.map(String::from),
+        email_verified: verified,
+        name: Some("Someone".into()),
+        link_by_verified_email: true,
+        new_users_enabled: false,
+        ip: Some("127.0.0.1".into()),
+        user_agent: Some("test".into()),
+        now: NOW,
+    }
+}
+
+async fn provisioning_rules(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.store().await;
+    let acme = store
+        .create_org("Acme", &["acme.test".into()], false, NOW)
+        .await
+        .unwrap();
+    store
+        .create_org("Globex", &["globex.test".into()], true, NOW)
+        .await
+        .unwrap();
+    let staff = user(&store, "staff@acme.test", true).await;
+    user(&store, "other@acme.test", true).await;
+
+    // A new identity with a new email: a new, disabled user in the domain's org.
+    let created = store
+        .provision(&login("s1", Some("New@Acme.test"), Some(true)))
+        .await
+        .unwrap();
+    let ProvisionOutcome::Created(u) = &created else {
+        panic!("{created:?}")
+    };
+    assert_eq!(
+        (u.email.as_str(), u.enabled, u.org_id),
+        ("new@acme.test", false, Some(acme.id))
+    );
+    // The same identity again: the same user, whatever the email says now.
+    let again = store
+        .provision(&login("s1", Some("renamed@acme.test"), Some(false)))
+        .await
+        .unwrap();
+    assert_eq!(again, ProvisionOutcome::Existing(u.clone()));
+    // Identity is (issuer, subject): the same subject at another issuer is someone else.
+    let mut elsewhere = login("s1", Some("s1@globex.test"), Some(true));
+    elsewhere.issuer = "https://other-idp.test/".into();
+    let ProvisionOutcome::Created(e) = store.provision(&elsewhere).await.unwrap() else {
+        panic!()
+    };
+    assert_ne!(e.id, u.id);
+    assert!(e.enabled, "the org auto-enables");
+
+    // A verified email that belongs to an existing user: linked, not duplicated.
+    let linked = store
+        .provision(&login("s2", Some("staff@acme.test"), Some(true)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&linked, ProvisionOutcome::Linked(u) if u.id == staff),
+        "{linked:?}"
+    );
+    assert_eq!(store.identities_of(staff).await.unwrap().len(), 1);
+
+    // Unverified, unknown or non-boolean verification: never linked, and the login is refused
+    // (the email is taken).
+    for verified in [Some(false), None] {
+        let err = store
+            .provision(&login("s3", Some("other@acme.test"), verified))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict(_)),
+            "{verified:?}: {err}"
+        );
+    }
+    // Linking switched off.
+    let mut no_link = login("s4", Some("other@acme.test"), Some(true));
+    no_link.link_by_verified_email = false;
+    assert!(matches!(
+        store.provision(&no_link).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // No email, or a malformed one: refused.
+    assert!(matches!(
+        store.provision(&login("s5", None, None)).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store
+            .provision(&login("s6", Some("a@b@acme.test"), Some(true)))
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    // Nothing of the refused logins was kept.
+    let users = store.list_users().await.unwrap();
+    assert_eq!(users.len(), 4, "{users:?}");
+    // new_users_enabled switches the default.
+    let mut open = login("s7", Some("open@nowhere.test"), Some(true));
+    open.new_users_enabled = true;
+    let ProvisionOutcome::Created(o) = store.provision(&open).await.unwrap() else {
+        panic!()
+    };
+    assert!(o.enabled && o.org_id.is_none());
+}
+
+async fn concurrent_first_logins_make_one_user(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.store().await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .provision(&login("racer", Some("racer@acme.test"), Some(true)))
+                .await
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(
+            t.await
+                .unwrap()
+                .expect("every concurrent login succeeds")
+                .user()
+                .id,
+        );
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(store.list_users().await.unwrap().len(), 1);
+    assert_eq!(store.identities_of(ids[0]).await.unwrap().len(), 1);
+}
+
+async fn login_state_is_single_use_and_bound(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.store().await;
+    let state = NewLoginState {
+        state_hash: "s".repeat(64),
+        binding_hash: "b".repeat(64),
+        nonce: "n".into(),
+        pkce_verifier: "v".into(),
+        idp: "main".into(),
+        redirect_to: "/x".into(),
+        created_at: NOW,
+        expires_at: NOW + 600,
+    };
+    store.insert_login_state(&state).await.unwrap();
+    let other_browser = "c".repeat(64);
+    assert_eq!(
+        store
+            .consume_login_state(&state.state_hash, &other_browser, NOW)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store.login_state_exists(&state.state_hash).await.unwrap(),
+        "a stranger cannot burn it"
+    );
+    let got = store
+        .consume_login_state(&state.state_hash, &state.binding_hash, NOW)
+        .await
+        .unwrap();
+    assert_eq!(got.map(|s| s.nonce), Some("n".to_owned()));
+    assert_eq!(
+        store
+            .consume_login_state(&state.state_hash, &state.binding_hash, NOW)
+            .await
+            .unwrap(),
+        None
+    );
+
+    let expired = NewLoginState {
+        state_hash: "e".repeat(64),
+        ..state.clone()
+    };
+    store.insert_login_state(&expired).await.unwrap();
+    assert_eq!(
+        store
+            .consume_login_state(&expired.state_hash, &expired.binding_hash, NOW + 600)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store.purge_expired(NOW + 601).await.unwrap() >= 1);
+    assert!(!store.login_state_exists(&expired.state_hash).await.unwrap());
+}
+
+async fn audit_filters(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.store().await;
+    let alice = user(&store, "alice@acme.test", false).await;
+    store
+        .set_user_enabled(alice, true, "cli", NOW + 10)
+        .await
+        .unwrap();
+    store
+        .set_role(alice, "admin", true, "cli", NOW + 20)
+        .await
+        .unwrap();
+    user(&store, "bob@acme.test", false).await;
+    let all = store.list_audit(&AuditFilter::default()).await.unwrap();
+    let kinds: Vec<&str> = all.iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "user_created",
+            "user_enabled",
+            "role_granted",
+            "user_created"
+        ]
+    );
+    let mine = store
+        .list_audit(&AuditFilter {
+            user_id: Some(alice),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), 3);
+    assert!(
+        mine.iter()
+            .all(|r| r.email.as_deref() == Some("alice@acme.test"))
+    );
+    let granted = store
+        .list_audit(&AuditFilter {
+            kind: Some(AuditKind::RoleGranted),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(granted.len(), 1);
+    assert_eq!(granted[0].detail.as_deref(), Some("admin"));
+    let recent = store
+        .list_audit(&AuditFilter {
+            since: Some(NOW + 15),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(recent.len(), 1, "{recent:?}");
+}
