@@ -6,6 +6,10 @@ use clap::Parser;
 use gatehouse::cli::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
+/// glibc's allocator showed up as ~10% of a check's CPU in profiles; mimalloc roughly halves it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.command);
