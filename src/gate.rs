@@ -14,13 +14,13 @@ use crate::metrics::Metrics;
 use crate::policy::{Policy, normalize};
 use crate::request::AuthzRequest;
 use crate::session::Sessions;
-use crate::session::cookie::{self, CookieRewrite, SessionCookie};
+use crate::session::cookie::{self, CookieRewrite, CookieSettings, TokenCookie};
 
 pub struct Gate {
     policy: Policy,
     sessions: Sessions,
     urls: LoginUrls,
-    cookie_name: String,
+    cookies: CookieSettings,
     metrics: Arc<Metrics>,
 }
 
@@ -39,7 +39,7 @@ pub struct UpstreamChanges {
     pub set: Vec<(HeaderName, HeaderValue)>,
     /// Client-sent `x-gatehouse-*` headers that gatehouse does not set: removed.
     pub remove: Vec<HeaderName>,
-    /// The `cookie` header without the session cookie.
+    /// The `cookie` header without gatehouse's cookies.
     pub cookie: CookieRewrite,
 }
 
@@ -48,14 +48,14 @@ impl Gate {
         policy: Policy,
         sessions: Sessions,
         urls: LoginUrls,
-        cookie_name: String,
+        cookies: CookieSettings,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             policy,
             sessions,
             urls,
-            cookie_name,
+            cookies,
             metrics,
         }
     }
@@ -74,7 +74,11 @@ impl Gate {
                 Some(UpstreamChanges {
                     set,
                     remove,
-                    cookie: cookie::strip(&req.headers, &self.cookie_name),
+                    // gatehouse's cookies are its own: the upstream gets neither.
+                    cookie: cookie::strip(
+                        &req.headers,
+                        &[&self.cookies.session_name, self.cookies.binding_name()],
+                    ),
                 })
             }
             Decision::Deny(_) => None,
@@ -105,9 +109,9 @@ impl Gate {
     }
 
     async fn caller(&self, req: &AuthzRequest) -> Caller {
-        match cookie::find(&req.headers, &self.cookie_name) {
-            SessionCookie::Present(token) => self.sessions.resolve(&token, unix_now()).await,
-            SessionCookie::Absent | SessionCookie::Duplicated | SessionCookie::Malformed => {
+        match cookie::find(&req.headers, &self.cookies.session_name) {
+            TokenCookie::Present(token) => self.sessions.resolve(&token, unix_now()).await,
+            TokenCookie::Absent | TokenCookie::Duplicated | TokenCookie::Malformed => {
                 Caller::Anonymous
             }
         }

@@ -18,6 +18,7 @@
 //! | [`gate`] | the check engine used by both edges |
 //! | [`session`] | opaque tokens, cookies, the session cache, revocation sync |
 //! | [`store`] | sqlx over SQLite or PostgreSQL: users, orgs, sessions, login state, audit |
+//! | [`broker`] | OIDC login: home-realm discovery, code flow + PKCE, callback, provisioning, logout |
 //! | [`server`] | listeners: gRPC ext_authz, HTTP (`/authz`, `/auth/*`), admin |
 //! | [`metrics`] | Prometheus counters and histograms |
 //! | [`pages`] | the few HTML pages |
@@ -29,6 +30,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -51,11 +51,14 @@ pub fn welcome_page(email: &str, logout_action: &str) -> String {
 
 /// Email-first home-realm discovery: asks for the email, then continues the login with it as
 /// `login_hint`. `rd` is carried through as a hidden field.
-pub fn email_first_page(action: &str, rd: &str) -> String {
+pub fn email_first_page(action: &str, rd: &str, note: Option<&str>) -> String {
+    let note = note
+        .map(|n| format!("<p>{}</p>", text(n)))
+        .unwrap_or_default();
     layout(
         "Sign in",
         &format!(
-            "<h1>Sign in</h1>\
+            "<h1>Sign in</h1>{note}\
              <p class=\"muted\">Enter your work email and we will send you to your organization's sign-in.</p>\
              <form method=\"get\" action=\"{}\">\
              <input type=\"hidden\" name=\"rd\" value=\"{}\">\
@@ -90,7 +93,8 @@ mod tests {
         assert!(!page.contains("<go>"));
         let welcome = welcome_page("<script>@x", "/auth/logout");
         assert!(!welcome.contains("<script>"));
-        let email_first = email_first_page("/auth/login", "\"><script>");
+        let email_first = email_first_page("/auth/login", "\"><script>", Some("<b>"));
         assert!(!email_first.contains("\"><script>"));
+        assert!(!email_first.contains("<b>"));
     }
 }

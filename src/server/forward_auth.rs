@@ -114,11 +114,7 @@ pub fn original_request(
     let scheme = forwarded("x-forwarded-proto")
         .filter(|p| p == "http" || p == "https")
         .unwrap_or_else(|| "http".to_owned());
-    let client_ip = if from_proxy {
-        forwarded_client(&headers, &is_trusted).unwrap_or(peer)
-    } else {
-        peer
-    };
+    let client_ip = client_ip(&headers, peer, trusted_proxies);
     AuthzRequest {
         method: method.to_ascii_uppercase(),
         scheme,
@@ -129,8 +125,18 @@ pub fn original_request(
     }
 }
 
-/// The right-most `X-Forwarded-For` address that is not a trusted proxy: addresses left of
-/// it were written by the client and prove nothing.
+/// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
+/// `X-Forwarded-For` address that is not a trusted proxy (addresses left of it were written by
+/// the client and prove nothing).
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted_proxies: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
+    let is_trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    forwarded_client(headers, &is_trusted).unwrap_or(peer)
+}
+
 fn forwarded_client(headers: &HeaderMap, is_trusted: &dyn Fn(&IpAddr) -> bool) -> Option<IpAddr> {
     let hops: Vec<IpAddr> = headers
         .get_all("x-forwarded-for")

@@ -1,34 +1,202 @@
-//! The HTTP listener: `/authz` forward-auth and the browser-facing `/auth/*` pages.
+//! The HTTP listener: `/authz` forward-auth and the browser-facing `/auth/*` pages. Handlers
+//! only translate HTTP to the broker's plain inputs and its [`Reply`] back to HTTP.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use axum::Router;
-use axum::extract::State;
-use axum::response::{Html, IntoResponse, Response};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use http::StatusCode;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use super::{AppState, forward_auth};
-use crate::pages;
+use crate::broker::{
+    CALLBACK_PATH, CallbackParams, Client, LOGIN_PATH, LOGOUT_PATH, LoginParams, Reply,
+};
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let welcome = state.broker.welcome_path().to_owned();
+    let mut router = Router::new()
         .route(forward_auth::PREFIX, any(forward_auth::handle))
         .route(
             &format!("{}/{{*rest}}", forward_auth::PREFIX),
             any(forward_auth::handle),
         )
-        .route("/auth/login", get(login_placeholder))
-        .with_state(state)
+        .route(LOGIN_PATH, get(login))
+        .route(CALLBACK_PATH, get(callback_query).post(callback_form_post))
+        .route(LOGOUT_PATH, get(logout).post(logout))
+        .route("/auth/userinfo", get(userinfo));
+    // A custom welcome_path may live elsewhere (served by the app); serve ours only at home.
+    if welcome.starts_with("/auth/") {
+        router = router.route(&welcome, get(welcome_page));
+    }
+    router.with_state(state)
 }
 
-/// Until an identity provider is configured there is nowhere to send the browser.
-async fn login_placeholder(State(_state): State<AppState>) -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Html(pages::message_page(
-            "Sign-in is not configured",
-            "No identity provider is configured for this gatehouse yet.",
-            None,
+/// Query or form pairs, with the names that appear more than once (ambiguous: an HTTP
+/// parameter pollution attempt or a broken client) dropped.
+fn unique_params(raw: &[u8]) -> (HashMap<String, String>, Vec<String>) {
+    let mut values: HashMap<String, String> = HashMap::new();
+    let mut repeated = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(raw) {
+        if values.insert(k.to_string(), v.into_owned()).is_some() {
+            repeated.push(k.into_owned());
+        }
+    }
+    for name in &repeated {
+        values.remove(name);
+    }
+    (values, repeated)
+}
+
+fn client(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Client {
+    Client {
+        ip: Some(forward_auth::client_ip(
+            headers,
+            peer.ip(),
+            &state.settings.server.trusted_proxies,
         )),
-    )
-        .into_response()
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from),
+    }
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let (mut params, _) = unique_params(query.unwrap_or_default().as_bytes());
+    let params = LoginParams {
+        rd: params.remove("rd"),
+        login_hint: params.remove("login_hint"),
+        idp: params.remove("idp"),
+    };
+    let client = client(&state, peer, &headers);
+    respond(state.broker.login(params, &headers, &client).await)
+}
+
+async fn callback_query(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    callback(state, peer, headers, query.unwrap_or_default().as_bytes()).await
+}
+
+/// `response_mode=form_post`: the IdP's page POSTs the same parameters as a form.
+async fn callback_form_post(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    callback(state, peer, headers, &body).await
+}
+
+async fn callback(state: AppState, peer: SocketAddr, headers: HeaderMap, raw: &[u8]) -> Response {
+    let (mut params, repeated) = unique_params(raw);
+    let mut params = CallbackParams {
+        code: params.remove("code"),
+        state: params.remove("state"),
+        error: params.remove("error"),
+        error_description: params.remove("error_description"),
+        iss: params.remove("iss"),
+    };
+    if repeated.iter().any(|n| n == "code" || n == "state") {
+        // Refuse rather than guess which one is meant.
+        params.state = None;
+    }
+    let client = client(&state, peer, &headers);
+    respond(state.broker.callback(params, &headers, &client).await)
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let (params, _) = unique_params(query.unwrap_or_default().as_bytes());
+    let client = client(&state, peer, &headers);
+    let rd = params.get("rd").map(String::as_str);
+    respond(state.broker.logout(rd, &headers, &client).await)
+}
+
+async fn welcome_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    respond(state.broker.welcome(&headers).await)
+}
+
+async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    respond(state.broker.userinfo(&headers).await)
+}
+
+/// Turns a broker reply into a response. Every reply is `no-store`; pages also get a strict
+/// CSP, no framing and no referrer (callback URLs carry codes).
+fn respond(reply: Reply) -> Response {
+    let (mut response, cookies) = match reply {
+        Reply::Redirect { location, cookies } => {
+            let mut r = StatusCode::FOUND.into_response();
+            match HeaderValue::from_str(&location) {
+                Ok(v) => {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                Err(_) => {
+                    tracing::warn!("unrepresentable redirect target; sending /");
+                    r.headers_mut()
+                        .insert(header::LOCATION, HeaderValue::from_static("/"));
+                }
+            }
+            (r, cookies)
+        }
+        Reply::Page {
+            status,
+            html,
+            cookies,
+        } => {
+            let mut r = (status, axum::response::Html(html)).into_response();
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+                ),
+            );
+            h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+            (r, cookies)
+        }
+        Reply::Json { status, body } => ((status, axum::Json(body)).into_response(), Vec::new()),
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    for cookie in cookies {
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            headers.append(header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_parameters_are_dropped() {
+        let (params, repeated) = unique_params(b"state=a&code=c&state=b&rd=%2Fx");
+        assert_eq!(params.get("state"), None);
+        assert_eq!(params.get("code").map(String::as_str), Some("c"));
+        assert_eq!(params.get("rd").map(String::as_str), Some("/x"));
+        assert_eq!(repeated, vec!["state".to_owned()]);
+    }
 }

@@ -18,6 +18,7 @@ use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::broker::{Broker, LoginError};
 use crate::clock::unix_now;
 use crate::config::Settings;
 use crate::decision::LoginUrls;
@@ -44,6 +45,8 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
+    #[error(transparent)]
+    Login(#[from] LoginError),
 }
 
 /// Everything the handlers share. Cheap to clone.
@@ -55,6 +58,7 @@ pub struct AppState {
     pub gate: Arc<Gate>,
     pub metrics: Arc<Metrics>,
     pub revocations: Arc<RevocationSync>,
+    pub broker: Arc<Broker>,
     pub cookies: CookieSettings,
     /// False once shutdown begins, so `/readyz` sends traffic elsewhere.
     pub ready: Arc<AtomicBool>,
@@ -98,18 +102,25 @@ impl Server {
             metrics.clone(),
         );
         let urls = LoginUrls::new(&settings.public_origin(), &settings.login.welcome_path)?;
-        let gate = Arc::new(Gate::new(
-            settings.policy.clone(),
-            sessions.clone(),
-            urls,
-            settings.cookie_name().to_owned(),
-            metrics.clone(),
-        ));
         let cookies = CookieSettings {
             session_name: settings.cookie_name().to_owned(),
             secure: settings.is_https(),
         };
+        let gate = Arc::new(Gate::new(
+            settings.policy.clone(),
+            sessions.clone(),
+            urls,
+            cookies.clone(),
+            metrics.clone(),
+        ));
         let revocations = RevocationSync::new(store.clone(), sessions.clone());
+        let broker = Arc::new(Broker::new(
+            &settings,
+            store.clone(),
+            sessions.clone(),
+            cookies.clone(),
+            metrics.clone(),
+        )?);
         let grpc = bind("gRPC", settings.server.grpc_listen).await?;
         let http = bind("HTTP", settings.server.http_listen).await?;
         let admin = bind("admin", settings.server.admin_listen).await?;
@@ -120,6 +131,7 @@ impl Server {
             gate,
             metrics,
             revocations,
+            broker,
             cookies,
             ready: Arc::new(AtomicBool::new(true)),
         };
@@ -165,6 +177,7 @@ impl Server {
                 .run(Duration::from_millis(settings.session.revocation_poll_ms)),
         );
         tokio::spawn(housekeeping(state.store.clone()));
+        state.broker.warm_up();
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health

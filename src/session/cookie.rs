@@ -6,9 +6,9 @@ use http::HeaderMap;
 
 use super::token::OpaqueToken;
 
-/// What the request carries under the session cookie's name.
+/// What the request carries under a token cookie's name (the session or the login binding).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SessionCookie {
+pub enum TokenCookie {
     Absent,
     Present(OpaqueToken),
     /// The name appears more than once (cookie tossing, or a stale cookie with another path):
@@ -18,8 +18,8 @@ pub enum SessionCookie {
     Malformed,
 }
 
-/// Finds the cookie `name` across every `Cookie` header.
-pub fn find(headers: &HeaderMap, name: &str) -> SessionCookie {
+/// Finds the token cookie `name` across every `Cookie` header.
+pub fn find(headers: &HeaderMap, name: &str) -> TokenCookie {
     let mut found = None;
     let mut count = 0usize;
     for value in cookie_values(headers) {
@@ -33,11 +33,11 @@ pub fn find(headers: &HeaderMap, name: &str) -> SessionCookie {
         }
     }
     match (count, found) {
-        (0, _) | (_, None) => SessionCookie::Absent,
+        (0, _) | (_, None) => TokenCookie::Absent,
         (1, Some(value)) => OpaqueToken::parse(&value)
-            .map(SessionCookie::Present)
-            .unwrap_or(SessionCookie::Malformed),
-        _ => SessionCookie::Duplicated,
+            .map(TokenCookie::Present)
+            .unwrap_or(TokenCookie::Malformed),
+        _ => TokenCookie::Duplicated,
     }
 }
 
@@ -53,8 +53,13 @@ pub enum CookieRewrite {
     Remove,
 }
 
-/// Drops every cookie named `name`; other cookies pass byte for byte.
-pub fn strip(headers: &HeaderMap, name: &str) -> CookieRewrite {
+/// Drops every cookie with one of these names; other cookies pass byte for byte.
+pub fn strip(headers: &HeaderMap, names: &[&str]) -> CookieRewrite {
+    let ours = |pair: &str| {
+        names
+            .iter()
+            .any(|name| value_if_named(pair, name).is_some())
+    };
     let mut kept = Vec::new();
     let mut removed = false;
     for value in cookie_values(headers) {
@@ -62,7 +67,7 @@ pub fn strip(headers: &HeaderMap, name: &str) -> CookieRewrite {
             // A segment holds several cookies only when Envoy joined headers with ",". Other
             // segments, even non-compliant values with commas, pass untouched.
             let parts: Vec<&str> = segment.split(',').collect();
-            if !parts.iter().any(|p| value_if_named(p, name).is_some()) {
+            if !parts.iter().any(|p| ours(p)) {
                 kept.push(segment.to_owned());
                 continue;
             }
@@ -70,7 +75,7 @@ pub fn strip(headers: &HeaderMap, name: &str) -> CookieRewrite {
             let others: Vec<&str> = parts
                 .into_iter()
                 .map(str::trim)
-                .filter(|p| !p.is_empty() && value_if_named(p, name).is_none())
+                .filter(|p| !p.is_empty() && !ours(p))
                 .collect();
             if !others.is_empty() {
                 kept.push(others.join(","));
@@ -184,46 +189,46 @@ mod tests {
     fn find_table() {
         let token = OpaqueToken::generate().unwrap();
         let t = token.as_str();
-        let cases: Vec<(Vec<String>, SessionCookie)> = vec![
-            (vec![], SessionCookie::Absent),
-            (vec!["other=1".into()], SessionCookie::Absent),
+        let cases: Vec<(Vec<String>, TokenCookie)> = vec![
+            (vec![], TokenCookie::Absent),
+            (vec!["other=1".into()], TokenCookie::Absent),
             (
                 vec![format!("gatehouse={t}")],
-                SessionCookie::Present(token.clone()),
+                TokenCookie::Present(token.clone()),
             ),
             (
                 vec![format!("a=1; gatehouse={t}; b=2")],
-                SessionCookie::Present(token.clone()),
+                TokenCookie::Present(token.clone()),
             ),
             // split across two headers (HTTP/2)
             (
                 vec!["a=1".into(), format!("gatehouse={t}")],
-                SessionCookie::Present(token.clone()),
+                TokenCookie::Present(token.clone()),
             ),
             (
                 vec![format!("gatehouse={t}; gatehouse={t}")],
-                SessionCookie::Duplicated,
+                TokenCookie::Duplicated,
             ),
             (
                 vec![format!("gatehouse={t}"), format!("gatehouse={t}")],
-                SessionCookie::Duplicated,
+                TokenCookie::Duplicated,
             ),
-            (vec!["gatehouse=garbage".into()], SessionCookie::Malformed),
+            (vec!["gatehouse=garbage".into()], TokenCookie::Malformed),
             (
                 vec![format!("gatehouse={}", "A".repeat(8000))],
-                SessionCookie::Malformed,
+                TokenCookie::Malformed,
             ),
-            (vec!["gatehouse=".into()], SessionCookie::Malformed),
-            (vec![";;; ===; gatehouse".into()], SessionCookie::Absent),
-            (vec!["gatehousex=1".into()], SessionCookie::Absent),
+            (vec!["gatehouse=".into()], TokenCookie::Malformed),
+            (vec![";;; ===; gatehouse".into()], TokenCookie::Absent),
+            (vec!["gatehousex=1".into()], TokenCookie::Absent),
             // Envoy's join of two Cookie headers
             (
                 vec![format!("a=1,gatehouse={t}")],
-                SessionCookie::Present(token.clone()),
+                TokenCookie::Present(token.clone()),
             ),
             (
                 vec![format!("gatehouse={t},gatehouse={t}")],
-                SessionCookie::Duplicated,
+                TokenCookie::Duplicated,
             ),
         ];
         for (values, expected) in cases {
@@ -251,6 +256,10 @@ mod tests {
                 CookieRewrite::Replace("junk".into()),
             ),
             (
+                &["gatehouse-login=y; a=1; gatehouse=x"],
+                CookieRewrite::Replace("a=1".into()),
+            ),
+            (
                 &["a=1,gatehouse=x; b=2"],
                 CookieRewrite::Replace("a=1; b=2".into()),
             ),
@@ -261,7 +270,7 @@ mod tests {
         ];
         for (values, expected) in cases {
             assert_eq!(
-                strip(&headers(values), "gatehouse"),
+                strip(&headers(values), &["gatehouse", "gatehouse-login"]),
                 *expected,
                 "{values:?}"
             );

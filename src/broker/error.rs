@@ -1,0 +1,102 @@
+//! Why a login failed: the detail for logs and the audit trail, a fixed reason label for
+//! metrics, and a message fit for the person at the browser.
+
+use http::StatusCode;
+
+use crate::session::SessionError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("identity provider configuration: {0}")]
+    Config(String),
+    #[error("the identity provider answered with error {error:?}{}", description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Idp {
+        error: String,
+        description: Option<String>,
+    },
+    #[error("bad callback request: {0}")]
+    BadCallback(String),
+    #[error("no login is in progress in this browser (missing login cookie)")]
+    NoBinding,
+    #[error("{0}")]
+    StateInvalid(&'static str),
+    #[error("the callback's iss {0:?} is not this login's identity provider")]
+    IssuerMismatch(String),
+    #[error("identity provider unreachable: {0}")]
+    Unreachable(String),
+    #[error("code exchange failed: {0}")]
+    TokenExchange(String),
+    #[error("ID token rejected: {0}")]
+    IdToken(String),
+    #[error("userinfo failed: {0}")]
+    Userinfo(String),
+    #[error("{0}")]
+    Provisioning(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+impl LoginError {
+    /// A label from a fixed set, for metrics and `gatehouse audit`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Config(_) => "config",
+            Self::Idp { .. } => "idp_error",
+            Self::BadCallback(_) => "bad_callback",
+            Self::NoBinding => "state_not_bound",
+            Self::StateInvalid(_) => "state_invalid",
+            Self::IssuerMismatch(_) => "issuer_mismatch",
+            Self::Unreachable(_) => "idp_unreachable",
+            Self::TokenExchange(_) => "token_exchange_failed",
+            Self::IdToken(_) => "id_token_invalid",
+            Self::Userinfo(_) => "userinfo_failed",
+            Self::Provisioning(_) => "provisioning_refused",
+            Self::Store(_) | Self::Session(_) => "internal_error",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unreachable(_) | Self::Store(_) | Self::Session(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Provisioning(_) => StatusCode::FORBIDDEN,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// What the error page says. Never internal details.
+    pub fn user_message(&self) -> String {
+        match self {
+            Self::Idp { error, .. } if error == "access_denied" => {
+                "Sign-in was cancelled or refused at your identity provider.".into()
+            }
+            Self::Idp { .. } => "Your identity provider could not sign you in.".into(),
+            Self::NoBinding
+            | Self::StateInvalid(_)
+            | Self::BadCallback(_)
+            | Self::IssuerMismatch(_) => {
+                "This sign-in link is invalid, expired or was already used. Sign-in links only \
+                 work once, in the browser that started them."
+                    .into()
+            }
+            Self::Unreachable(_) => {
+                "Your identity provider cannot be reached right now. Please try again in a moment."
+                    .into()
+            }
+            Self::TokenExchange(_) | Self::IdToken(_) | Self::Userinfo(_) => {
+                "Your identity provider's answer could not be verified, so you were not signed in."
+                    .into()
+            }
+            // Provisioning messages are written for the user.
+            Self::Provisioning(message) => message.clone(),
+            Self::Config(_) | Self::Store(_) | Self::Session(_) => {
+                "Sign-in is temporarily unavailable. Please try again in a moment.".into()
+            }
+        }
+    }
+}

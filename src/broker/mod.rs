@@ -1,0 +1,540 @@
+//! The login broker: an OpenID Connect relying party in front of the company's IdPs.
+//!
+//! `/auth/login` picks the IdP (home-realm discovery), records a single-use login state bound
+//! to this browser, and redirects to the IdP with PKCE S256. `/auth/callback` (query or
+//! form_post) consumes that state exactly once, exchanges the code, validates the ID token,
+//! provisions the user in one transaction and starts a fresh session. Every step is audited.
+//!
+//! Handlers return a [`Reply`]; the HTTP edge turns it into a response.
+//!
+//! The browser binding: a random value in the `gatehouse-login` cookie, whose hash each login
+//! state records. One value serves all parallel logins of a browser (tabs). For IdPs using
+//! form_post the cookie is `SameSite=None; Secure`, because the IdP's cross-site POST would not
+//! carry a Lax cookie.
+
+pub mod error;
+pub mod provider;
+pub mod realm;
+pub mod redirect;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, StatusCode};
+use openidconnect::PkceCodeChallenge;
+use serde_json::json;
+use url::Url;
+
+use crate::clock::unix_now;
+use crate::config::{ProvisioningConfig, ResponseMode, Settings};
+use crate::identity::Caller;
+use crate::metrics::Metrics;
+use crate::pages;
+use crate::session::cookie::{self, CookieSettings, TokenCookie};
+use crate::session::{OpaqueToken, Sessions};
+use crate::store::{
+    AuditEvent, AuditKind, NewLoginState, Outcome, ProvisionOutcome, ProvisionRequest, Store,
+    StoreError,
+};
+pub use error::LoginError;
+use provider::{AuthorizeRequest, Provider};
+use realm::{IdpChoice, choose_idp};
+use redirect::{RedirectPolicy, RedirectTarget};
+
+pub const LOGIN_PATH: &str = "/auth/login";
+pub const CALLBACK_PATH: &str = "/auth/callback";
+pub const LOGOUT_PATH: &str = "/auth/logout";
+
+/// What a broker endpoint answers.
+#[derive(Debug)]
+pub enum Reply {
+    Redirect {
+        location: String,
+        cookies: Vec<String>,
+    },
+    Page {
+        status: StatusCode,
+        html: String,
+        cookies: Vec<String>,
+    },
+    Json {
+        status: StatusCode,
+        body: serde_json::Value,
+    },
+}
+
+/// Who is at the browser, for the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+impl Client {
+    fn audit(&self, event: AuditEvent) -> AuditEvent {
+        event.client(self.ip.map(|ip| ip.to_string()), self.user_agent.clone())
+    }
+}
+
+/// `/auth/login` parameters.
+#[derive(Debug, Default)]
+pub struct LoginParams {
+    pub rd: Option<String>,
+    pub login_hint: Option<String>,
+    pub idp: Option<String>,
+}
+
+/// `/auth/callback` parameters, from the query or the form_post body.
+#[derive(Debug, Default)]
+pub struct CallbackParams {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+    pub iss: Option<String>,
+}
+
+pub struct Broker {
+    providers: Vec<Arc<Provider>>,
+    store: Store,
+    sessions: Sessions,
+    cookies: CookieSettings,
+    redirects: RedirectPolicy,
+    public_origin: String,
+    welcome_path: String,
+    state_ttl: i64,
+    provisioning: ProvisioningConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl Broker {
+    pub fn new(
+        settings: &Settings,
+        store: Store,
+        sessions: Sessions,
+        cookies: CookieSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, LoginError> {
+        let public_origin = settings.public_origin();
+        let callback = format!("{public_origin}{CALLBACK_PATH}");
+        // Never follow redirects from an IdP endpoint (SSRF), and never wait long.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| LoginError::Config(format!("HTTP client: {e}")))?;
+        let providers = settings
+            .idps
+            .iter()
+            .map(|idp| Provider::new(idp.clone(), &callback, http.clone()).map(Arc::new))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            providers,
+            store,
+            sessions,
+            cookies,
+            redirects: RedirectPolicy::new(
+                settings.server.public_url.clone(),
+                &settings.login.allowed_redirect_hosts,
+            ),
+            public_origin,
+            welcome_path: settings.login.welcome_path.clone(),
+            state_ttl: i64::try_from(settings.login.state_ttl_seconds).unwrap_or(600),
+            provisioning: settings.provisioning.clone(),
+            metrics,
+        })
+    }
+
+    /// Discovers every IdP in the background.
+    pub fn warm_up(&self) {
+        for provider in &self.providers {
+            let provider = provider.clone();
+            tokio::spawn(async move { provider.warm_up().await });
+        }
+    }
+
+    fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
+        self.providers.iter().find(|p| p.name() == name)
+    }
+
+    // === /auth/login ===
+
+    pub async fn login(&self, params: LoginParams, headers: &HeaderMap, client: &Client) -> Reply {
+        let rd = self.redirects.target(params.rd.as_deref());
+        let hint = params
+            .login_hint
+            .as_deref()
+            .map(str::trim)
+            .filter(|h| !h.is_empty() && h.len() <= 320);
+        let configs: Vec<_> = self.providers.iter().map(|p| p.config.clone()).collect();
+        let provider = match choose_idp(&configs, params.idp.as_deref(), hint) {
+            IdpChoice::Use(index) => &self.providers[index],
+            IdpChoice::AskEmail { note } => {
+                return Reply::Page {
+                    status: StatusCode::OK,
+                    html: pages::email_first_page(LOGIN_PATH, rd.as_str(), note.as_deref()),
+                    cookies: Vec::new(),
+                };
+            }
+            IdpChoice::Unknown(name) => {
+                return self.error_page(
+                    StatusCode::BAD_REQUEST,
+                    &format!("There is no identity provider called {name:?}."),
+                    &rd,
+                );
+            }
+            IdpChoice::NoneConfigured => {
+                return Reply::Page {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    html: pages::message_page(
+                        "Sign-in is not configured",
+                        "No identity provider is configured for this gatehouse yet.",
+                        None,
+                    ),
+                    cookies: Vec::new(),
+                };
+            }
+        };
+        match self.start_login(provider, &rd, hint, headers, client).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                let now = unix_now();
+                self.record_failure(&e, Some(provider.name()), client, now)
+                    .await;
+                self.error_page(e.status(), &e.user_message(), &rd)
+            }
+        }
+    }
+
+    async fn start_login(
+        &self,
+        provider: &Provider,
+        rd: &RedirectTarget,
+        login_hint: Option<&str>,
+        headers: &HeaderMap,
+        client: &Client,
+    ) -> Result<Reply, LoginError> {
+        let now = unix_now();
+        // Reuse this browser's binding so parallel logins (tabs) all stay valid.
+        let binding = match cookie::find(headers, self.cookies.binding_name()) {
+            TokenCookie::Present(token) => token,
+            _ => OpaqueToken::generate().map_err(crate::session::SessionError::from)?,
+        };
+        let state = OpaqueToken::generate().map_err(crate::session::SessionError::from)?;
+        let nonce = OpaqueToken::generate().map_err(crate::session::SessionError::from)?;
+        let (pkce_challenge, pkce_verifier) = PkceCodeChallenge::new_random_sha256();
+        let url = provider
+            .authorize_url(AuthorizeRequest {
+                state: state.as_str(),
+                nonce: nonce.as_str(),
+                pkce_challenge,
+                login_hint,
+            })
+            .await?;
+        self.store
+            .insert_login_state(&NewLoginState {
+                state_hash: state.hash().to_hex(),
+                binding_hash: binding.hash().to_hex(),
+                nonce: nonce.as_str().to_owned(),
+                pkce_verifier: pkce_verifier.secret().to_owned(),
+                idp: provider.name().to_owned(),
+                redirect_to: rd.as_str().to_owned(),
+                created_at: now,
+                expires_at: now + self.state_ttl,
+            })
+            .await?;
+        let event = client.audit(
+            AuditEvent::new(AuditKind::LoginStarted, Outcome::Success, now).idp(provider.name()),
+        );
+        if let Err(e) = self.store.record_audit(&event).await {
+            tracing::warn!(error = %e, "could not audit login start");
+        }
+        let cross_site = provider.config.response_mode == ResponseMode::FormPost;
+        Ok(Reply::Redirect {
+            location: url.to_string(),
+            cookies: vec![self.cookies.binding(&binding, cross_site, self.state_ttl)],
+        })
+    }
+
+    // === /auth/callback ===
+
+    pub async fn callback(
+        &self,
+        params: CallbackParams,
+        headers: &HeaderMap,
+        client: &Client,
+    ) -> Reply {
+        let now = unix_now();
+        match self.finish_login(params, headers, client, now).await {
+            Ok((location, session_cookie)) => {
+                self.metrics.record_login("success");
+                Reply::Redirect {
+                    location,
+                    cookies: vec![session_cookie],
+                }
+            }
+            Err((e, idp)) => {
+                self.metrics.record_login(e.reason());
+                tracing::info!(reason = e.reason(), error = %e, "login failed");
+                self.record_failure(&e, idp.as_deref(), client, now).await;
+                self.error_page(e.status(), &e.user_message(), &RedirectTarget::root())
+            }
+        }
+    }
+
+    /// Returns the redirect target and the session cookie, or the error and the IdP (if the
+    /// state said which).
+    async fn finish_login(
+        &self,
+        params: CallbackParams,
+        headers: &HeaderMap,
+        client: &Client,
+        now: i64,
+    ) -> Result<(String, String), (LoginError, Option<String>)> {
+        let no_idp = |e: LoginError| (e, None);
+        let state = params
+            .state
+            .as_deref()
+            .and_then(OpaqueToken::parse)
+            .ok_or_else(|| no_idp(LoginError::StateInvalid("missing or malformed state")))?;
+        let binding = match cookie::find(headers, self.cookies.binding_name()) {
+            TokenCookie::Present(token) => token,
+            _ => return Err(no_idp(LoginError::NoBinding)),
+        };
+        let login = self
+            .store
+            .consume_login_state(&state.hash().to_hex(), &binding.hash().to_hex(), now)
+            .await
+            .map_err(|e| no_idp(e.into()))?;
+        let Some(login) = login else {
+            let elsewhere = self
+                .store
+                .login_state_exists(&state.hash().to_hex())
+                .await
+                .unwrap_or(false);
+            return Err(no_idp(if elsewhere {
+                LoginError::StateInvalid("state belongs to another browser")
+            } else {
+                LoginError::StateInvalid("state unknown, expired or already used")
+            }));
+        };
+        let idp = Some(login.idp.clone());
+        let fail = |e: LoginError| (e, idp.clone());
+        let provider = self.provider(&login.idp).ok_or_else(|| {
+            fail(LoginError::Config(format!(
+                "idp {:?} is no longer configured",
+                login.idp
+            )))
+        })?;
+        if let Some(error) = params.error {
+            return Err(fail(LoginError::Idp {
+                error,
+                description: params.error_description,
+            }));
+        }
+        // RFC 9207: when the IdP names itself, it must be the IdP this login went to.
+        if let Some(iss) = &params.iss
+            && *iss != provider.config.issuer
+        {
+            return Err(fail(LoginError::IssuerMismatch(iss.clone())));
+        }
+        let code = params
+            .code
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| fail(LoginError::BadCallback("no code".into())))?;
+        let (identity, id_token) = provider
+            .finish(&code, &login.pkce_verifier, &login.nonce)
+            .await
+            .map_err(fail)?;
+
+        let outcome = self
+            .store
+            .provision(&ProvisionRequest {
+                issuer: identity.issuer.clone(),
+                subject: identity.subject.clone(),
+                idp: provider.name().to_owned(),
+                email: identity.email.clone(),
+                email_verified: identity.email_verified,
+                name: identity.name.clone(),
+                link_by_verified_email: self.provisioning.link_by_verified_email,
+                new_users_enabled: self.provisioning.new_users_enabled,
+                ip: client.ip.map(|ip| ip.to_string()),
+                user_agent: client.user_agent.clone(),
+                now,
+            })
+            .await
+            .map_err(|e| {
+                fail(match e {
+                    StoreError::Conflict(message) | StoreError::Invalid(message) => {
+                        LoginError::Provisioning(message)
+                    }
+                    other => other.into(),
+                })
+            })?;
+        let user = outcome.user();
+        let token = self
+            .sessions
+            .create(
+                user.id,
+                Some(provider.name().to_owned()),
+                Some(id_token),
+                now,
+            )
+            .await
+            .map_err(|e| fail(e.into()))?;
+        let how = match &outcome {
+            ProvisionOutcome::Existing(_) => "returning user",
+            ProvisionOutcome::Linked(_) => "identity linked to existing user",
+            ProvisionOutcome::Created(_) => "new user",
+        };
+        for kind in [AuditKind::LoginSucceeded, AuditKind::SessionCreated] {
+            let event = client.audit(
+                AuditEvent::new(kind, Outcome::Success, now)
+                    .user(user.id)
+                    .idp(provider.name())
+                    .detail(how),
+            );
+            if let Err(e) = self.store.record_audit(&event).await {
+                tracing::warn!(error = %e, "could not audit login");
+            }
+        }
+        Ok((login.redirect_to, self.cookies.session(&token)))
+    }
+
+    async fn record_failure(&self, e: &LoginError, idp: Option<&str>, client: &Client, now: i64) {
+        let mut event = client.audit(
+            AuditEvent::new(AuditKind::LoginFailed, Outcome::Failure, now)
+                .detail(format!("{}: {e}", e.reason())),
+        );
+        event.idp = idp.map(String::from);
+        if let Err(err) = self.store.record_audit(&event).await {
+            tracing::warn!(error = %err, "could not audit failed login");
+        }
+    }
+
+    fn error_page(&self, status: StatusCode, message: &str, rd: &RedirectTarget) -> Reply {
+        let mut again = Url::parse(&format!("{}{LOGIN_PATH}", self.public_origin))
+            .unwrap_or_else(|_| Url::parse("http://invalid/").expect("static URL"));
+        again.query_pairs_mut().append_pair("rd", rd.as_str());
+        Reply::Page {
+            status,
+            html: pages::message_page(
+                "Sign-in failed",
+                message,
+                Some((again.as_str(), "Start again")),
+            ),
+            cookies: Vec::new(),
+        }
+    }
+
+    // === /auth/logout ===
+
+    pub async fn logout(&self, rd: Option<&str>, headers: &HeaderMap, client: &Client) -> Reply {
+        let now = unix_now();
+        let rd = self.redirects.target(rd);
+        let mut location = rd.as_str().to_owned();
+        let cookies = vec![self.cookies.clear_session()];
+        if let TokenCookie::Present(token) = cookie::find(headers, &self.cookies.session_name) {
+            let hash = token.hash();
+            self.sessions.forget(&hash);
+            let record = self.store.load_session(&hash.to_hex(), now).await;
+            let event = client.audit(AuditEvent::new(AuditKind::Logout, Outcome::Success, now));
+            if let Err(e) = self
+                .store
+                .revoke_session(&hash.to_hex(), Some(&event), now)
+                .await
+            {
+                tracing::warn!(error = %e, "logout could not revoke the session");
+                return Reply::Page {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    html: pages::message_page(
+                        "Sign-out incomplete",
+                        "We could not end your session on the server. Please try again.",
+                        Some((LOGOUT_PATH, "Try again")),
+                    ),
+                    cookies,
+                };
+            }
+            if let Ok(Some(record)) = record
+                && let Some(provider) = record.idp.as_deref().and_then(|i| self.provider(i))
+                && let Some(url) = provider.logout_url(
+                    record.id_token.as_deref(),
+                    &rd.absolute(&self.public_origin),
+                )
+            {
+                location = url.to_string();
+            }
+        }
+        Reply::Redirect { location, cookies }
+    }
+
+    // === /auth/welcome and /auth/userinfo ===
+
+    async fn caller(&self, headers: &HeaderMap) -> Caller {
+        match cookie::find(headers, &self.cookies.session_name) {
+            TokenCookie::Present(token) => self.sessions.resolve(&token, unix_now()).await,
+            _ => Caller::Anonymous,
+        }
+    }
+
+    pub async fn welcome(&self, headers: &HeaderMap) -> Reply {
+        match self.caller(headers).await {
+            Caller::User(user) if !user.identity.enabled => Reply::Page {
+                status: StatusCode::OK,
+                html: pages::welcome_page(&user.identity.email, LOGOUT_PATH),
+                cookies: Vec::new(),
+            },
+            Caller::User(_) => Reply::Redirect {
+                location: "/".into(),
+                cookies: Vec::new(),
+            },
+            Caller::Anonymous => Reply::Redirect {
+                location: format!("{LOGIN_PATH}?rd=%2F"),
+                cookies: Vec::new(),
+            },
+            Caller::Unavailable => Reply::Page {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                html: pages::message_page(
+                    "Temporarily unavailable",
+                    "Please try again in a moment.",
+                    None,
+                ),
+                cookies: Vec::new(),
+            },
+        }
+    }
+
+    pub async fn userinfo(&self, headers: &HeaderMap) -> Reply {
+        match self.caller(headers).await {
+            Caller::User(user) => {
+                let id = &user.identity;
+                Reply::Json {
+                    status: StatusCode::OK,
+                    body: json!({
+                        "user_id": id.user_id,
+                        "email": id.email,
+                        "org_id": id.org_id,
+                        "roles": id.roles,
+                        "enabled": id.enabled,
+                        "impersonator_id": id.impersonator_id,
+                    }),
+                }
+            }
+            Caller::Anonymous => Reply::Json {
+                status: StatusCode::UNAUTHORIZED,
+                body: json!({ "error": "unauthenticated" }),
+            },
+            Caller::Unavailable => Reply::Json {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                body: json!({ "error": "unavailable" }),
+            },
+        }
+    }
+
+    pub fn welcome_path(&self) -> &str {
+        &self.welcome_path
+    }
+}

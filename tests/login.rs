@@ -1,0 +1,904 @@
+//! The browser login, end to end: browser model → real Envoy → gatehouse → real OpenID Provider
+//! (oidc-provider, tests/op) and back, on SQLite and on PostgreSQL.
+
+mod support;
+
+use support::browser::{Browser, Form, Page, Pending, forms};
+use support::{Backend, Stack, StackOptions, StackUrls, base_config};
+
+on_both_backends!(
+    login_with_query_response_mode,
+    login_with_form_post_response_mode,
+    first_login_waits_for_an_admin,
+    verified_email_links_unverified_does_not,
+    home_realm_discovery_picks_the_idp,
+    replayed_state_is_refused,
+    state_from_another_browser_is_refused,
+    tampered_state_is_refused,
+    wrong_nonce_is_refused,
+    id_token_for_another_audience_is_refused,
+    open_redirects_land_on_root,
+    logout_ends_the_session,
+    parallel_logins_in_two_tabs,
+    idp_errors_show_a_page_without_a_session,
+);
+
+const HOST: &str = "127.0.0.1";
+
+/// One `[[idp]]`: which fixture OP (index) and client it uses.
+struct Idp {
+    name: &'static str,
+    op: usize,
+    form_post: bool,
+    domains: &'static [&'static str],
+    logout_at_idp: bool,
+}
+
+impl Idp {
+    fn main(form_post: bool) -> Self {
+        Self {
+            name: "main",
+            op: 0,
+            form_post,
+            domains: &[],
+            logout_at_idp: false,
+        }
+    }
+
+    fn toml(&self, urls: &StackUrls) -> String {
+        let (client, secret, mode) = if self.form_post {
+            ("gh-form", "gh-form-secret", "form_post")
+        } else {
+            ("gh-query", "gh-query-secret", "query")
+        };
+        format!(
+            "\n[[idp]]\nname = \"{}\"\nissuer = \"{}\"\nclient_id = \"{client}\"\n\
+             client_secret = \"{secret}\"\nresponse_mode = \"{mode}\"\ndomains = {:?}\n\
+             logout_at_idp = {}\n",
+            self.name, urls.issuers[self.op], self.domains, self.logout_at_idp
+        )
+    }
+}
+
+async fn stack(backend: Backend, idps: Vec<Idp>) -> Stack {
+    let providers = idps.iter().map(|i| i.op).max().map_or(0, |m| m + 1);
+    Stack::start_with(
+        backend,
+        StackOptions {
+            providers: vec![Vec::new(); providers],
+            config: Box::new(move |urls| {
+                let mut text = base_config(urls);
+                for idp in &idps {
+                    text.push_str(&idp.toml(urls));
+                }
+                text + support::ROUTES
+            }),
+            ..StackOptions::default()
+        },
+    )
+    .await
+}
+
+fn is_interaction(page: &Page) -> bool {
+    page.body().contains("<p id=\"prompt\">")
+}
+
+/// The OP's form for one predefined account.
+fn account(page: &Page, sub: &str) -> Form {
+    forms(page)
+        .into_iter()
+        .find(|f| f.fields.iter().any(|(k, v)| k == "sub" && v == sub))
+        .unwrap_or_else(|| panic!("no account {sub} on {}: {:#?}", page.url, page.hops))
+}
+
+/// The OP's free-form account (any sub and claims).
+fn custom(page: &Page) -> Form {
+    forms(page)
+        .into_iter()
+        .find(|f| f.id.as_deref() == Some("custom"))
+        .expect("custom account form")
+}
+
+fn before_callback(_: &str, url: &url::Url) -> bool {
+    url.path() == "/auth/callback"
+}
+
+/// Opens `path` through Envoy, expects the OP's account page, and signs in as `sub`.
+async fn sign_in(browser: &mut Browser, stack: &Stack, path: &str, sub: &str) -> Page {
+    let page = browser.navigate(&format!("{}{path}", stack.base)).await;
+    assert!(
+        is_interaction(&page),
+        "expected the OP's login page: {:#?}",
+        page.hops
+    );
+    let form = account(&page, sub);
+    browser.submit(&page, &form, &[]).await
+}
+
+/// Starts a login and stops right before the browser calls gatehouse's callback.
+async fn until_callback(browser: &mut Browser, stack: &Stack, path: &str, sub: &str) -> Pending {
+    let page = browser.navigate(&format!("{}{path}", stack.base)).await;
+    assert!(is_interaction(&page), "{:#?}", page.hops);
+    let form = account(&page, sub);
+    browser
+        .submit_until(&page, &form, &[], &before_callback)
+        .await
+        .expect_err("should stop before the callback")
+}
+
+fn session_cookie(browser: &Browser) -> Option<String> {
+    browser.cookie(HOST, "gatehouse")
+}
+
+/// The login was refused: an error page, no session cookie set, no session in the browser.
+fn assert_refused(page: &Page, browser: &Browser, what: &str) {
+    assert!(
+        matches!(page.status(), 400 | 403 | 503),
+        "{what}: expected an error page, got {} {:#?}",
+        page.status(),
+        page.hops
+    );
+    assert!(
+        page.body().contains("Sign-in failed"),
+        "{what}: {}",
+        page.body()
+    );
+    assert!(
+        page.body().contains("/auth/login?rd="),
+        "{what}: a link to start again"
+    );
+    assert!(
+        !page
+            .set_cookies()
+            .iter()
+            .any(|c| c.starts_with("gatehouse=")),
+        "{what}: a session cookie was set"
+    );
+    assert_eq!(
+        session_cookie(browser),
+        None,
+        "{what}: the browser holds a session"
+    );
+}
+
+async fn audit_kinds(stack: &Stack) -> Vec<(String, String)> {
+    let out = stack.gatehouse.cli_ok(&["audit", "--json"]).await;
+    out.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["kind"].as_str().unwrap_or_default().to_owned(),
+                v["detail"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn live_sessions(stack: &Stack, email: &str) -> String {
+    let show = stack.gatehouse.cli_ok(&["user", "show", email]).await;
+    show.lines()
+        .find(|l| l.starts_with("sessions:"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+// === full logins ===
+
+async fn full_login(backend: Backend, form_post: bool) {
+    let stack = stack(backend, vec![Idp::main(form_post)]).await;
+    let org_id = stack
+        .gatehouse
+        .cli_ok(&[
+            "org",
+            "add",
+            "Acme",
+            "--domain",
+            "acme.test",
+            "--auto-enable",
+        ])
+        .await;
+    let mut browser = Browser::new();
+    let page = sign_in(&mut browser, &stack, "/dashboard?tab=2", "alice").await;
+    assert!(
+        page.response.reached_upstream(),
+        "{:#?}\n{}",
+        page.hops,
+        page.body()
+    );
+    assert_eq!(page.url.as_str(), format!("{}/dashboard?tab=2", stack.base));
+    let r = &page.response;
+    assert_eq!(
+        r.upstream_header("x-gatehouse-email").as_deref(),
+        Some("alice@acme.test")
+    );
+    assert_eq!(
+        r.upstream_header("x-gatehouse-org-id").as_deref(),
+        Some(org_id.as_str())
+    );
+    assert!(r.upstream_header("x-gatehouse-user-id").is_some());
+    // The browser shares cookies across ports, so the OP's reach the upstream; gatehouse's
+    // (session, login binding) never do.
+    let upstream_cookies = r.upstream_header("cookie").unwrap_or_default();
+    assert!(
+        !upstream_cookies.contains("gatehouse"),
+        "{upstream_cookies}"
+    );
+
+    if form_post {
+        assert!(
+            page.hops
+                .iter()
+                .any(|h| h.starts_with("POST") && h.contains("/auth/callback")),
+            "the IdP posted the callback: {:#?}",
+            page.hops
+        );
+    }
+    let audit: Vec<String> = audit_kinds(&stack)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    for kind in [
+        "login_started",
+        "user_provisioned",
+        "login_succeeded",
+        "session_created",
+    ] {
+        assert!(audit.iter().any(|k| k == kind), "no {kind} in {audit:?}");
+    }
+    let userinfo = browser
+        .navigate(&format!("{}/auth/userinfo", stack.base))
+        .await;
+    let json = userinfo.response.json();
+    assert_eq!(json["email"], "alice@acme.test");
+    assert_eq!(json["enabled"], true);
+    assert_eq!(json["org_id"], org_id.as_str());
+    // Without a session: 401.
+    let anonymous = Browser::new()
+        .navigate(&format!("{}/auth/userinfo", stack.base))
+        .await;
+    assert_eq!(anonymous.status(), 401);
+}
+
+async fn login_with_query_response_mode(backend: Backend) {
+    full_login(backend, false).await;
+}
+
+async fn login_with_form_post_response_mode(backend: Backend) {
+    full_login(backend, true).await;
+}
+
+async fn first_login_waits_for_an_admin(backend: Backend) {
+    let stack = stack(backend, vec![Idp::main(false)]).await;
+    let mut browser = Browser::new();
+    let page = sign_in(&mut browser, &stack, "/reports", "carol").await;
+    assert_eq!(page.url.path(), "/auth/welcome", "{:#?}", page.hops);
+    assert_eq!(page.status(), 200);
+    assert!(page.body().contains("carol@globex.test"), "{}", page.body());
+    assert!(page.body().contains("Sign out"));
+    // The API view of the same session.
+    let show = stack
+        .gatehouse
+        .cli_ok(&["user", "show", "carol@globex.test"])
+        .await;
+    assert!(show.contains("enabled:  no"), "{show}");
+
+    stack
+        .gatehouse
+        .cli_ok(&["user", "enable", "carol@globex.test"])
+        .await;
+    let page = browser.navigate(&format!("{}/reports", stack.base)).await;
+    assert!(page.response.reached_upstream(), "{:#?}", page.hops);
+    assert_eq!(
+        page.response
+            .upstream_header("x-gatehouse-email")
+            .as_deref(),
+        Some("carol@globex.test")
+    );
+}
+
+async fn verified_email_links_unverified_does_not(backend: Backend) {
+    let stack = stack(backend, vec![Idp::main(false)]).await;
+    // Staff created these accounts before SSO existed.
+    stack
+        .gatehouse
+        .enabled_session("alice@acme.test", &["admin"])
+        .await;
+    stack.gatehouse.enabled_session("bob@acme.test", &[]).await;
+
+    let mut alice = Browser::new();
+    let page = sign_in(&mut alice, &stack, "/admin/", "alice").await;
+    assert!(
+        page.response.reached_upstream(),
+        "linked to the admin account: {:#?}",
+        page.hops
+    );
+    let users = stack.gatehouse.cli_ok(&["user", "list"]).await;
+    assert_eq!(
+        users.lines().count(),
+        3,
+        "header + 2 users, no duplicate: {users}"
+    );
+    let show = stack
+        .gatehouse
+        .cli_ok(&["user", "show", "alice@acme.test"])
+        .await;
+    assert!(
+        show.contains("identities:") && show.contains(" alice (idp main"),
+        "{show}"
+    );
+
+    let mut bob = Browser::new();
+    let page = sign_in(&mut bob, &stack, "/dashboard", "bob").await;
+    assert_refused(&page, &bob, "unverified email");
+    assert!(page.body().contains("did not verify"), "{}", page.body());
+    let show = stack
+        .gatehouse
+        .cli_ok(&["user", "show", "bob@acme.test"])
+        .await;
+    assert!(show.contains("identities: none"), "{show}");
+    assert_eq!(
+        live_sessions(&stack, "bob@acme.test").await,
+        "sessions: 1 live",
+        "only the CLI's"
+    );
+    let users = stack.gatehouse.cli_ok(&["user", "list"]).await;
+    assert_eq!(users.lines().count(), 3, "{users}");
+
+    // A verified claim sent as the string "true" is not the boolean true: not linked either.
+    stack.gatehouse.enabled_session("zed@acme.test", &[]).await;
+    let mut zed = Browser::new();
+    let page = zed.navigate(&format!("{}/dashboard", stack.base)).await;
+    let form = custom(&page);
+    let page = zed
+        .submit(
+            &page,
+            &form,
+            &[
+                ("sub", "zed"),
+                ("email", "zed@acme.test"),
+                ("email_verified", "string-true"),
+            ],
+        )
+        .await;
+    assert_refused(&page, &zed, "string \"true\"");
+    let audit = audit_kinds(&stack).await;
+    assert!(
+        audit
+            .iter()
+            .filter(|(k, d)| k == "login_failed" && d.starts_with("provisioning_refused"))
+            .count()
+            == 2,
+        "{audit:?}"
+    );
+}
+
+async fn home_realm_discovery_picks_the_idp(backend: Backend) {
+    let stack = stack(
+        backend,
+        vec![
+            Idp {
+                name: "acme",
+                op: 0,
+                form_post: false,
+                domains: &["acme.test"],
+                logout_at_idp: false,
+            },
+            Idp {
+                name: "globex",
+                op: 1,
+                form_post: false,
+                domains: &["globex.test"],
+                logout_at_idp: false,
+            },
+        ],
+    )
+    .await;
+    let globex_org = stack
+        .gatehouse
+        .cli_ok(&[
+            "org",
+            "add",
+            "Globex",
+            "--domain",
+            "globex.test",
+            "--auto-enable",
+        ])
+        .await;
+    let op = |i: usize| stack.providers[i].issuer.clone();
+    let mut browser = Browser::new();
+    let stop_at_op = |_: &str, u: &url::Url| u.path() == "/auth" && u.host_str() == Some(HOST);
+    let cases = [
+        ("/auth/login?login_hint=carol%40globex.test&rd=%2Fx", 1),
+        ("/auth/login?login_hint=Alice%40ACME.test&rd=%2Fx", 0),
+        ("/auth/login?idp=globex&rd=%2Fx", 1),
+        ("/auth/login?idp=acme&login_hint=carol%40globex.test", 0),
+    ];
+    for (path, want) in cases {
+        let pending = browser
+            .navigate_until(&format!("{}{path}", stack.base), &stop_at_op)
+            .await
+            .expect_err("should reach an IdP");
+        assert!(
+            pending.url.as_str().starts_with(&op(want)),
+            "{path}: went to {}",
+            pending.url
+        );
+        let params: Vec<(String, String)> = pending.url.query_pairs().into_owned().collect();
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("code_challenge_method").as_deref(), Some("S256"));
+        assert!(
+            get("code_challenge").is_some() && get("nonce").is_some() && get("state").is_some()
+        );
+        if path.contains("login_hint") {
+            assert!(
+                get("login_hint").is_some(),
+                "the hint is passed on: {}",
+                pending.url
+            );
+        }
+    }
+    // No hint: ask for the email, then continue with it.
+    let page = browser.navigate(&format!("{}/dashboard", stack.base)).await;
+    assert_eq!(page.url.path(), "/auth/login", "{:#?}", page.hops);
+    assert!(
+        page.body().contains("name=\"login_hint\""),
+        "{}",
+        page.body()
+    );
+    let form = forms(&page).into_iter().next().expect("email form");
+    let page = browser
+        .submit(&page, &form, &[("login_hint", "carol@globex.test")])
+        .await;
+    assert!(
+        is_interaction(&page) && page.url.as_str().starts_with(&op(1)),
+        "{:#?}",
+        page.hops
+    );
+    let form = account(&page, "carol");
+    let page = browser.submit(&page, &form, &[]).await;
+    assert!(page.response.reached_upstream(), "{:#?}", page.hops);
+    assert_eq!(page.url.path(), "/dashboard");
+    assert_eq!(
+        page.response
+            .upstream_header("x-gatehouse-org-id")
+            .as_deref(),
+        Some(globex_org.as_str()),
+        "org from the exact email domain"
+    );
+    let unknown = Browser::new()
+        .navigate(&format!("{}/auth/login?idp=nope", stack.base))
+        .await;
+    assert_eq!(unknown.status(), 400);
+}
+
+// === attacks: each is refused and leaves no session ===
+
+async fn replayed_state_is_refused(backend: Backend) {
+    let stack = stack(backend, vec![Idp::main(false)]).await;
+    stack
+        .gatehouse
+        .cli_ok(&[
+            "org",
+            "add",
+            "Acme",
+            "--domain",
+            "acme.test",
+            "--auto-enable",
+        ])
+        .await;
+    let mut browser = Browser::new();
+    let pending = until_callback(&mut browser, &stack, "/dashboard", "alice").await;
+    let page = browser.resume(pending.clone()).await;
+    assert!(page.response.reached_upstream(), "{:#?}", page.hops);
+    assert_eq!(
+        live_sessions(&stack, "alice@acme.test").await,
+        "sessions: 1 live"
+    );
+
+    // The same callback again, from a browser without a session (as an attacker replaying it).
+    let mut replay = Browser::new();
+    replay.set_cookie(
+        HOST,
+        "gatehouse-login",
+        &browser.cookie(HOST, "gatehouse-login").unwrap(),
+    );
+    let page = replay.resume(pending).await;
+    assert_refused(&page, &replay, "replayed state");
+    assert_eq!(
+        live_sessions(&stack, "alice@acme.test").await,
+        "sessions: 1 live"
+    );
+    let audit = audit_kinds(&stack).await;
+    assert!(
+        audit
+            .iter()
+            .any(|(k, d)| k == "login_failed" && d.contains("already used")),
+        "{audit:?}"
+    );
+}
+
+async fn state_from_another_browser_is_refused(backend: Backend) {
+    let stack = stack(backend, vec![Idp::main(false)]).await;
+    stack
+        .gatehouse
+        .cli_ok(&[
+            "org",
+            "add",
+            "Acme",
+            "--domain",
+            "acme.test",
+            "--auto-enable",
+        ])
+        .await;
+    let mut victim = Browser::new();
+    let pending = until_callback(&mut victim, &stack, "/dashboard", "alice").await;
+
+    // An attacker's browser with no login cookie, and one that started its own login.
+    let mut stranger = Browser::new();
+    let page = stranger.resume(pending.clone()).await;
+    assert_refused(&page, &stranger, "no binding cookie");
+    let mut attacker = Browser::new();
+    let own = until_callback(&mut attacker, &stack, "/x", "bob").await;
+    drop(own);
+    let page = attacker.resume(pending.clone()).await;
+    assert_refused(&page, &attacker, "another browser's binding");
+    let audit = audit_kinds(&stack).await;
+    assert!(
+        audit.iter().any(|(_, d)| d.contains("another browser")),
+        "{audit:?}"
+    );
+
+    // The victim's own login was not burned by those attempts.
+    let page = victim.resume(pending).await;
+    assert!(page.response.reached_upstream(), "{:#?}", page.hops);
+    assert_eq!(
+        live_sessions(&stack, "alice@acme.test").await,
+        "sessions: 1 live"
+    );
+}
+
+async fn tampered_state_is_refused(backend: Backend) {
+    let stack = stack(backend, vec![Idp::main(false)]).await;
+    let mut browser = Browser::new();
+    let mut pending = until_callback(&mut browser, &stack, "/dashboard", "alice").await;
+    let pairs: Vec<(String, String)> = pending
+        .url
+        .query_pairs()
+        .into_owned()
+        .map(|(k, v)| {
+            if k == "state" {
+                let mut chars: Vec<char> = v.chars().collect();
+                chars[5] = if chars[5] == 'A' { 'B' } else { 'A' };
+                (k, chars.into_iter().collect())
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    pending.url.query_pairs_mut().clear().extend_pairs(pairs);
+    let page = browser.resume(pending).await;
+    assert_refused(&page, &browser, "tampered state");
+    let users = stack.gatehouse.cli_ok(&["user", "list"]).await;
+    assert_eq!(users.lines().count(), 1, "nobody provisioned: {users}");
+}
+
+async fn wrong_nonce_is_refused(backend: Backend) {
+    let stack = stack(backend, vec![Idp::main(false)]).await;
+    // 1. The browser's authorize request is altered to carry another nonce: the OP signs a
+    //    token for that nonce, which is not the one this login stored.
+    let mut browser = Browser::new();
+    let stop_at_op = |_: &str, u: &url::Url| u.path() == "/auth" && u.as_str().contains("nonce=");
+    let mut pending = browser
+        .navigate_until(&format!("{}/dashboard", stack.base), &stop_at_op)
+        .await
+        .expect_err("stops at the OP");
+    let pairs: Vec<(String, String)> = pending
+        .url
+        .query_pairs()
+        .into_owned()
+        .map(|(k, v)| {
+            if k == "nonce" {
+                (k, "attacker-nonce".into())
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    pending.url.query_pairs_mut().clear().extend_pairs(pairs);
+    let page = browser.resume(pending).await;
+    let form = account(&page, "alice");
+    let page = browser.submit(&page, &form, &[]).await;
+    assert_refused(&page, &browser, "altered nonce");
+
+    // 2. The OP itself returns a token whose nonce was rewritten (and re-signed).
+    let mut browser = Browser::new();
+    let page = sign_in(&mut browser, &stack, "/dashboard", "mallory-nonce").await;
+    assert_refused(&page, &browser, "rewritten nonce");
+    let audit = audit_kinds(&stack).await;
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|(k, d)| k == "login_failed" && d.starts_with("id_token_invalid"))
+            .count(),
+        2,
+        "{audit:?}"
+    );
+}
+
+async fn id_token_for_another_audience_is_refused(backend: Backend) {
+    let stack = stack(backend, vec![Idp::main(false)]).await;
+    let mut browser = Browser::new();
+    let page = sign_in(&mut browser, &stack, "/dashboard", "mallory-aud").await;
+    assert_refused(&page, &browser, "wrong audience");
+    let audit = audit_kinds(&stack).await;
+    assert!(
+        audit.iter().any(|(k, d)| k == "login_failed"
+            && d.contains("id_token_invalid")
+            && d.contains("aud")),
+        "{audit:?}"
+    );
+    let users = stack.gatehouse.cli_ok(&["user", "list"]).await;
+    assert_eq!(users.lines().count(), 1, "nobody provisioned: {users}");
+}
+
+async fn open_redirects_land_on_root(backend: Backend) {
+    let stack = stack(backend, vec![Idp::main(false)]).await;
+    stack
+        .gatehouse
+        .cli_ok(&[
+            "org",
+            "add",
+            "Acme",
+            "--domain",
+            "acme.test",
+            "--auto-enable",
+        ])
+        .await;
+    for rd in [
+        "%2F%2Fevil.example",         // //evil.example
+        "%2F%5Cevil.example",         // /\evil.example
+        "https%3A%2F%2Fevil.example", // https://evil.example
+        "/%09/evil.example",          // / TAB /evil.example
+    ] {
+        let mut browser = Browser::new();
+        let pending = until_callback(
+            &mut browser,
+            &stack,
+            &format!("/auth/login?rd={rd}"),
+            "alice",
+        )
+        .await;
+        let url = pending.url.clone();
+        let response = browser
+            .request("GET", &url, None, pending.initiator.as_deref())
+            .await;
+        assert_eq!(response.status, 302, "rd={rd}: {response:?}");
+        assert_eq!(response.location(), Some("/"), "rd={rd}");
+    }
+    // An allowed target is honoured.
+    let mut browser = Browser::new();
+    let pending = until_callback(
+        &mut browser,
+        &stack,
+        "/auth/login?rd=%2Freports%3Fq%3D1",
+        "alice",
+    )
+    .await;
+    let response = browser
+        .request("GET", &pending.url, None, pending.initiator.as_deref())
+        .await;
+    assert_eq!(response.location(), Some("/reports?q=1"));
+}
+
+async fn logout_ends_the_session(backend: Backend) {
+    let stack = stack(
+        backend,
+        vec![Idp {
+            logout_at_idp: true,
+            ..Idp::main(false)
+        }],
+    )
+    .await;
+    stack
+        .gatehouse
+        .cli_ok(&[
+            "org",
+            "add",
+            "Acme",
+            "--domain",
+            "acme.test",
+            "--auto-enable",
+        ])
+        .await;
+    let mut browser = Browser::new();
+    let page = sign_in(&mut browser, &stack, "/dashboard", "alice").await;
+    assert!(page.response.reached_upstream());
+    let old = session_cookie(&browser).expect("session cookie");
+
+    let logout =
+        url::Url::parse(&format!("{}/auth/logout?rd=%2Fpublic%2Fbye", stack.base)).unwrap();
+    let response = browser
+        .request("POST", &logout, Some(""), Some(&stack.base))
+        .await;
+    assert_eq!(response.status, 302, "{response:?}");
+    // The IdP advertises end_session_endpoint and the config asks for it.
+    let location = url::Url::parse(response.location().unwrap()).unwrap();
+    assert!(
+        location
+            .as_str()
+            .starts_with(&format!("{}/session/end", stack.providers[0].issuer)),
+        "{location}"
+    );
+    let params: Vec<(String, String)> = location.query_pairs().into_owned().collect();
+    assert!(
+        params.iter().any(|(k, _)| k == "id_token_hint"),
+        "{location}"
+    );
+    assert!(
+        params.contains(&(
+            "post_logout_redirect_uri".into(),
+            format!("{}/public/bye", stack.base)
+        )),
+        "{location}"
+    );
+    assert_eq!(session_cookie(&browser), None, "cookie cleared");
+
+    // Replaying the old cookie is denied.
+    let mut thief = Browser::new();
+    thief.set_cookie(HOST, "gatehouse", &old);
+    let page = thief.navigate(&format!("{}/dashboard", stack.base)).await;
+    assert!(!page.response.reached_upstream(), "{:#?}", page.hops);
+    let api = support::send(
+        stack.envoy.listener,
+        "GET",
+        "/api/x",
+        &[("cookie", &format!("gatehouse={old}"))],
+        None,
+    )
+    .await;
+    assert_eq!(api.status, 401);
+    assert_eq!(
+        live_sessions(&stack, "alice@acme.test").await,
+        "sessions: 0 live"
+    );
+    let audit: Vec<String> = audit_kinds(&stack)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(audit.contains(&"logout".to_owned()), "{audit:?}");
+}
+
+async fn parallel_logins_in_two_tabs(backend: Backend) {
+    let stack = stack(backend, vec![Idp::main(true)]).await;
+    stack
+        .gatehouse
+        .cli_ok(&[
+            "org",
+            "add",
+            "Acme",
+            "--domain",
+            "acme.test",
+            "--auto-enable",
+        ])
+        .await;
+    let mut browser = Browser::new();
+    let tab1 = browser.navigate(&format!("{}/one", stack.base)).await;
+    let tab2 = browser.navigate(&format!("{}/two", stack.base)).await;
+    assert!(is_interaction(&tab1) && is_interaction(&tab2));
+    // Finish the second tab first.
+    let form = account(&tab2, "alice");
+    let page = browser.submit(&tab2, &form, &[]).await;
+    assert!(page.response.reached_upstream(), "{:#?}", page.hops);
+    assert_eq!(page.url.path(), "/two");
+    let form = account(&tab1, "alice");
+    let page = browser.submit(&tab1, &form, &[]).await;
+    assert!(page.response.reached_upstream(), "{:#?}", page.hops);
+    assert_eq!(page.url.path(), "/one");
+    assert_eq!(
+        live_sessions(&stack, "alice@acme.test").await,
+        "sessions: 2 live"
+    );
+}
+
+async fn idp_errors_show_a_page_without_a_session(backend: Backend) {
+    let stack = stack(backend, vec![Idp::main(false)]).await;
+    // The user cancels at the IdP: it redirects back with error=access_denied.
+    let mut browser = Browser::new();
+    let page = browser.navigate(&format!("{}/dashboard", stack.base)).await;
+    let abort = forms(&page)
+        .into_iter()
+        .find(|f| f.id.as_deref() == Some("abort"))
+        .expect("abort form");
+    let page = browser.submit(&page, &abort, &[]).await;
+    assert_refused(&page, &browser, "access_denied");
+    assert!(page.body().contains("cancelled"), "{}", page.body());
+    assert_eq!(
+        page.url.path(),
+        "/auth/callback",
+        "no redirect loop: {:#?}",
+        page.hops
+    );
+    let audit = audit_kinds(&stack).await;
+    assert!(
+        audit
+            .iter()
+            .any(|(k, d)| k == "login_failed" && d.starts_with("idp_error")),
+        "{audit:?}"
+    );
+}
+
+/// The IdP is down: the login page says so, once, without looping.
+#[tokio::test]
+async fn unreachable_idp_shows_an_error_page() {
+    let dead = support::free_port();
+    let stack = Stack::start_with(
+        Backend::Sqlite,
+        StackOptions {
+            config: Box::new(move |urls| {
+                format!(
+                    "{}\n[[idp]]\nname = \"down\"\nissuer = \"http://127.0.0.1:{dead}\"\nclient_id = \"x\"\n{}",
+                    base_config(urls),
+                    support::ROUTES
+                )
+            }),
+            ..StackOptions::default()
+        },
+    )
+    .await;
+    let mut browser = Browser::new();
+    let page = browser.navigate(&format!("{}/dashboard", stack.base)).await;
+    assert_eq!(page.status(), 503, "{:#?}", page.hops);
+    assert_eq!(page.url.path(), "/auth/login");
+    assert!(page.body().contains("cannot be reached"), "{}", page.body());
+    // ext_authz keeps working while the IdP is down.
+    let token = stack
+        .gatehouse
+        .enabled_session("alice@acme.test", &[])
+        .await;
+    let r = stack
+        .get("/app", &[("cookie", &format!("gatehouse={token}"))])
+        .await;
+    assert!(r.reached_upstream());
+}
+
+/// A new signing key at the IdP: gatehouse refetches the JWKS on the unknown `kid`.
+#[tokio::test]
+async fn rotated_idp_keys_are_picked_up() {
+    let stack = stack(Backend::Sqlite, vec![Idp::main(false)]).await;
+    stack
+        .gatehouse
+        .cli_ok(&[
+            "org",
+            "add",
+            "Acme",
+            "--domain",
+            "acme.test",
+            "--auto-enable",
+        ])
+        .await;
+    let page = sign_in(&mut Browser::new(), &stack, "/a", "alice").await;
+    assert!(page.response.reached_upstream(), "{:#?}", page.hops);
+    let rotated = support::send(
+        stack.providers[0].addr,
+        "POST",
+        "/__control/rotate",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(rotated.status, 200, "{rotated:?}");
+    let page = sign_in(&mut Browser::new(), &stack, "/b", "alice").await;
+    assert!(
+        page.response.reached_upstream(),
+        "{:#?}\n{}",
+        page.hops,
+        page.body()
+    );
+    assert!(
+        stack.gatehouse.logs().contains("refetched JWKS"),
+        "{}",
+        stack.gatehouse.logs()
+    );
+}
