@@ -151,12 +151,34 @@ async fn same_decisions_as_ext_authz(backend: Backend) {
             assert_eq!(r.body, "", "{what}: allow is exactly 200 with no body");
         }
     }
-    // On allow, the identity travels as response headers.
+    // On allow, the identity travels as response headers, with the cookie the upstream
+    // should get instead of the client's.
     let mut headers = forwarded("/app");
-    headers.push(("cookie", &plain));
+    let cookies = format!("theme=dark; {plain}");
+    headers.push(("cookie", &cookies));
     let r = send(gh.http, "GET", "/authz", &headers, None).await;
     assert_eq!(r.header("x-gatehouse-email"), Some("bob@acme.test"));
     assert!(r.header("x-gatehouse-user-id").is_some());
+    assert_eq!(r.header("cookie"), Some("theme=dark"));
+    // Public routes still answer every identity header, empty, so a proxy copying them
+    // overwrites whatever the client sent.
+    let mut headers = forwarded("/public/x");
+    headers.push(("x-gatehouse-user-id", "spoofed"));
+    let r = send(gh.http, "GET", "/authz", &headers, None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-gatehouse-user-id"), Some(""));
+    assert_eq!(r.header("x-gatehouse-email"), Some(""));
+
+    // Requests that do not say unambiguously what to authorize are refused, not guessed.
+    let r = send(gh.http, "GET", "/authz", &[("cookie", &admin)], None).await;
+    assert_eq!(r.status, 400, "bare /authz must not be judged as /: {r:?}");
+    let repeated = [
+        ("x-forwarded-uri", "/public/x"),
+        ("x-forwarded-uri", "/admin/"),
+        ("cookie", plain.as_str()),
+    ];
+    let r = send(gh.http, "GET", "/authz", &repeated, None).await;
+    assert_eq!(r.status, 400, "{r:?}");
 }
 
 #[tokio::test]
@@ -244,4 +266,9 @@ async fn envoy_http_ext_authz_mode(backend: Backend) {
         r.upstream_header("x-gatehouse-user-id").as_deref(),
         Some("spoofed")
     );
+    // The session cookie does not reach the upstream in this mode either.
+    assert_eq!(r.upstream_header("cookie"), None, "{r:?}");
+    let both = format!("{cookie}; theme=dark");
+    let r = stack.get("/app", &[("cookie", &both)]).await;
+    assert_eq!(r.upstream_header("cookie").as_deref(), Some("theme=dark"));
 }

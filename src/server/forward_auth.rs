@@ -1,25 +1,49 @@
 //! `/authz` forward-auth: the same decisions as the gRPC edge, over plain HTTP, for nginx
 //! `auth_request`, Traefik `forwardAuth`, Caddy `forward_auth` and Envoy's HTTP ext_authz.
 //!
-//! The original request is described either by `X-Forwarded-*` headers (Traefik, Caddy, nginx
-//! with `X-Original-URI`), which are believed only from `trusted_proxies`, or by the request
-//! itself with the `/authz` prefix removed (Envoy's HTTP ext_authz with `path_prefix: /authz`).
-//! Allow is exactly 200 with the identity headers on the response; denials carry their status,
-//! `Location` and body.
+//! Which request is being authorized comes from one of two places, never a mix:
+//! - `X-Forwarded-Uri` (with `X-Forwarded-Method`, `-Host`, `-Proto`), believed only from a peer
+//!   in `trusted_proxies`. The proxy must set all four itself, overwriting what the client sent
+//!   (Traefik and Caddy do; nginx needs `proxy_set_header` for each, see the README);
+//! - otherwise the path after the `/authz` prefix (Envoy's HTTP ext_authz, `path_prefix: /authz`).
+//!
+//! A repeated forwarded header, or a request that names no target at all (a bare `/authz`), is a
+//! 400: guessing would authorize some other request than the one the proxy will serve.
+//!
+//! Allow is exactly 200. The response carries every identity header (empty when there is no
+//! identity, so a proxy that copies them overwrites anything the client sent), the `cookie` value
+//! the upstream should get, and `x-envoy-auth-headers-to-remove` naming what Envoy must drop.
+//! Denials carry their status, `Location` and body.
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use ipnet::IpNet;
 
 use super::AppState;
-use crate::decision::Decision;
+use crate::decision::{Decision, Denial};
+use crate::gate::UpstreamChanges;
+use crate::identity::{
+    EMAIL_HEADER, IMPERSONATOR_HEADER, ORG_ID_HEADER, ROLES_HEADER, USER_ID_HEADER,
+};
 use crate::request::AuthzRequest;
+use crate::session::cookie::CookieRewrite;
 
 pub const PREFIX: &str = "/authz";
+/// Envoy's HTTP ext_authz removes the upstream request headers this response header names.
+const HEADERS_TO_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");
+
+/// Why a forward-auth request does not say unambiguously what to authorize.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardAuthError {
+    #[error("header {0} appears more than once")]
+    Repeated(&'static str),
+    #[error("the request names no URI to authorize (send X-Forwarded-Uri, or call /authz/<path>)")]
+    NoTarget,
+}
 
 pub async fn handle(
     State(state): State<AppState>,
@@ -28,30 +52,77 @@ pub async fn handle(
 ) -> Response {
     let (parts, _body) = request.into_parts();
     let trusted = &state.settings.server.trusted_proxies;
-    let req = original_request(
+    let req = match original_request(
         parts.method.as_str(),
         parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
         parts.headers,
         peer.ip(),
         trusted,
-    );
+    ) {
+        Ok(req) => req,
+        Err(e) => {
+            tracing::debug!(error = %e, "ambiguous forward-auth request");
+            let body = serde_json::json!({ "error": "bad_request", "detail": e.to_string() });
+            return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        }
+    };
     let verdict = state.gate.check(&req).await;
-    match verdict.decision {
-        Decision::Allow(_) => {
-            let mut response = StatusCode::OK.into_response();
-            if let Some(changes) = verdict.upstream {
-                response.headers_mut().extend(changes.set);
-            }
-            response
-        }
-        Decision::Deny(denial) => {
-            let rendered = denial.render();
-            let mut response = Response::new(Body::from(rendered.body));
-            *response.status_mut() = rendered.status;
-            response.headers_mut().extend(rendered.headers);
-            response
-        }
+    match (verdict.decision, verdict.upstream) {
+        (Decision::Allow(_), Some(changes)) => allow_response(changes),
+        (Decision::Deny(denial), _) => deny_response(&denial),
+        // An allow always carries its upstream changes; anything else fails closed.
+        (Decision::Allow(_), None) => deny_response(&Denial::Unavailable { html: false }),
     }
+}
+
+fn allow_response(changes: UpstreamChanges) -> Response {
+    let mut response = StatusCode::OK.into_response();
+    let headers = response.headers_mut();
+    // Every identity header, empty when unset, so a copying proxy overwrites client values.
+    for name in [
+        USER_ID_HEADER,
+        EMAIL_HEADER,
+        ORG_ID_HEADER,
+        ROLES_HEADER,
+        IMPERSONATOR_HEADER,
+    ] {
+        headers.insert(name, HeaderValue::from_static(""));
+    }
+    let mut remove: Vec<String> = changes
+        .remove
+        .iter()
+        .map(|n| n.as_str().to_owned())
+        .collect();
+    for (name, value) in changes.set {
+        headers.insert(name, value);
+    }
+    match changes.cookie {
+        CookieRewrite::Unchanged => {}
+        CookieRewrite::Replace(value) => {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(http::header::COOKIE, v);
+            }
+        }
+        CookieRewrite::Remove => remove.push("cookie".to_owned()),
+    }
+    if !remove.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&remove.join(","))
+    {
+        headers.insert(HEADERS_TO_REMOVE, v);
+    }
+    response
+}
+
+fn deny_response(denial: &Denial) -> Response {
+    let rendered = denial.render();
+    let mut response = Response::new(Body::from(rendered.body));
+    *response.status_mut() = rendered.status;
+    response.headers_mut().extend(rendered.headers);
+    response
+}
+
+fn is_trusted(ip: &IpAddr, trusted_proxies: &[IpNet]) -> bool {
+    trusted_proxies.iter().any(|net| net.contains(ip))
 }
 
 /// Reconstructs the request being authorized. Pure, so the trust rules are table-tested.
@@ -61,68 +132,70 @@ pub fn original_request(
     headers: HeaderMap,
     peer: IpAddr,
     trusted_proxies: &[IpNet],
-) -> AuthzRequest {
+) -> Result<AuthzRequest, ForwardAuthError> {
     let peer = peer.to_canonical();
-    let is_trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
-    let from_proxy = is_trusted(&peer);
-    let forwarded = |name: &str| -> Option<String> {
+    let from_proxy = is_trusted(&peer, trusted_proxies);
+    let forwarded = |name: &'static str| -> Result<Option<String>, ForwardAuthError> {
         if !from_proxy {
-            return None;
+            return Ok(None);
         }
-        // A repeated header is ambiguous: ignore it rather than pick one.
         let mut values = headers.get_all(name).iter();
-        let first = values.next()?;
+        let Some(first) = values.next() else {
+            return Ok(None);
+        };
         if values.next().is_some() {
-            return None;
+            return Err(ForwardAuthError::Repeated(name));
         }
-        first
+        Ok(first
             .to_str()
             .ok()
             .map(str::trim)
             .filter(|v| !v.is_empty())
-            .map(String::from)
+            .map(String::from))
     };
 
-    let original_uri = forwarded("x-forwarded-uri").or_else(|| forwarded("x-original-uri"));
-    let (method, path) = match original_uri {
+    let (method, path, host, scheme) = match forwarded("x-forwarded-uri")? {
         Some(uri) => (
-            forwarded("x-forwarded-method")
-                .or_else(|| forwarded("x-original-method"))
-                .unwrap_or_else(|| method.to_owned()),
+            forwarded("x-forwarded-method")?.unwrap_or_else(|| method.to_owned()),
             uri,
+            forwarded("x-forwarded-host")?,
+            forwarded("x-forwarded-proto")?,
         ),
         None => {
-            // Envoy HTTP ext_authz: the original path follows the prefix.
+            // Envoy HTTP ext_authz: the original path follows the prefix, and is never empty.
             let rest = path_and_query
                 .strip_prefix(PREFIX)
                 .unwrap_or(path_and_query);
-            let path = if rest.starts_with('/') {
-                rest.to_owned()
-            } else {
-                format!("/{rest}")
-            };
-            (method.to_owned(), path)
+            if !rest.starts_with('/') {
+                return Err(ForwardAuthError::NoTarget);
+            }
+            (
+                method.to_owned(),
+                rest.to_owned(),
+                None,
+                forwarded("x-forwarded-proto")?,
+            )
         }
     };
-    let host = forwarded("x-forwarded-host").unwrap_or_else(|| {
+    let host = host.unwrap_or_else(|| {
         headers
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or_default()
             .to_owned()
     });
-    let scheme = forwarded("x-forwarded-proto")
+    let scheme = scheme
         .filter(|p| p == "http" || p == "https")
         .unwrap_or_else(|| "http".to_owned());
     let client_ip = client_ip(&headers, peer, trusted_proxies);
-    AuthzRequest {
+    Ok(AuthzRequest {
         method: method.to_ascii_uppercase(),
         scheme,
         host,
         path,
         headers,
         client_ip: Some(client_ip),
-    }
+    })
 }
 
 /// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
@@ -130,27 +203,29 @@ pub fn original_request(
 /// the client and prove nothing).
 pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted_proxies: &[IpNet]) -> IpAddr {
     let peer = peer.to_canonical();
-    let is_trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
+    if !is_trusted(&peer, trusted_proxies) {
         return peer;
     }
-    forwarded_client(headers, &is_trusted).unwrap_or(peer)
-}
-
-fn forwarded_client(headers: &HeaderMap, is_trusted: &dyn Fn(&IpAddr) -> bool) -> Option<IpAddr> {
-    let hops: Vec<IpAddr> = headers
+    let hops: Option<Vec<IpAddr>> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|hop| hop.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()))
-        .collect::<Result<_, _>>()
-        .ok()?;
-    hops.iter()
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .or(hops.first())
-        .copied()
+        .map(|hop| {
+            hop.trim()
+                .parse::<IpAddr>()
+                .map(|ip| ip.to_canonical())
+                .ok()
+        })
+        .collect();
+    hops.and_then(|hops| {
+        hops.iter()
+            .rev()
+            .find(|ip| !is_trusted(ip, trusted_proxies))
+            .or(hops.first())
+            .copied()
+    })
+    .unwrap_or(peer)
 }
 
 #[cfg(test)]
@@ -193,33 +268,77 @@ mod tests {
             ("x-forwarded-uri", "/admin/?x=1"),
             ("x-forwarded-for", "198.51.100.7, 10.9.9.9"),
         ];
-        // (peer, request path, headers, method, scheme, host, path, client)
         #[rustfmt::skip]
         let cases: Vec<Row> = vec![
             // A trusted proxy describes the original request.
             (proxy, "/authz", traefik.to_vec(), "POST", "https", "app.example.com", "/admin/?x=1", "198.51.100.7"),
-            // The same headers from anyone else are ignored.
-            (stranger, "/authz", traefik.to_vec(), "GET", "http", "auth.internal", "/", "203.0.113.9"),
-            // nginx style.
-            (proxy, "/authz", vec![("host", "app"), ("x-original-uri", "/private")], "GET", "http", "app", "/private", "10.1.2.3"),
+            // The same headers from anyone else are ignored: the path after /authz counts.
+            (stranger, "/authz/app", traefik.to_vec(), "GET", "http", "auth.internal", "/app", "203.0.113.9"),
             // Envoy HTTP ext_authz style: path after the prefix.
             (stranger, "/authz/admin/x?y=1", vec![("host", "gw:10000")], "GET", "http", "gw:10000", "/admin/x?y=1", "203.0.113.9"),
-            (stranger, "/authz", vec![("host", "gw")], "GET", "http", "gw", "/", "203.0.113.9"),
-            // A repeated forwarded header is ignored rather than guessed.
-            (proxy, "/authz/p", vec![("host", "gw"), ("x-forwarded-uri", "/a"), ("x-forwarded-uri", "/b")], "GET", "http", "gw", "/p", "10.1.2.3"),
+            (stranger, "/authz/", vec![("host", "gw")], "GET", "http", "gw", "/", "203.0.113.9"),
+            (proxy, "/authz/p", vec![("host", "gw"), ("x-forwarded-proto", "https")], "GET", "https", "gw", "/p", "10.1.2.3"),
+            // nginx's X-Original-URI is not one of the trusted headers.
+            (proxy, "/authz/p", vec![("host", "gw"), ("x-original-uri", "/public/")], "GET", "http", "gw", "/p", "10.1.2.3"),
             // Unknown schemes are not believed.
             (proxy, "/authz/p", vec![("host", "gw"), ("x-forwarded-proto", "javascript")], "GET", "http", "gw", "/p", "10.1.2.3"),
             // A garbage X-Forwarded-For falls back to the peer.
             (proxy, "/authz/p", vec![("host", "gw"), ("x-forwarded-for", "not-an-ip")], "GET", "http", "gw", "/p", "10.1.2.3"),
         ];
         for (peer, path, hs, method, scheme, host, want_path, client) in cases {
-            let req = original_request("GET", path, headers(&hs), peer, &trusted);
             let what = format!("peer={peer} path={path} headers={hs:?}");
+            let req = original_request("GET", path, headers(&hs), peer, &trusted)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
             assert_eq!(req.method, method, "{what}");
             assert_eq!(req.scheme, scheme, "{what}");
             assert_eq!(req.host, host, "{what}");
             assert_eq!(req.path, want_path, "{what}");
             assert_eq!(req.client_ip.unwrap().to_string(), client, "{what}");
+        }
+    }
+
+    /// peer, request path, headers, expected error
+    type Refused<'a> = (IpAddr, &'a str, Vec<(&'a str, &'a str)>, ForwardAuthError);
+
+    #[test]
+    fn ambiguous_requests_are_refused() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let stranger: IpAddr = "203.0.113.9".parse().unwrap();
+        let cases: Vec<Refused> = vec![
+            // A bare /authz names nothing: it must not be judged as "/".
+            (proxy, "/authz", vec![], ForwardAuthError::NoTarget),
+            (
+                stranger,
+                "/authz",
+                vec![("x-forwarded-uri", "/x")],
+                ForwardAuthError::NoTarget,
+            ),
+            (proxy, "/authz?x=1", vec![], ForwardAuthError::NoTarget),
+            // A repeated forwarded header is ambiguous.
+            (
+                proxy,
+                "/authz",
+                vec![("x-forwarded-uri", "/a"), ("x-forwarded-uri", "/b")],
+                ForwardAuthError::Repeated("x-forwarded-uri"),
+            ),
+            (
+                proxy,
+                "/authz",
+                vec![
+                    ("x-forwarded-uri", "/a"),
+                    ("x-forwarded-method", "GET"),
+                    ("x-forwarded-method", "POST"),
+                ],
+                ForwardAuthError::Repeated("x-forwarded-method"),
+            ),
+        ];
+        for (peer, path, hs, want) in cases {
+            assert_eq!(
+                original_request("GET", path, headers(&hs), peer, &trusted).unwrap_err(),
+                want,
+                "{peer} {path} {hs:?}"
+            );
         }
     }
 }
