@@ -422,6 +422,27 @@ async fn provisioning_rules(backend: Backend) {
     // Nothing of the refused logins was kept.
     let users = store.list_users().await.unwrap();
     assert_eq!(users.len(), 4, "{users:?}");
+    // Someone registers an unverified address at the IdP before its owner signs in: they
+    // get a user, but not the org (which auto-enables), and the owner's verified sign-in is
+    // not linked into it.
+    let squat = store
+        .provision(&login("squatter", Some("ceo@globex.test"), Some(false)))
+        .await
+        .unwrap();
+    let ProvisionOutcome::Created(sq) = &squat else {
+        panic!("{squat:?}")
+    };
+    assert_eq!(
+        (sq.org_id, sq.enabled),
+        (None, false),
+        "no org, not auto-enabled"
+    );
+    let err = store
+        .provision(&login("real-ceo", Some("ceo@globex.test"), Some(true)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert_eq!(store.identities_of(sq.id).await.unwrap().len(), 1);
     // new_users_enabled switches the default.
     let mut open = login("s7", Some("open@nowhere.test"), Some(true));
     open.new_users_enabled = true;

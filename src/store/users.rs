@@ -93,18 +93,23 @@ impl ProvisionOutcome {
 
 const USER_COLUMNS: &str = "id, email, name, org_id, enabled, created_at";
 
-/// Inserts a new user on `$tx`, placing it in the org owning the exact email domain; enabled
-/// when that org auto-enables or `$new_users_enabled`. Evaluates to the `UserRow`.
+/// Inserts a new user on `$tx`. With `$by_domain`, it joins the org owning the exact email
+/// domain (and is enabled if that org auto-enables); it is also enabled when
+/// `$new_users_enabled`. Evaluates to the `UserRow`.
 macro_rules! insert_user {
-    ($tx:expr, $email:expr, $name:expr, $new_users_enabled:expr, $now:expr) => {{
+    ($tx:expr, $email:expr, $name:expr, $by_domain:expr, $new_users_enabled:expr, $now:expr) => {{
         let email: &str = $email;
-        let org: Option<(Uuid, bool)> = sqlx::query_as(
-            "SELECT o.id, o.auto_enable FROM organizations o \
-             JOIN org_domains d ON d.org_id = o.id WHERE d.domain = $1",
-        )
-        .bind(email_domain(email).unwrap_or_default())
-        .fetch_optional(&mut *$tx)
-        .await?;
+        let org: Option<(Uuid, bool)> = if $by_domain {
+            sqlx::query_as(
+                "SELECT o.id, o.auto_enable FROM organizations o \
+                 JOIN org_domains d ON d.org_id = o.id WHERE d.domain = $1",
+            )
+            .bind(email_domain(email).unwrap_or_default())
+            .fetch_optional(&mut *$tx)
+            .await?
+        } else {
+            None
+        };
         let row = UserRow {
             id: Uuid::new_v4(),
             email: email.to_owned(),
@@ -232,7 +237,8 @@ impl Store {
         }
         let created = async {
             Ok::<_, StoreError>(with_write_tx!(self, |tx| {
-                let row = insert_user!(tx, &email, None, new_users_enabled, now);
+                // An admin vouches for the address: place it by domain.
+                let row = insert_user!(tx, &email, None, true, new_users_enabled, now);
                 let event = AuditEvent::new(AuditKind::UserCreated, Outcome::Success, now)
                     .user(row.id)
                     .actor(actor);
@@ -278,7 +284,7 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                insert_revocation!(&mut *tx, Some(user_id), now);
+                insert_revocation!(&mut *tx, Some(user_id), None, now);
                 let kind = if enabled {
                     AuditKind::UserEnabled
                 } else {
@@ -329,7 +335,7 @@ impl Store {
             };
             let changed = done.rows_affected() > 0;
             if changed {
-                insert_revocation!(&mut *tx, Some(user_id), now);
+                insert_revocation!(&mut *tx, Some(user_id), None, now);
                 let kind = if grant {
                     AuditKind::RoleGranted
                 } else {
@@ -349,9 +355,11 @@ impl Store {
     /// Maps an IdP identity to a local user, in one transaction:
     /// 1. a known `(issuer, subject)` → its user;
     /// 2. else, with linking on and `email_verified` exactly `true`, the user with that email
-    ///    gets this identity added;
-    /// 3. else a new user, placed in the org of the exact email domain, enabled per org or
-    ///    config. An unverified email that belongs to another user is refused, not linked.
+    ///    gets this identity added, unless an unverified sign-in created that user (it could be
+    ///    someone squatting the address before its owner arrived);
+    /// 3. else a new user. Only a verified email places it in the org of its exact domain (and
+    ///    so lets that org auto-enable it); otherwise it is enabled only by
+    ///    `new_users_enabled`. An email that belongs to another user is refused, not linked.
     ///
     /// Concurrent first logins of one identity produce one user: the loser of the race hits a
     /// unique constraint, and the retry finds the winner's rows.
@@ -412,8 +420,23 @@ impl Store {
                 .bind(email)
                 .fetch_optional(&mut *tx)
                 .await?;
+                let verified = req.email_verified == Some(true);
                 let (kind, row) = match holder {
-                    Some(row) if req.link_by_verified_email && req.email_verified == Some(true) => {
+                    Some(row) if req.link_by_verified_email && verified => {
+                        let (unverified,): (i64,) = sqlx::query_as(
+                            "SELECT COUNT(*) FROM identities WHERE user_id = $1 \
+                             AND (email_verified IS NULL OR email_verified = FALSE)",
+                        )
+                        .bind(row.id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        if unverified > 0 {
+                            return Err(StoreError::Conflict(format!(
+                                "an account for {email} was created from a sign-in that did not \
+                                 verify the address, so it was not linked to yours; an \
+                                 administrator must resolve this"
+                            )));
+                        }
                         (Kind::Linked, row)
                     }
                     Some(_) => {
@@ -427,6 +450,7 @@ impl Store {
                             tx,
                             email,
                             req.name.clone(),
+                            verified,
                             req.new_users_enabled,
                             req.now
                         );
