@@ -23,9 +23,10 @@ pub fn find(headers: &HeaderMap, name: &str) -> TokenCookie {
     let mut found = None;
     let mut count = 0usize;
     for value in cookie_values(headers) {
-        // Envoy joins repeated `Cookie` headers with ",", which RFC 6265 forbids inside
-        // values: split on both.
-        for pair in value.split([';', ',']) {
+        // Pairs are separated by ";" only (RFC 6265). A "," belongs to a value: splitting on it
+        // would let `x=1,__Host-gatehouse=…`, set by a sibling subdomain, pose as our cookie.
+        // (Envoy joins repeated Cookie headers with ","; `encode_raw_headers` keeps them apart.)
+        for pair in value.split(';') {
             if let Some(value) = value_if_named(pair, name) {
                 count += 1;
                 found = Some(value);
@@ -55,30 +56,17 @@ pub enum CookieRewrite {
 
 /// Drops every cookie with one of these names; other cookies pass byte for byte.
 pub fn strip(headers: &HeaderMap, names: &[&str]) -> CookieRewrite {
-    let ours = |pair: &str| {
-        names
-            .iter()
-            .any(|name| value_if_named(pair, name).is_some())
-    };
     let mut kept = Vec::new();
     let mut removed = false;
     for value in cookie_values(headers) {
-        for segment in value.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-            // A segment holds several cookies only when Envoy joined headers with ",". Other
-            // segments, even non-compliant values with commas, pass untouched.
-            let parts: Vec<&str> = segment.split(',').collect();
-            if !parts.iter().any(|p| ours(p)) {
-                kept.push(segment.to_owned());
-                continue;
-            }
-            removed = true;
-            let others: Vec<&str> = parts
-                .into_iter()
-                .map(str::trim)
-                .filter(|p| !p.is_empty() && !ours(p))
-                .collect();
-            if !others.is_empty() {
-                kept.push(others.join(","));
+        for pair in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            if names
+                .iter()
+                .any(|name| value_if_named(pair, name).is_some())
+            {
+                removed = true;
+            } else {
+                kept.push(pair);
             }
         }
     }
@@ -221,14 +209,15 @@ mod tests {
             (vec!["gatehouse=".into()], TokenCookie::Malformed),
             (vec![";;; ===; gatehouse".into()], TokenCookie::Absent),
             (vec!["gatehousex=1".into()], TokenCookie::Absent),
-            // Envoy's join of two Cookie headers
+            // A comma belongs to a value: this is cookie `a` (or `x`), not ours.
+            (vec![format!("a=1,gatehouse={t}")], TokenCookie::Absent),
             (
-                vec![format!("a=1,gatehouse={t}")],
-                TokenCookie::Present(token.clone()),
+                vec![format!("x=1,__Host-gatehouse={t}")],
+                TokenCookie::Absent,
             ),
             (
                 vec![format!("gatehouse={t},gatehouse={t}")],
-                TokenCookie::Duplicated,
+                TokenCookie::Malformed,
             ),
         ];
         for (values, expected) in cases {
@@ -259,10 +248,8 @@ mod tests {
                 &["gatehouse-login=y; a=1; gatehouse=x"],
                 CookieRewrite::Replace("a=1".into()),
             ),
-            (
-                &["a=1,gatehouse=x; b=2"],
-                CookieRewrite::Replace("a=1; b=2".into()),
-            ),
+            // `a=1,gatehouse=x` is one cookie named `a`: it passes.
+            (&["a=1,gatehouse=x; b=2"], CookieRewrite::Unchanged),
             (
                 &["data={\"x\":1,\"y\":2}; gatehouse=x"],
                 CookieRewrite::Replace("data={\"x\":1,\"y\":2}".into()),
