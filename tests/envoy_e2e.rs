@@ -350,6 +350,8 @@ async fn normalization_tricks_do_not_reach_admin(backend: Backend) {
         "/public/..%5Cadmin/",
         "/%61dmin/",
         "/admin/#x",
+        "/public/..;/admin/",
+        "/admin;x/",
         "/public/x/../../admin/",
     ] {
         let r = stack

@@ -7,6 +7,9 @@
 //!
 //! Steps: cut the query and fragment; percent-decode unreserved characters (RFC 3986 §2.3) and
 //! upper-case the remaining escapes; merge repeated slashes; remove `.` and `..` segments.
+//!
+//! A raw `;` is refused: Java servers (Tomcat, Jetty, Spring) strip `;params` from segments,
+//! so `/public/..;/admin/` is `/admin/` to them and `/admin;x/` escapes an `/admin/` rule.
 
 use std::fmt;
 
@@ -19,6 +22,8 @@ pub enum PathError {
     EncodedSeparator,
     #[error("path contains a backslash")]
     Backslash,
+    #[error("path contains a ; (path parameters are read differently by different servers)")]
+    Semicolon,
     #[error("path contains a NUL or control character")]
     ControlCharacter,
     #[error("path contains an invalid percent-escape")]
@@ -109,6 +114,7 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
                 i += 3;
             }
             b'\\' => return Err(PathError::Backslash),
+            b';' => return Err(PathError::Semicolon),
             0x00..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
             _ => {
                 // `path` is a &str, so raw non-ASCII bytes are already valid UTF-8; copy the
@@ -180,6 +186,11 @@ mod tests {
             ("/a%2fb", Err(PathError::EncodedSeparator)),
             ("/a%5Cb", Err(PathError::EncodedSeparator)),
             ("/a\\b", Err(PathError::Backslash)),
+            ("/public/..;/admin/", Err(PathError::Semicolon)),
+            ("/admin;x/", Err(PathError::Semicolon)),
+            ("/a;jsessionid=1", Err(PathError::Semicolon)),
+            ("/a%3Bb", Ok("/a%3Bb")),
+            ("/x?a=1;b=2", Ok("/x")),
             ("/a%00b", Err(PathError::ControlCharacter)),
             ("/a%09b", Err(PathError::ControlCharacter)),
             ("/a\tb", Err(PathError::ControlCharacter)),
