@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::policy::{Policy, normalize};
 use crate::request::AuthzRequest;
 use crate::session::Sessions;
-use crate::session::cookie::{self, CookieRewrite, CookieSettings, TokenCookie};
+use crate::session::cookie::{self, CookieRewrite, CookieSettings};
 
 pub struct Gate {
     policy: Policy,
@@ -109,11 +109,8 @@ impl Gate {
     }
 
     async fn caller(&self, req: &AuthzRequest) -> Caller {
-        match cookie::find(&req.headers, &self.cookies.session_name) {
-            TokenCookie::Present(token) => self.sessions.resolve(&token, unix_now()).await,
-            TokenCookie::Absent | TokenCookie::Duplicated | TokenCookie::Malformed => {
-                Caller::Anonymous
-            }
-        }
+        self.sessions
+            .caller(&req.headers, &self.cookies.session_name, unix_now())
+            .await
     }
 }

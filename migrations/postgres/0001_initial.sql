@@ -90,11 +90,13 @@ CREATE INDEX audit_events_at ON audit_events (at);
 CREATE INDEX audit_events_user ON audit_events (user_id);
 CREATE INDEX audit_events_kind ON audit_events (kind);
 
--- Changes that cached sessions must not outlive (disable, revoke, role change). Every replica
--- reads new rows and drops the matching cache entries. user_id NULL means every session.
+-- Changes that cached sessions must not outlive (logout, disable, revoke, role change). Every
+-- replica reads new rows and drops the matching cache entries: one session when session_hash
+-- is set, else every session of user_id, else (both NULL) every session.
 CREATE TABLE revocations (
-    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    user_id    UUID,
+    id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id      UUID,
+    session_hash TEXT,
     created_at BIGINT NOT NULL
 );
 CREATE INDEX revocations_created ON revocations (created_at);

@@ -439,14 +439,15 @@ impl Broker {
         let cookies = vec![self.cookies.clear_session()];
         if let TokenCookie::Present(token) = cookie::find(headers, &self.cookies.session_name) {
             let hash = token.hash();
-            self.sessions.forget(&hash);
             let record = self.store.load_session(&hash.to_hex(), now).await;
             let event = client.audit(AuditEvent::new(AuditKind::Logout, Outcome::Success, now));
-            if let Err(e) = self
+            let revoked = self
                 .store
                 .revoke_session(&hash.to_hex(), Some(&event), now)
-                .await
-            {
+                .await;
+            // After the commit, so a concurrent check cannot re-cache the live row.
+            self.sessions.forget(&hash);
+            if let Err(e) = revoked {
                 tracing::warn!(error = %e, "logout could not revoke the session");
                 return Reply::Page {
                     status: StatusCode::SERVICE_UNAVAILABLE,
@@ -474,10 +475,9 @@ impl Broker {
     // === /auth/welcome and /auth/userinfo ===
 
     async fn caller(&self, headers: &HeaderMap) -> Caller {
-        match cookie::find(headers, &self.cookies.session_name) {
-            TokenCookie::Present(token) => self.sessions.resolve(&token, unix_now()).await,
-            _ => Caller::Anonymous,
-        }
+        self.sessions
+            .caller(headers, &self.cookies.session_name, unix_now())
+            .await
     }
 
     pub async fn welcome(&self, headers: &HeaderMap) -> Reply {

@@ -71,7 +71,7 @@ pub async fn run(settings: Settings, command: Command) -> Result<(), CliError> {
         Command::Serve | Command::Migrate | Command::CheckConfig => false,
     };
     if changed {
-        nudge_local_server(settings.server.admin_listen).await;
+        nudge_local_server(&settings).await;
     }
     store.close().await;
     Ok(())
@@ -238,11 +238,7 @@ async fn session(
             }
             let (sessions, _writer) = Sessions::new(
                 store.clone(),
-                Lifetimes {
-                    idle: i64::try_from(settings.session.idle_timeout_seconds).unwrap_or(i64::MAX),
-                    absolute: i64::try_from(settings.session.absolute_timeout_seconds)
-                        .unwrap_or(i64::MAX),
-                },
+                Lifetimes::from_config(&settings.session),
                 Duration::from_secs(1),
                 1,
                 std::sync::Arc::new(Metrics::new()),
@@ -346,7 +342,8 @@ fn rfc3339(unix: i64) -> String {
 /// Asks a gatehouse running on this machine to apply revocations now. Best effort: with no
 /// server running there is no cache to update, and remote replicas learn within
 /// `session.revocation_poll_ms` (or at once, through PostgreSQL `NOTIFY`).
-async fn nudge_local_server(admin_listen: SocketAddr) {
+async fn nudge_local_server(settings: &Settings) {
+    let admin_listen = settings.server.admin_listen;
     let ip = match admin_listen.ip() {
         IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -364,7 +361,11 @@ async fn nudge_local_server(admin_listen: SocketAddr) {
         Ok(c) => c,
         Err(_) => return,
     };
-    match client.post(&url).send().await {
+    let mut request = client.post(&url);
+    if let Some(token) = settings.admin_token() {
+        request = request.bearer_auth(secrecy::ExposeSecret::expose_secret(&token));
+    }
+    match request.send().await {
         Ok(r) if r.status().is_success() => {
             tracing::debug!("local gatehouse applied the change");
         }

@@ -60,6 +60,8 @@ pub struct AppState {
     pub revocations: Arc<RevocationSync>,
     pub broker: Arc<Broker>,
     pub cookies: CookieSettings,
+    /// Bearer token for `/admin/v1/*`, when configured.
+    pub admin_token: Option<Arc<secrecy::SecretString>>,
     /// False once shutdown begins, so `/readyz` sends traffic elsewhere.
     pub ready: Arc<AtomicBool>,
 }
@@ -90,13 +92,9 @@ impl Server {
             store.migrate().await?;
         }
         let metrics = Arc::new(Metrics::new());
-        let lifetimes = Lifetimes {
-            idle: seconds(settings.session.idle_timeout_seconds),
-            absolute: seconds(settings.session.absolute_timeout_seconds),
-        };
         let (sessions, touch_writer) = Sessions::new(
             store.clone(),
-            lifetimes,
+            Lifetimes::from_config(&settings.session),
             Duration::from_secs(settings.session.cache_ttl_seconds),
             settings.session.cache_max_entries,
             metrics.clone(),
@@ -124,6 +122,7 @@ impl Server {
         let grpc = bind("gRPC", settings.server.grpc_listen).await?;
         let http = bind("HTTP", settings.server.http_listen).await?;
         let admin = bind("admin", settings.server.admin_listen).await?;
+        let admin_token = settings.admin_token().map(Arc::new);
         let state = AppState {
             settings: Arc::new(settings),
             store,
@@ -133,6 +132,7 @@ impl Server {
             revocations,
             broker,
             cookies,
+            admin_token,
             ready: Arc::new(AtomicBool::new(true)),
         };
         Ok(Self {
@@ -246,10 +246,6 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Serve
     TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { what, addr, source })
-}
-
-fn seconds(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// Deletes expired sessions, login states and old revocations every ten minutes.

@@ -10,13 +10,15 @@ pub mod revocations;
 pub mod token;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use http::HeaderMap;
 use moka::sync::Cache;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::config::SessionConfig;
 use crate::identity::{Caller, Identity, SignedIn};
 use crate::metrics::Metrics;
 use crate::store::{NewSession, SessionRecord, SessionTouch, Store, StoreError};
@@ -40,6 +42,16 @@ pub enum SessionError {
 pub struct Lifetimes {
     pub idle: i64,
     pub absolute: i64,
+}
+
+impl Lifetimes {
+    pub fn from_config(c: &SessionConfig) -> Self {
+        let seconds = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        Self {
+            idle: seconds(c.idle_timeout_seconds),
+            absolute: seconds(c.absolute_timeout_seconds),
+        }
+    }
 }
 
 /// Whether a session is still usable at `now`. Pure, so the expiry rules are table-tested.
@@ -78,6 +90,9 @@ pub struct Sessions {
     lifetimes: Lifetimes,
     touches: mpsc::Sender<SessionTouch>,
     metrics: Arc<Metrics>,
+    /// Bumped by every `forget*`: a load that overlapped one may have read the revoked state
+    /// and must not be cached.
+    generation: Arc<AtomicU64>,
 }
 
 impl Sessions {
@@ -107,6 +122,7 @@ impl Sessions {
                 lifetimes,
                 touches,
                 metrics,
+                generation: Arc::new(AtomicU64::new(0)),
             },
             writer,
         )
@@ -116,21 +132,28 @@ impl Sessions {
         self.lifetimes
     }
 
+    /// Who the session cookie `cookie_name` in `headers` belongs to at `now`.
+    pub async fn caller(&self, headers: &HeaderMap, cookie_name: &str, now: i64) -> Caller {
+        match cookie::find(headers, cookie_name) {
+            cookie::TokenCookie::Present(token) => self.resolve(&token, now).await,
+            cookie::TokenCookie::Absent
+            | cookie::TokenCookie::Duplicated
+            | cookie::TokenCookie::Malformed => Caller::Anonymous,
+        }
+    }
+
     /// Who holds `token` at `now`: a cached answer when there is one, else one store lookup.
     pub async fn resolve(&self, token: &OpaqueToken, now: i64) -> Caller {
         let hash = token.hash();
-        let cached = match self.cache.get(&hash) {
+        let (cached, fresh) = match self.cache.get(&hash) {
             Some(entry) => {
                 self.metrics.session_cache_hit();
-                entry
+                (entry, false)
             }
             None => {
                 self.metrics.session_cache_miss();
-                match self.load(&hash, now).await {
-                    Ok(entry) => {
-                        self.cache.insert(hash, entry.clone());
-                        entry
-                    }
+                match self.load_and_cache(&hash, now).await {
+                    Ok(entry) => (entry, true),
                     Err(e) => {
                         tracing::warn!(error = %e, "session lookup failed; failing closed");
                         return Caller::Unavailable;
@@ -143,13 +166,35 @@ impl Sessions {
             Cached::Live(session) => {
                 let last_seen = session.last_seen_at.load(Ordering::Relaxed);
                 if !is_live(last_seen, session.absolute_expires_at, self.lifetimes, now) {
-                    self.cache.invalidate(&hash);
+                    if fresh {
+                        // The store agrees it is over: stop asking it on every request.
+                        self.cache.insert(hash, Cached::Unknown);
+                    } else {
+                        // Maybe another replica saw it used since: ask the store next time.
+                        self.cache.invalidate(&hash);
+                    }
                     return Caller::Anonymous;
                 }
                 self.touch(&hash, &session, now);
                 Caller::User(session.user.clone())
             }
         }
+    }
+
+    /// Loads from the store and caches the result, unless a revocation ran during the load
+    /// (then the result may predate it: load once more, and cache only a stable answer).
+    async fn load_and_cache(&self, hash: &TokenHash, now: i64) -> Result<Cached, StoreError> {
+        let mut entry = None;
+        for _ in 0..2 {
+            let before = self.generation.load(Ordering::SeqCst);
+            let loaded = self.load(hash, now).await?;
+            if self.generation.load(Ordering::SeqCst) == before {
+                self.cache.insert(*hash, loaded.clone());
+                return Ok(loaded);
+            }
+            entry = Some(loaded);
+        }
+        Ok(entry.unwrap_or(Cached::Unknown))
     }
 
     async fn load(&self, hash: &TokenHash, now: i64) -> Result<Cached, StoreError> {
@@ -214,6 +259,7 @@ impl Sessions {
     /// Drops one session from this replica's cache.
     pub fn forget(&self, hash: &TokenHash) {
         self.cache.invalidate(hash);
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Drops every cached session of a user (and cached misses, which are cheap to redo).
@@ -228,10 +274,12 @@ impl Sessions {
             // Only possible without `support_invalidation_closures`; be safe regardless.
             self.cache.invalidate_all();
         }
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn forget_all(&self) {
         self.cache.invalidate_all();
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -265,6 +313,14 @@ impl TouchWriter {
     pub async fn run(mut self) {
         let mut batch = Vec::with_capacity(256);
         while self.rx.recv_many(&mut batch, 256).await > 0 {
+            // One row each, in a fixed order: replicas writing overlapping batches in PostgreSQL
+            // then lock rows in the same order and cannot deadlock.
+            batch.sort_by(|a, b| {
+                a.id_hash
+                    .cmp(&b.id_hash)
+                    .then(b.last_seen_at.cmp(&a.last_seen_at))
+            });
+            batch.dedup_by(|later, kept| later.id_hash == kept.id_hash);
             if let Err(e) = self.store.touch_sessions(&batch).await {
                 tracing::warn!(error = %e, count = batch.len(), "could not record session activity");
             }

@@ -11,11 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Mutex, Notify};
-use uuid::Uuid;
 
-use super::Sessions;
+use super::{Sessions, TokenHash};
 use crate::clock::unix_now;
-use crate::store::{Store, StoreError};
+use crate::store::{Revocation, RevocationScope, Store, StoreError};
 
 /// Rows are re-read for this long, so rows committed out of id order, or stamped by a writer
 /// whose clock lags ours, are still seen.
@@ -61,16 +60,20 @@ impl RevocationSync {
                 continue;
             }
             applied += 1;
-            self.apply(row.user_id);
+            self.apply(&row);
         }
         state.applied.retain(|_, at| *at >= now - WINDOW_SECONDS);
         Ok(applied)
     }
 
-    fn apply(&self, user_id: Option<Uuid>) {
-        match user_id {
-            Some(user) => self.sessions.forget_user(user),
-            None => self.sessions.forget_all(),
+    fn apply(&self, revocation: &Revocation) {
+        match revocation.scope() {
+            RevocationScope::Session(hex) => match TokenHash::from_hex(&hex) {
+                Some(hash) => self.sessions.forget(&hash),
+                None => self.sessions.forget_all(), // unreadable: be safe
+            },
+            RevocationScope::User(user) => self.sessions.forget_user(user),
+            RevocationScope::Everyone => self.sessions.forget_all(),
         }
     }
 

@@ -56,6 +56,18 @@ impl fmt::Debug for OpaqueToken {
 pub struct TokenHash([u8; 32]);
 
 impl TokenHash {
+    /// Parses the form [`to_hex`](Self::to_hex) produces.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Self(bytes))
+    }
+
     pub fn to_hex(&self) -> String {
         use std::fmt::Write;
         self.0.iter().fold(String::with_capacity(64), |mut s, b| {
@@ -84,6 +96,9 @@ mod tests {
         assert_eq!(a.as_str().len(), TOKEN_LEN);
         assert_eq!(OpaqueToken::parse(a.as_str()), Some(a.clone()));
         assert_eq!(a.hash().to_hex().len(), 64);
+        assert_eq!(TokenHash::from_hex(&a.hash().to_hex()), Some(a.hash()));
+        assert_eq!(TokenHash::from_hex("zz"), None);
+        assert_eq!(TokenHash::from_hex(&"g".repeat(64)), None);
         assert_ne!(a.hash(), b.hash());
         assert!(!format!("{a:?}").contains(a.as_str()));
     }

@@ -24,7 +24,7 @@ use sqlx::sqlite::{
 pub use audit::{AuditEvent, AuditFilter, AuditKind, AuditRecord, Outcome};
 pub use login_states::{LoginState, NewLoginState};
 pub use orgs::Org;
-pub use revocations::Revocation;
+pub use revocations::{Revocation, RevocationScope};
 pub use sessions::{NewSession, SessionRecord, SessionTouch};
 pub use users::{IdentityRow, ProvisionOutcome, ProvisionRequest, User};
 

@@ -11,20 +11,42 @@ use super::{Store, StoreError, with_pool};
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Revocation {
     pub id: i64,
-    /// `None`: every session.
     pub user_id: Option<Uuid>,
+    /// Hex SHA-256 of one session's token: only that session.
+    pub session_hash: Option<String>,
     pub created_at: i64,
 }
 
-pub(super) const INSERT_REVOCATION: &str =
-    "INSERT INTO revocations (user_id, created_at) VALUES ($1, $2)";
+/// What a revocation covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevocationScope {
+    Session(String),
+    User(Uuid),
+    Everyone,
+}
 
-/// Adds a revocation for `$user_id` (`Option<Uuid>`) at `$now` on `$conn`.
+impl Revocation {
+    pub fn scope(&self) -> RevocationScope {
+        match (&self.session_hash, self.user_id) {
+            (Some(hash), _) => RevocationScope::Session(hash.clone()),
+            (None, Some(user)) => RevocationScope::User(user),
+            (None, None) => RevocationScope::Everyone,
+        }
+    }
+}
+
+pub(super) const INSERT_REVOCATION: &str =
+    "INSERT INTO revocations (user_id, session_hash, created_at) VALUES ($1, $2, $3)";
+
+/// Adds a revocation on `$conn` at `$now`: of one session (`$session_hash: Option<&str>`), else
+/// of every session of `$user_id` (`Option<Uuid>`), else of every session.
 macro_rules! insert_revocation {
-    ($conn:expr, $user_id:expr, $now:expr) => {{
+    ($conn:expr, $user_id:expr, $session_hash:expr, $now:expr) => {{
         let user_id: Option<uuid::Uuid> = $user_id;
+        let session_hash: Option<&str> = $session_hash;
         sqlx::query($crate::store::revocations::INSERT_REVOCATION)
             .bind(user_id)
+            .bind(session_hash)
             .bind($now)
             .execute($conn)
             .await?;
@@ -39,7 +61,8 @@ impl Store {
     pub async fn revocations_since(&self, since: i64) -> Result<Vec<Revocation>, StoreError> {
         let rows = with_pool!(self, |pool| {
             sqlx::query_as(
-                "SELECT id, user_id, created_at FROM revocations WHERE created_at >= $1 ORDER BY id",
+                "SELECT id, user_id, session_hash, created_at FROM revocations \
+                 WHERE created_at >= $1 ORDER BY id",
             )
             .bind(since)
             .fetch_all(pool)
@@ -54,7 +77,7 @@ impl Store {
         user_id: Option<Uuid>,
         now: i64,
     ) -> Result<(), StoreError> {
-        with_pool!(self, |pool| insert_revocation!(pool, user_id, now));
+        with_pool!(self, |pool| insert_revocation!(pool, user_id, None, now));
         Ok(())
     }
 }

@@ -154,7 +154,7 @@ impl Store {
             .await?;
             if let Some((user_id,)) = user {
                 // Other replicas may have it cached: tell them.
-                insert_revocation!(&mut *tx, Some(user_id), now);
+                insert_revocation!(&mut *tx, Some(user_id), Some(id_hash), now);
                 if let Some(event) = event {
                     let event = event.clone().user(user_id);
                     insert_audit!(&mut *tx, &event);
@@ -181,7 +181,7 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            insert_revocation!(&mut *tx, user_id, now);
+            insert_revocation!(&mut *tx, user_id, None, now);
             let mut event = AuditEvent::new(AuditKind::SessionRevoked, Outcome::Success, now)
                 .actor(actor)
                 .detail(format!("{} session(s)", done.rows_affected()));
