@@ -61,11 +61,17 @@ impl Idp {
 }
 
 async fn stack(backend: Backend, idps: Vec<Idp>) -> Stack {
+    stack_with(backend, idps, &[]).await
+}
+
+/// Like [`stack`], with extra arguments for every OP fixture.
+async fn stack_with(backend: Backend, idps: Vec<Idp>, op_args: &[&str]) -> Stack {
     let providers = idps.iter().map(|i| i.op).max().map_or(0, |m| m + 1);
+    let args: Vec<String> = op_args.iter().map(|a| (*a).to_owned()).collect();
     Stack::start_with(
         backend,
         StackOptions {
-            providers: vec![Vec::new(); providers],
+            providers: vec![args; providers],
             config: Box::new(move |urls| {
                 let mut text = base_config(urls);
                 for idp in &idps {
@@ -901,4 +907,30 @@ async fn rotated_idp_keys_are_picked_up() {
         "{}",
         stack.gatehouse.logs()
     );
+}
+
+/// An IdP that puts email, email_verified and name in the ID token itself.
+#[tokio::test]
+async fn claims_in_the_id_token_are_used() {
+    let stack = stack_with(
+        Backend::Sqlite,
+        vec![Idp::main(false)],
+        &["--claims-in-id-token"],
+    )
+    .await;
+    stack
+        .gatehouse
+        .enabled_session("alice@acme.test", &[])
+        .await;
+    let page = sign_in(&mut Browser::new(), &stack, "/dashboard", "alice").await;
+    assert!(
+        page.response.reached_upstream(),
+        "linked by the verified email in the token: {:#?}",
+        page.hops
+    );
+    let show = stack
+        .gatehouse
+        .cli_ok(&["user", "show", "alice@acme.test"])
+        .await;
+    assert!(show.contains("verified true"), "{show}");
 }

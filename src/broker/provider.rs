@@ -235,11 +235,17 @@ impl Provider {
                 .and_then(|n| n.get(None))
                 .map(|n| n.to_string()),
         };
-        // Many IdPs leave these out of the ID token and serve them from userinfo.
-        if identity.email.is_none() || identity.email_verified.is_none() || identity.name.is_none()
-        {
+        // Many IdPs leave these out of the ID token and serve them from userinfo. When the
+        // token has the email, a userinfo failure is not fatal: the email just counts as
+        // unverified (some IdPs, Entra ID among them, never send `email_verified`).
+        if identity.email.is_none() || identity.email_verified.is_none() {
             let access_token = response.access_token().secret();
-            self.fill_from_userinfo(&mut identity, access_token).await?;
+            if let Err(e) = self.fill_from_userinfo(&mut identity, access_token).await {
+                if identity.email.is_none() {
+                    return Err(e);
+                }
+                tracing::warn!(idp = %self.config.name, error = %e, "userinfo failed; treating the email as unverified");
+            }
         }
         Ok((identity, id_token.to_string()))
     }
@@ -362,7 +368,17 @@ fn verify_with(
                 Ok(())
             }
         });
-    id_token.claims(&verifier, nonce).cloned()
+    let claims = id_token.claims(&verifier, nonce)?.clone();
+    // openidconnect leaves `azp` unchecked; DESIGN.md: when present it must be us.
+    if let Some(azp) = claims.authorized_party()
+        && azp.as_str() != client.client_id().as_str()
+    {
+        return Err(ClaimsVerificationError::InvalidAudience(format!(
+            "authorized party (azp) is `{}`, not this client",
+            azp.as_str()
+        )));
+    }
+    Ok(claims)
 }
 
 /// Applies a userinfo response: `sub` must match; fills only what is still missing.
@@ -376,10 +392,17 @@ pub fn merge_userinfo(identity: &mut VerifiedIdentity, body: &Value) -> Result<(
         }
         None => return Err(LoginError::Userinfo("userinfo has no sub".into())),
     }
+    let email = body.get("email").and_then(Value::as_str);
+    // Verification speaks about an address: only take it for the address we are using.
+    let same_address = match (&identity.email, email) {
+        (Some(ours), Some(theirs)) => ours.eq_ignore_ascii_case(theirs),
+        (None, _) => true,
+        (Some(_), None) => false,
+    };
     if identity.email.is_none() {
-        identity.email = body.get("email").and_then(Value::as_str).map(String::from);
+        identity.email = email.map(String::from);
     }
-    if identity.email_verified.is_none() {
+    if identity.email_verified.is_none() && same_address {
         identity.email_verified = body.get("email_verified").and_then(Value::as_bool);
     }
     if identity.name.is_none() {
@@ -402,7 +425,260 @@ fn describe_token_error<E: std::error::Error>(e: &E) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use openidconnect::core::{
+        CoreHmacKey, CoreJsonWebKey, CoreResponseType, CoreRsaPrivateSigningKey,
+        CoreSubjectIdentifierType,
+    };
+    use openidconnect::{
+        Audience, AuthUrl, EmptyAdditionalClaims, EmptyAdditionalProviderMetadata, JsonWebKeyId,
+        JsonWebKeySetUrl, LogoutProviderMetadata, PrivateSigningKey, ResponseTypes, StandardClaims,
+        SubjectIdentifier,
+    };
     use serde_json::json;
+
+    const ISSUER: &str = "https://idp.test";
+    const CLIENT: &str = "gatehouse";
+    const SECRET: &str = "client-secret";
+
+    fn rsa_key(pem: &str, kid: &str) -> CoreRsaPrivateSigningKey {
+        CoreRsaPrivateSigningKey::from_pem(pem, Some(JsonWebKeyId::new(kid.into()))).unwrap()
+    }
+
+    fn trusted_key() -> CoreRsaPrivateSigningKey {
+        rsa_key(
+            include_str!("../../tests/fixtures/id-token-test-key.pem"),
+            "k1",
+        )
+    }
+
+    /// A client whose JWKS holds only the trusted key, as discovery would build it.
+    fn client(keys: Vec<CoreJsonWebKey>) -> OidcClient {
+        let metadata = ProviderMetadataWithLogout::new(
+            IssuerUrl::new(ISSUER.into()).unwrap(),
+            AuthUrl::new(format!("{ISSUER}/auth")).unwrap(),
+            JsonWebKeySetUrl::new(format!("{ISSUER}/jwks")).unwrap(),
+            vec![ResponseTypes::new(vec![CoreResponseType::Code])],
+            vec![CoreSubjectIdentifierType::Public],
+            vec![CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256],
+            LogoutProviderMetadata {
+                end_session_endpoint: None,
+                additional_metadata: EmptyAdditionalProviderMetadata {},
+            },
+        )
+        .set_jwks(CoreJsonWebKeySet::new(keys));
+        CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(CLIENT.into()),
+            Some(ClientSecret::new(SECRET.into())),
+        )
+    }
+
+    /// What to put in a token, relative to now.
+    struct Spec {
+        iss: &'static str,
+        aud: Vec<&'static str>,
+        azp: Option<&'static str>,
+        exp: i64,
+        iat: i64,
+        nonce: Option<&'static str>,
+    }
+
+    impl Default for Spec {
+        fn default() -> Self {
+            Self {
+                iss: ISSUER,
+                aud: vec![CLIENT],
+                azp: None,
+                exp: 300,
+                iat: 0,
+                nonce: Some("n-1"),
+            }
+        }
+    }
+
+    fn claims(spec: &Spec) -> CoreIdTokenClaims {
+        let now = Utc::now();
+        CoreIdTokenClaims::new(
+            IssuerUrl::new(spec.iss.into()).unwrap(),
+            spec.aud
+                .iter()
+                .map(|a| Audience::new((*a).into()))
+                .collect(),
+            now + chrono::Duration::seconds(spec.exp),
+            now + chrono::Duration::seconds(spec.iat),
+            StandardClaims::new(SubjectIdentifier::new("alice".into())),
+            EmptyAdditionalClaims {},
+        )
+        .set_nonce(spec.nonce.map(|n| Nonce::new(n.into())))
+        .set_authorized_party(spec.azp.map(|a| ClientId::new(a.into())))
+    }
+
+    fn signed(
+        spec: &Spec,
+        key: &impl PrivateSigningKey<VerificationKey = CoreJsonWebKey>,
+        alg: CoreJwsSigningAlgorithm,
+    ) -> CoreIdToken {
+        CoreIdToken::new(claims(spec), key, alg, None, None).unwrap()
+    }
+
+    fn check(token: &CoreIdToken) -> Result<(), String> {
+        let client = client(vec![trusted_key().as_verification_key()]);
+        verify_with(&client, token, &Nonce::new("n-1".into()))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The ID token rules of DESIGN.md, one row each.
+    #[test]
+    fn id_token_validation_table() {
+        let rs256 = CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256;
+        let key = trusted_key();
+        let cases: Vec<(&str, Spec, bool)> = vec![
+            ("valid", Spec::default(), true),
+            (
+                "issuer differs",
+                Spec {
+                    iss: "https://idp.test/",
+                    ..Spec::default()
+                },
+                false,
+            ),
+            (
+                "issuer of another tenant",
+                Spec {
+                    iss: "https://evil.test",
+                    ..Spec::default()
+                },
+                false,
+            ),
+            (
+                "audience is another client",
+                Spec {
+                    aud: vec!["other-client"],
+                    ..Spec::default()
+                },
+                false,
+            ),
+            (
+                "extra untrusted audience, no azp",
+                Spec {
+                    aud: vec![CLIENT, "other-client"],
+                    ..Spec::default()
+                },
+                false,
+            ),
+            (
+                "azp names another client",
+                Spec {
+                    azp: Some("other-client"),
+                    ..Spec::default()
+                },
+                false,
+            ),
+            (
+                "azp names us",
+                Spec {
+                    azp: Some(CLIENT),
+                    ..Spec::default()
+                },
+                true,
+            ),
+            (
+                "expired within leeway",
+                Spec {
+                    exp: -10,
+                    ..Spec::default()
+                },
+                true,
+            ),
+            (
+                "expired",
+                Spec {
+                    exp: -120,
+                    ..Spec::default()
+                },
+                false,
+            ),
+            (
+                "issued slightly in the future",
+                Spec {
+                    iat: 30,
+                    ..Spec::default()
+                },
+                true,
+            ),
+            (
+                "issued in the future",
+                Spec {
+                    iat: 600,
+                    exp: 900,
+                    ..Spec::default()
+                },
+                false,
+            ),
+            (
+                "nonce differs",
+                Spec {
+                    nonce: Some("n-2"),
+                    ..Spec::default()
+                },
+                false,
+            ),
+            (
+                "nonce missing",
+                Spec {
+                    nonce: None,
+                    ..Spec::default()
+                },
+                false,
+            ),
+        ];
+        for (what, spec, ok) in cases {
+            let result = check(&signed(&spec, &key, rs256.clone()));
+            assert_eq!(result.is_ok(), ok, "{what}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn keys_only_from_the_issuers_jwks_and_no_weak_algorithms() {
+        let rs256 = CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256;
+        let spec = Spec::default();
+        let other_pem = include_str!("../../tests/fixtures/other-test-key.pem");
+        // A key the JWKS does not list (unknown kid): the "unknown key" error that triggers the
+        // one JWKS refetch.
+        let unknown = signed(&spec, &rsa_key(other_pem, "k2"), rs256.clone());
+        let client = client(vec![trusted_key().as_verification_key()]);
+        let err = verify_with(&client, &unknown, &Nonce::new("n-1".into())).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClaimsVerificationError::SignatureVerification(
+                    SignatureVerificationError::NoMatchingKey
+                )
+            ),
+            "{err:?}"
+        );
+        // Another key claiming the trusted kid: the signature does not verify.
+        let forged = signed(&spec, &rsa_key(other_pem, "k1"), rs256);
+        assert!(check(&forged).is_err());
+        // HS256 with the client secret: symmetric algorithms are not accepted.
+        let hs = signed(
+            &spec,
+            &CoreHmacKey::new(SECRET),
+            CoreJwsSigningAlgorithm::HmacSha256,
+        );
+        assert!(check(&hs).is_err(), "HS256 accepted");
+        // alg none: refused whether or not it even parses.
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(&spec)).unwrap());
+        let none =
+            serde_json::from_value::<CoreIdToken>(Value::String(format!("{header}.{payload}.")));
+        if let Ok(token) = none {
+            assert!(check(&token).is_err(), "alg none accepted");
+        }
+    }
 
     fn identity() -> VerifiedIdentity {
         VerifiedIdentity {
@@ -467,5 +743,16 @@ mod tests {
             (id.email.as_deref(), id.email_verified),
             (Some("token@x.test"), Some(false))
         );
+        // Userinfo's verification of another address says nothing about the token's.
+        let mut id = identity();
+        id.email = Some("token@x.test".into());
+        let other = json!({"sub": "alice", "email": "other@x.test", "email_verified": true});
+        merge_userinfo(&mut id, &other).unwrap();
+        assert_eq!(id.email_verified, None);
+        let mut id = identity();
+        id.email = Some("Token@X.test".into());
+        let same = json!({"sub": "alice", "email": "token@x.test", "email_verified": true});
+        merge_userinfo(&mut id, &same).unwrap();
+        assert_eq!(id.email_verified, Some(true));
     }
 }
