@@ -34,6 +34,19 @@ const ENV_SECTIONS: &[&str] = &[
 ];
 /// `GATEHOUSE_*` variables with their own meaning, never treated as config keys.
 const ENV_RESERVED: &[&str] = &["GATEHOUSE_CONFIG", "GATEHOUSE_LOG", "GATEHOUSE_LOG_FORMAT"];
+/// Keys whose values are strings: taken verbatim from the environment, never read as TOML (a
+/// token of digits stays a string, and a type error never echoes a secret).
+const STRING_KEYS: &[&str] = &[
+    "server.grpc_listen",
+    "server.http_listen",
+    "server.admin_listen",
+    "server.public_url",
+    "database.url",
+    "session.cookie_name",
+    "login.welcome_path",
+    "admin.token",
+    "admin.token_env",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -596,9 +609,13 @@ fn overlay_env(
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<HashMap<String, String>, ConfigError> {
     let mut origins = HashMap::new();
+    // Variables the file names as holding secrets are not config keys, whatever their name.
+    let secrets = secret_variables(table);
     let mut vars: Vec<(String, String)> = env
         .into_iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !ENV_RESERVED.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            k.starts_with(ENV_PREFIX) && !ENV_RESERVED.contains(&k.as_str()) && !secrets.contains(k)
+        })
         .collect();
     vars.sort();
     for (var, raw) in vars {
@@ -612,7 +629,12 @@ fn overlay_env(
             // Not a config key: e.g. an IdP secret named by `client_secret_env`.
             continue;
         };
-        let value = parse_env_value(&raw);
+        let dotted = format!("{section}.{key}");
+        let value = if STRING_KEYS.contains(&dotted.as_str()) {
+            toml::Value::String(raw)
+        } else {
+            parse_env_value(&raw)
+        };
         let entry = table
             .entry(section)
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -620,9 +642,29 @@ fn overlay_env(
             return Err(ConfigError::invalid(section, "must be a table"));
         };
         section_table.insert(key.clone(), value);
-        origins.insert(format!("{section}.{key}"), var);
+        origins.insert(dotted, var);
     }
     Ok(origins)
+}
+
+/// Names in `admin.token_env` and `[[idp]] client_secret_env`.
+fn secret_variables(table: &toml::Table) -> Vec<String> {
+    let mut names = Vec::new();
+    if let Some(var) = table
+        .get("admin")
+        .and_then(|a| a.get("token_env"))
+        .and_then(toml::Value::as_str)
+    {
+        names.push(var.to_owned());
+    }
+    if let Some(idps) = table.get("idp").and_then(toml::Value::as_array) {
+        names.extend(
+            idps.iter()
+                .filter_map(|i| i.get("client_secret_env").and_then(toml::Value::as_str))
+                .map(String::from),
+        );
+    }
+    names
 }
 
 fn parse_env_value(raw: &str) -> toml::Value {
@@ -723,6 +765,22 @@ mod tests {
         assert_eq!(s.session.cache_ttl_seconds, 5);
         assert!(s.provisioning.new_users_enabled);
         assert_eq!(s.server.trusted_proxies.len(), 1);
+    }
+
+    #[test]
+    fn secret_variables_and_string_keys_are_left_alone() {
+        let file = "[admin]\ntoken_env = \"GATEHOUSE_ADMIN_TOKEN\"\n\
+                    [[idp]]\nname = \"a\"\nissuer = \"https://a/\"\nclient_id = \"c\"\n\
+                    client_secret_env = \"GATEHOUSE_SERVER_IDP_SECRET\"";
+        let env = [
+            ("GATEHOUSE_ADMIN_TOKEN", "12345"),
+            ("GATEHOUSE_SERVER_IDP_SECRET", "s3cret"),
+            ("GATEHOUSE_SESSION_COOKIE_NAME", "123"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let s = Settings::from_toml(file, env).unwrap();
+        assert!(s.admin.token.is_none(), "the token stays in its variable");
+        assert_eq!(s.cookie_name(), "123");
     }
 
     #[test]

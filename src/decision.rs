@@ -178,11 +178,17 @@ impl Denial {
                 json(&mut headers, "unauthenticated")
             }
             Self::AccountDisabled => json(&mut headers, "account_disabled"),
-            Self::Forbidden { html: true, .. } => html(
+            Self::Forbidden {
+                html: true,
+                reason: ForbiddenReason::MissingRole,
+            } => html(
                 &mut headers,
                 "Access denied",
                 "You are signed in, but this page needs a permission your account does not have.",
             ),
+            Self::Forbidden { html: true, .. } => {
+                html(&mut headers, "Access denied", "This page is not available.")
+            }
             Self::Forbidden { html: false, .. } => json(&mut headers, "forbidden"),
             Self::Unavailable { html: true } => html(
                 &mut headers,

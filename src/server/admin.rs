@@ -7,7 +7,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
+use secrecy::ExposeSecret;
+use subtle::ConstantTimeEq;
 
 use super::AppState;
 
@@ -51,10 +53,32 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Reads the revocation list now. Needs no credentials: it carries no data and only makes this
-/// replica re-read state it would read within a second anyway. The CLI calls it after every
-/// change so the change is in effect when the command returns.
-async fn sync_revocations(State(state): State<AppState>) -> Response {
+/// Whether the request may use `/admin/v1/*`: with `admin.token` (or `token_env`) configured,
+/// only with `Authorization: Bearer <token>`; without one, the admin listener's address is the
+/// only protection (keep it on loopback or a private network).
+fn admin_authorized(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(expected) = &state.admin_token else {
+        return true;
+    };
+    let presented = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    bool::from(
+        presented
+            .as_bytes()
+            .ct_eq(expected.expose_secret().as_bytes()),
+    )
+}
+
+/// Reads the revocation list now. It carries no data and only makes this replica re-read
+/// state it would read within a second anyway; the CLI calls it after every change so the
+/// change is in effect when the command returns.
+async fn sync_revocations(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !admin_authorized(&state, &headers) {
+        return (StatusCode::UNAUTHORIZED, "admin token required\n").into_response();
+    }
     match state.revocations.sync().await {
         Ok(applied) => axum::Json(serde_json::json!({ "applied": applied })).into_response(),
         Err(e) => {

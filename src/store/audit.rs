@@ -131,16 +131,25 @@ impl AuditEvent {
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
+        self.detail = Some(printable(&detail.into(), 512));
         self
     }
 
     pub fn client(mut self, ip: Option<String>, user_agent: Option<String>) -> Self {
         self.ip = ip;
-        // Bounded: the header is attacker-controlled.
-        self.user_agent = user_agent.map(|ua| ua.chars().take(256).collect());
+        self.user_agent = user_agent.map(|ua| printable(&ua, 256));
         self
     }
+}
+
+/// Parts of an event can come from an attacker (an IdP's `error_description`, a user agent):
+/// bounded, and with control characters (newlines, terminal escapes) replaced, so they cannot
+/// forge lines in `gatehouse audit` or a log viewer.
+fn printable(text: &str, max_chars: usize) -> String {
+    text.chars()
+        .take(max_chars)
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
 }
 
 /// A recorded event, as listed by `gatehouse audit`.
@@ -158,6 +167,25 @@ pub struct AuditRecord {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub detail: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attacker_text_cannot_forge_lines() {
+        let event = AuditEvent::new(AuditKind::LoginFailed, Outcome::Failure, 0)
+            .detail("idp_error: x\n2026-01-01 login_succeeded \u{1b}[2J")
+            .client(None, Some("ua\r\nforged".repeat(100)));
+        let detail = event.detail.unwrap();
+        assert!(
+            !detail.contains('\n') && !detail.contains('\u{1b}'),
+            "{detail:?}"
+        );
+        let ua = event.user_agent.unwrap();
+        assert!(!ua.contains('\r') && ua.chars().count() == 256, "{ua:?}");
+    }
 }
 
 #[derive(Debug, Clone, Default)]
