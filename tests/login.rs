@@ -167,6 +167,21 @@ fn assert_refused(page: &Page, browser: &Browser, what: &str) {
     );
 }
 
+/// An org for acme.test whose users are enabled on first login. Returns its id.
+async fn acme_auto_enabled(stack: &Stack) -> String {
+    stack
+        .gatehouse
+        .cli_ok(&[
+            "org",
+            "add",
+            "Acme",
+            "--domain",
+            "acme.test",
+            "--auto-enable",
+        ])
+        .await
+}
+
 async fn audit_kinds(stack: &Stack) -> Vec<(String, String)> {
     let out = stack.gatehouse.cli_ok(&["audit", "--json"]).await;
     out.lines()
@@ -192,17 +207,7 @@ async fn live_sessions(stack: &Stack, email: &str) -> String {
 
 async fn full_login(backend: Backend, form_post: bool) {
     let stack = stack(backend, vec![Idp::main(form_post)]).await;
-    let org_id = stack
-        .gatehouse
-        .cli_ok(&[
-            "org",
-            "add",
-            "Acme",
-            "--domain",
-            "acme.test",
-            "--auto-enable",
-        ])
-        .await;
+    let org_id = acme_auto_enabled(&stack).await;
     let mut browser = Browser::new();
     let page = sign_in(&mut browser, &stack, "/dashboard?tab=2", "alice").await;
     assert!(
@@ -482,17 +487,7 @@ async fn home_realm_discovery_picks_the_idp(backend: Backend) {
 
 async fn replayed_state_is_refused(backend: Backend) {
     let stack = stack(backend, vec![Idp::main(false)]).await;
-    stack
-        .gatehouse
-        .cli_ok(&[
-            "org",
-            "add",
-            "Acme",
-            "--domain",
-            "acme.test",
-            "--auto-enable",
-        ])
-        .await;
+    acme_auto_enabled(&stack).await;
     let mut browser = Browser::new();
     let pending = until_callback(&mut browser, &stack, "/dashboard", "alice").await;
     let page = browser.resume(pending.clone()).await;
@@ -526,17 +521,7 @@ async fn replayed_state_is_refused(backend: Backend) {
 
 async fn state_from_another_browser_is_refused(backend: Backend) {
     let stack = stack(backend, vec![Idp::main(false)]).await;
-    stack
-        .gatehouse
-        .cli_ok(&[
-            "org",
-            "add",
-            "Acme",
-            "--domain",
-            "acme.test",
-            "--auto-enable",
-        ])
-        .await;
+    acme_auto_enabled(&stack).await;
     let mut victim = Browser::new();
     let pending = until_callback(&mut victim, &stack, "/dashboard", "alice").await;
 
@@ -650,17 +635,7 @@ async fn id_token_for_another_audience_is_refused(backend: Backend) {
 
 async fn open_redirects_land_on_root(backend: Backend) {
     let stack = stack(backend, vec![Idp::main(false)]).await;
-    stack
-        .gatehouse
-        .cli_ok(&[
-            "org",
-            "add",
-            "Acme",
-            "--domain",
-            "acme.test",
-            "--auto-enable",
-        ])
-        .await;
+    acme_auto_enabled(&stack).await;
     for rd in [
         "%2F%2Fevil.example",         // //evil.example
         "%2F%5Cevil.example",         // /\evil.example
@@ -706,17 +681,7 @@ async fn logout_ends_the_session(backend: Backend) {
         }],
     )
     .await;
-    stack
-        .gatehouse
-        .cli_ok(&[
-            "org",
-            "add",
-            "Acme",
-            "--domain",
-            "acme.test",
-            "--auto-enable",
-        ])
-        .await;
+    acme_auto_enabled(&stack).await;
     let mut browser = Browser::new();
     let page = sign_in(&mut browser, &stack, "/dashboard", "alice").await;
     assert!(page.response.reached_upstream());
@@ -778,17 +743,7 @@ async fn logout_ends_the_session(backend: Backend) {
 
 async fn parallel_logins_in_two_tabs(backend: Backend) {
     let stack = stack(backend, vec![Idp::main(true)]).await;
-    stack
-        .gatehouse
-        .cli_ok(&[
-            "org",
-            "add",
-            "Acme",
-            "--domain",
-            "acme.test",
-            "--auto-enable",
-        ])
-        .await;
+    acme_auto_enabled(&stack).await;
     let mut browser = Browser::new();
     let tab1 = browser.navigate(&format!("{}/one", stack.base)).await;
     let tab2 = browser.navigate(&format!("{}/two", stack.base)).await;
@@ -873,17 +828,7 @@ async fn unreachable_idp_shows_an_error_page() {
 #[tokio::test]
 async fn rotated_idp_keys_are_picked_up() {
     let stack = stack(Backend::Sqlite, vec![Idp::main(false)]).await;
-    stack
-        .gatehouse
-        .cli_ok(&[
-            "org",
-            "add",
-            "Acme",
-            "--domain",
-            "acme.test",
-            "--auto-enable",
-        ])
-        .await;
+    acme_auto_enabled(&stack).await;
     let page = sign_in(&mut Browser::new(), &stack, "/a", "alice").await;
     assert!(page.response.reached_upstream(), "{:#?}", page.hops);
     let rotated = support::send(
