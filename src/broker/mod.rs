@@ -102,6 +102,8 @@ pub struct Broker {
     cookies: CookieSettings,
     redirects: RedirectPolicy,
     public_origin: String,
+    /// `<public_url>/auth/login`, for "start again" links.
+    login_url: Url,
     welcome_path: String,
     state_ttl: i64,
     provisioning: ProvisioningConfig,
@@ -117,6 +119,8 @@ impl Broker {
         metrics: Arc<Metrics>,
     ) -> Result<Self, LoginError> {
         let public_origin = settings.public_origin();
+        let login_url = Url::parse(&format!("{public_origin}{LOGIN_PATH}"))
+            .map_err(|e| LoginError::Config(format!("server.public_url: {e}")))?;
         let callback = format!("{public_origin}{CALLBACK_PATH}");
         // Never follow redirects from an IdP endpoint (SSRF), and never wait long.
         let http = reqwest::Client::builder()
@@ -141,6 +145,7 @@ impl Broker {
                 &settings.login.allowed_redirect_hosts,
             ),
             public_origin,
+            login_url,
             welcome_path: settings.login.welcome_path.clone(),
             state_ttl: i64::try_from(settings.login.state_ttl_seconds).unwrap_or(600),
             provisioning: settings.provisioning.clone(),
@@ -416,8 +421,7 @@ impl Broker {
     }
 
     fn error_page(&self, status: StatusCode, message: &str, rd: &RedirectTarget) -> Reply {
-        let mut again = Url::parse(&format!("{}{LOGIN_PATH}", self.public_origin))
-            .unwrap_or_else(|_| Url::parse("http://invalid/").expect("static URL"));
+        let mut again = self.login_url.clone();
         again.query_pairs_mut().append_pair("rd", rd.as_str());
         Reply::Page {
             status,
