@@ -32,7 +32,13 @@ struct Idp {
     form_post: bool,
     domains: &'static [&'static str],
     logout_at_idp: bool,
+    /// Extra TOML lines for this `[[idp]]`.
+    extra: &'static str,
 }
+
+/// The form_post client's secret comes from the environment (`client_secret_env`); the query
+/// client's is in the file.
+const FORM_SECRET_VAR: &str = "GH_TEST_FORM_CLIENT_SECRET";
 
 impl Idp {
     fn main(form_post: bool) -> Self {
@@ -42,20 +48,29 @@ impl Idp {
             form_post,
             domains: &[],
             logout_at_idp: false,
+            extra: "",
         }
     }
 
     fn toml(&self, urls: &StackUrls) -> String {
         let (client, secret, mode) = if self.form_post {
-            ("gh-form", "gh-form-secret", "form_post")
+            (
+                "gh-form",
+                format!("client_secret_env = \"{FORM_SECRET_VAR}\""),
+                "form_post",
+            )
         } else {
-            ("gh-query", "gh-query-secret", "query")
+            (
+                "gh-query",
+                "client_secret = \"gh-query-secret\"".to_owned(),
+                "query",
+            )
         };
         format!(
             "\n[[idp]]\nname = \"{}\"\nissuer = \"{}\"\nclient_id = \"{client}\"\n\
-             client_secret = \"{secret}\"\nresponse_mode = \"{mode}\"\ndomains = {:?}\n\
-             logout_at_idp = {}\n",
-            self.name, urls.issuers[self.op], self.domains, self.logout_at_idp
+             {secret}\nresponse_mode = \"{mode}\"\ndomains = {:?}\n\
+             logout_at_idp = {}\n{}\n",
+            self.name, urls.issuers[self.op], self.domains, self.logout_at_idp, self.extra
         )
     }
 }
@@ -79,6 +94,7 @@ async fn stack_with(backend: Backend, idps: Vec<Idp>, op_args: &[&str]) -> Stack
                 }
                 text + support::ROUTES
             }),
+            env: vec![(FORM_SECRET_VAR.to_owned(), "gh-form-secret".to_owned())],
             ..StackOptions::default()
         },
     )
@@ -394,6 +410,7 @@ async fn home_realm_discovery_picks_the_idp(backend: Backend) {
                 form_post: false,
                 domains: &["acme.test"],
                 logout_at_idp: false,
+                extra: "extra_params = { connection = \"acme-sso\" }",
             },
             Idp {
                 name: "globex",
@@ -401,6 +418,7 @@ async fn home_realm_discovery_picks_the_idp(backend: Backend) {
                 form_post: false,
                 domains: &["globex.test"],
                 logout_at_idp: false,
+                extra: "",
             },
         ],
     )
@@ -448,6 +466,9 @@ async fn home_realm_discovery_picks_the_idp(backend: Backend) {
                 pending.url
             );
         }
+        // The acme IdP's extra_params reach its authorize endpoint, and only its.
+        let connection = if want == 0 { Some("acme-sso") } else { None };
+        assert_eq!(get("connection").as_deref(), connection, "{}", pending.url);
     }
     // No hint: ask for the email, then continue with it.
     let page = browser.navigate(&format!("{}/dashboard", stack.base)).await;

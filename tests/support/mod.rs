@@ -114,6 +114,8 @@ pub struct StackOptions {
     pub config: Box<dyn Fn(&StackUrls) -> String + Send>,
     /// Which Envoy config to use (relative to the repository root).
     pub envoy_config: &'static str,
+    /// Extra environment for the gatehouse process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for StackOptions {
@@ -122,6 +124,7 @@ impl Default for StackOptions {
             providers: Vec::new(),
             config: Box::new(|urls| format!("{}{ROUTES}", base_config(urls))),
             envoy_config: "envoy/envoy.yaml",
+            env: Vec::new(),
         }
     }
 }
@@ -157,7 +160,12 @@ impl Stack {
             database: db.url.clone(),
             issuers: providers.iter().map(|p| p.issuer.clone()).collect(),
         };
-        let gatehouse = Gatehouse::start(dir.path(), &(options.config)(&urls), &[]).await;
+        let env: Vec<(&str, &str)> = options
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let gatehouse = Gatehouse::start(dir.path(), &(options.config)(&urls), &env).await;
         let upstream = Upstream::start().await;
         let envoy = Envoy::start(
             dir.path(),

@@ -14,13 +14,24 @@ use super::{read, root};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A port that was free a moment ago. Only for processes that cannot report the port they
-/// bound (Envoy's listener, whose address gatehouse must know first).
+/// A port for a listener that must be named before it binds (Envoy's, whose address gatehouse
+/// and the OP need first). Taken from below the kernel's ephemeral range (32768–60999 by
+/// default), which neither `bind(0)` nor outgoing connections use: a port from `bind(0)` could
+/// be handed to some connection's source port before Envoy binds it. A process-wide set keeps
+/// parallel tests apart.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static TAKEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let candidate = 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
+        let fresh = TAKEN
+            .lock()
+            .map(|mut taken| taken.insert(candidate))
+            .unwrap_or(false);
+        if fresh && std::net::TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+            return candidate;
+        }
+    }
 }
 
 // === gatehouse ===
