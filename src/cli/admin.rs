@@ -13,8 +13,7 @@ use chrono::DateTime;
 use super::{AuditArgs, CliError, Command, OrgCommand, SessionCommand, UserCommand};
 use crate::clock::unix_now;
 use crate::config::Settings;
-use crate::metrics::Metrics;
-use crate::session::{Lifetimes, Sessions};
+use crate::session::{self, Lifetimes};
 use crate::store::{AuditEvent, AuditFilter, AuditKind, Outcome, Store, User};
 
 /// Who the audit trail says did it.
@@ -236,14 +235,8 @@ async fn session(
                     }
                 );
             }
-            let (sessions, _writer) = Sessions::new(
-                store.clone(),
-                Lifetimes::from_config(&settings.session),
-                Duration::from_secs(1),
-                1,
-                std::sync::Arc::new(Metrics::new()),
-            );
-            let token = sessions.create(user.id, None, None, now).await?;
+            let lifetimes = Lifetimes::from_config(&settings.session);
+            let token = session::create(store, lifetimes, user.id, None, None, now).await?;
             store
                 .record_audit(
                     &AuditEvent::new(AuditKind::SessionCreated, Outcome::Success, now)

@@ -240,20 +240,7 @@ impl Sessions {
         id_token: Option<String>,
         now: i64,
     ) -> Result<OpaqueToken, SessionError> {
-        let token = OpaqueToken::generate()?;
-        self.store
-            .insert_session(&NewSession {
-                id_hash: token.hash().to_hex(),
-                user_id,
-                impersonator_id: None,
-                idp,
-                id_token,
-                created_at: now,
-                idle_expires_at: now.saturating_add(self.lifetimes.idle),
-                absolute_expires_at: now.saturating_add(self.lifetimes.absolute),
-            })
-            .await?;
-        Ok(token)
+        create(&self.store, self.lifetimes, user_id, idp, id_token, now).await
     }
 
     /// Drops one session from this replica's cache.
@@ -300,6 +287,32 @@ impl LiveSession {
             last_written_at: AtomicI64::new(r.last_seen_at),
         }
     }
+}
+
+/// Creates a session in the store and returns its token (the only copy): a fresh 256-bit
+/// token each time, only its hash stored. Needs no cache, so the CLI calls it directly.
+pub async fn create(
+    store: &Store,
+    lifetimes: Lifetimes,
+    user_id: Uuid,
+    idp: Option<String>,
+    id_token: Option<String>,
+    now: i64,
+) -> Result<OpaqueToken, SessionError> {
+    let token = OpaqueToken::generate()?;
+    store
+        .insert_session(&NewSession {
+            id_hash: token.hash().to_hex(),
+            user_id,
+            impersonator_id: None,
+            idp,
+            id_token,
+            created_at: now,
+            idle_expires_at: now.saturating_add(lifetimes.idle),
+            absolute_expires_at: now.saturating_add(lifetimes.absolute),
+        })
+        .await?;
+    Ok(token)
 }
 
 /// Writes batched `last_seen` updates off the request path.
