@@ -269,6 +269,10 @@ pub struct RouteConfig {
     pub roles: Vec<String>,
     #[serde(default)]
     pub api: bool,
+    /// Match the path with exact letter case. Off by default: many upstreams ignore case, and
+    /// `/ADMIN/` must not slip past an `/admin/` rule.
+    #[serde(default)]
+    pub case_sensitive: bool,
     /// Reserved for bearer-token routes; rejected until bearer validation ships.
     #[serde(default)]
     pub bearer: Option<toml::Value>,
@@ -455,6 +459,7 @@ impl Settings {
                 access: Access::Authenticated,
                 roles: Vec::new(),
                 api: false,
+                case_sensitive: false,
                 bearer: None,
             });
         }

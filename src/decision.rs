@@ -11,7 +11,7 @@ use url::Url;
 
 use crate::config::Access;
 use crate::identity::{Caller, SignedIn};
-use crate::policy::{PathError, Route};
+use crate::policy::{HostError, PathError, Route};
 use crate::request::AuthzRequest;
 
 /// Where denied browsers are sent. Absolute URLs under `public_url`.
@@ -43,10 +43,21 @@ pub enum Decision {
     Deny(Denial),
 }
 
+/// Why a request cannot be matched against the routes at all (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    /// The path has no unambiguous normalized form.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// The authority is not a host name or IP literal with an optional port.
+    #[error(transparent)]
+    Host(#[from] HostError),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
-    /// The path has no unambiguous normalized form.
-    BadRequest(PathError),
+    /// The path or host cannot be matched unambiguously.
+    BadRequest(Malformed),
     /// Browser without a valid session: 302 to login.
     LoginRedirect { location: String },
     /// API caller without a valid session: 401.
@@ -169,7 +180,8 @@ impl Denial {
                 }
                 String::new()
             }
-            Self::BadRequest(_) => json(&mut headers, "invalid_path"),
+            Self::BadRequest(Malformed::Path(_)) => json(&mut headers, "invalid_path"),
+            Self::BadRequest(Malformed::Host(_)) => json(&mut headers, "invalid_host"),
             Self::Unauthenticated => {
                 headers.push((
                     header::WWW_AUTHENTICATE,
@@ -226,7 +238,7 @@ mod tests {
     use super::*;
     use crate::config::RouteConfig;
     use crate::identity::Identity;
-    use crate::policy::Policy;
+    use crate::policy::{Policy, RequestHost};
     use uuid::Uuid;
 
     const BROWSER: &str = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8";
@@ -330,7 +342,8 @@ mod tests {
         for (method, path, accept, caller, status, location, label) in cases {
             let req = request(method, path, accept);
             let normalized = crate::policy::normalize(path).unwrap();
-            let route = p.find(method, &req.host, &normalized);
+            let host = RequestHost::parse(&req.host).unwrap();
+            let route = p.find(method, &host, &normalized);
             let decision = decide(&req, route, caller, &urls());
             let what = format!("{method} {path} accept={accept} caller={caller:?}");
             assert_eq!(decision.label(), label, "{what}");
@@ -355,20 +368,13 @@ mod tests {
         let p = policy();
         let admin = user(true, &["admin"]);
         let req = request("GET", "/admin/x", BROWSER);
-        let route = p.find(
-            "GET",
-            "gw.test",
-            &crate::policy::normalize("/admin/x").unwrap(),
-        );
+        let host = RequestHost::parse("gw.test").unwrap();
+        let route = p.find("GET", &host, &crate::policy::normalize("/admin/x").unwrap());
         assert!(matches!(
             decide(&req, route, &admin, &urls()),
             Decision::Allow(Some(_))
         ));
-        let route = p.find(
-            "GET",
-            "gw.test",
-            &crate::policy::normalize("/public/").unwrap(),
-        );
+        let route = p.find("GET", &host, &crate::policy::normalize("/public/").unwrap());
         assert!(matches!(
             decide(&req, route, &admin, &urls()),
             Decision::Allow(None)
@@ -388,7 +394,14 @@ mod tests {
                 "forbidden",
             ),
             (Denial::Unavailable { html: false }, "unavailable"),
-            (Denial::BadRequest(PathError::AboveRoot), "invalid_path"),
+            (
+                Denial::BadRequest(Malformed::Path(PathError::AboveRoot)),
+                "invalid_path",
+            ),
+            (
+                Denial::BadRequest(Malformed::Host(HostError::Invalid)),
+                "invalid_host",
+            ),
         ];
         for (denial, error) in cases {
             let r = denial.render();

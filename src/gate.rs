@@ -8,10 +8,10 @@ use std::time::Instant;
 use http::{HeaderName, HeaderValue};
 
 use crate::clock::unix_now;
-use crate::decision::{Decision, Denial, LoginUrls, decide};
+use crate::decision::{Decision, Denial, LoginUrls, Malformed, decide};
 use crate::identity::Caller;
 use crate::metrics::Metrics;
-use crate::policy::{Policy, normalize};
+use crate::policy::{Policy, RequestHost, normalize};
 use crate::request::AuthzRequest;
 use crate::session::Sessions;
 use crate::session::cookie::{self, CookieRewrite, CookieSettings};
@@ -96,11 +96,14 @@ impl Gate {
     }
 
     async fn decide(&self, req: &AuthzRequest) -> Decision {
-        let path = match normalize(&req.path) {
-            Ok(path) => path,
+        let target = RequestHost::parse(&req.host)
+            .map_err(Malformed::from)
+            .and_then(|host| Ok((host, normalize(&req.path)?)));
+        let (host, path) = match target {
+            Ok(target) => target,
             Err(e) => return Decision::Deny(Denial::BadRequest(e)),
         };
-        let route = self.policy.find(&req.method, &req.host, &path);
+        let route = self.policy.find(&req.method, &host, &path);
         let caller = match route {
             Some(r) if r.needs_identity() => self.caller(req).await,
             _ => Caller::Anonymous,

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue};
 use uuid::Uuid;
 
-/// Every header with this prefix is gatehouse's to set: inbound copies are always removed.
+/// Every header with this prefix is gatehouse's to set: inbound copies are always removed
+/// (see [`poses_as_identity_header`]).
 pub const HEADER_PREFIX: &str = "x-gatehouse-";
 pub const USER_ID_HEADER: HeaderName = HeaderName::from_static("x-gatehouse-user-id");
 pub const EMAIL_HEADER: HeaderName = HeaderName::from_static("x-gatehouse-email");
@@ -59,6 +60,23 @@ impl Identity {
         }
         headers
     }
+}
+
+/// Whether a client header could pass for one of gatehouse's: its name, with `_` read as `-`
+/// and ASCII case ignored, starts with `x-gatehouse-`. CGI, WSGI and PHP expose both
+/// `x_gatehouse_user_id` and `x-gatehouse-user-id` as `HTTP_X_GATEHOUSE_USER_ID`, and some
+/// proxies fold `_` into `-`.
+pub fn poses_as_identity_header(name: &str) -> bool {
+    let prefix = HEADER_PREFIX.as_bytes();
+    name.len() >= prefix.len()
+        && name.bytes().zip(prefix).all(|(b, want)| {
+            let b = if b == b'_' {
+                b'-'
+            } else {
+                b.to_ascii_lowercase()
+            };
+            b == *want
+        })
 }
 
 fn uuid_value(id: Uuid) -> HeaderValue {
@@ -122,5 +140,25 @@ mod tests {
         assert_eq!(get(&IMPERSONATOR_HEADER), None);
         assert!(id.has_any_role(&["ops".into(), "dev".into()]));
         assert!(!id.has_any_role(&["ops".into()]));
+    }
+
+    #[test]
+    fn identity_header_lookalikes() {
+        let cases = [
+            ("x-gatehouse-user-id", true),
+            ("x_gatehouse_user_id", true),
+            ("X_GATEHOUSE_ROLES", true),
+            ("x-gatehouse_org_id", true),
+            ("x_gatehouse-email", true),
+            ("x-gatehouse-", true),
+            ("x-gatehouse", false),
+            ("x-gatehousex", false),
+            ("xx-gatehouse-user-id", false),
+            ("x.gatehouse.user.id", false),
+            ("cookie", false),
+        ];
+        for (name, spoof) in cases {
+            assert_eq!(poses_as_identity_header(name), spoof, "{name}");
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use http::HeaderMap;
 
-use crate::identity::HEADER_PREFIX;
+use crate::identity::poses_as_identity_header;
 
 #[derive(Debug, Clone, Default)]
 pub struct AuthzRequest {
@@ -49,11 +49,12 @@ impl AuthzRequest {
         format!("{scheme}://{}{}", self.host, self.path)
     }
 
-    /// Names of inbound `x-gatehouse-*` headers: clients may not set these.
+    /// Names of inbound headers that pose as gatehouse's `x-gatehouse-*`, in any spelling:
+    /// clients may not set these.
     pub fn spoofed_identity_headers(&self) -> impl Iterator<Item = &http::HeaderName> {
         self.headers
             .keys()
-            .filter(|name| name.as_str().starts_with(HEADER_PREFIX))
+            .filter(|name| poses_as_identity_header(name.as_str()))
     }
 
     pub fn user_agent(&self) -> Option<&str> {

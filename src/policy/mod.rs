@@ -1,13 +1,21 @@
 //! The route table: which rule applies to a request. Pure: plain data in, a route out.
 //!
 //! Routes are tried in file order and the first match wins; no match means deny. Matching uses
-//! the normalized path (see [`path`]), never the query or fragment.
+//! the normalized path (see [`path`]), never the query or fragment, and a validated host (see
+//! [`host`]).
+//!
+//! Paths match without regard to ASCII letter case unless a route sets `case_sensitive =
+//! true`. Many upstreams route that way (Express by default, ASP.NET, IIS, Spring with some
+//! settings): if `/ADMIN/panel` did not match an `/admin/` rule, it would fall through to a
+//! laxer route and still reach the admin pages.
 
+pub mod host;
 pub mod path;
 
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 
 use crate::config::{Access, RouteConfig};
+pub use host::{HostError, RequestHost};
 pub use path::{NormalizedPath, PathError, normalize};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,10 +63,37 @@ pub enum PathMatch {
     Any,
     /// String prefix; a prefix ending in `/` also matches the same path without it, so
     /// `/admin/` covers `/admin`.
-    Prefix(String),
-    Exact(String),
-    /// Anchored at both ends.
+    Prefix {
+        prefix: String,
+        case: Case,
+    },
+    Exact {
+        path: String,
+        case: Case,
+    },
+    /// Anchored at both ends; case-insensitive unless the route is case-sensitive.
     Regex(Regex),
+}
+
+/// How a path matcher treats ASCII letter case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Case {
+    Insensitive,
+    Sensitive,
+}
+
+impl Case {
+    fn same(self, a: &str, b: &str) -> bool {
+        match self {
+            Self::Insensitive => a.eq_ignore_ascii_case(b),
+            Self::Sensitive => a == b,
+        }
+    }
+
+    fn starts_with(self, path: &str, prefix: &str) -> bool {
+        path.get(..prefix.len())
+            .is_some_and(|head| self.same(head, prefix))
+    }
 }
 
 impl Policy {
@@ -76,11 +111,10 @@ impl Policy {
     }
 
     /// The first route matching the request, if any.
-    pub fn find(&self, method: &str, host: &str, path: &NormalizedPath) -> Option<&Route> {
-        let host = canonical_host(host);
+    pub fn find(&self, method: &str, host: &RequestHost, path: &NormalizedPath) -> Option<&Route> {
         self.routes
             .iter()
-            .find(|r| r.matches(method, &host, path.as_str()))
+            .find(|r| r.matches(method, host.as_str(), path.as_str()))
     }
 }
 
@@ -114,15 +148,28 @@ impl Route {
                     .to_owned(),
             ));
         }
+        let case = if c.case_sensitive {
+            Case::Sensitive
+        } else {
+            Case::Insensitive
+        };
         let path = if let Some(prefix) = &c.path_prefix {
             check_route_path("path_prefix", prefix).map_err(|m| err("path_prefix", m))?;
-            PathMatch::Prefix(prefix.clone())
+            PathMatch::Prefix {
+                prefix: prefix.clone(),
+                case,
+            }
         } else if let Some(exact) = &c.path_exact {
             check_route_path("path_exact", exact).map_err(|m| err("path_exact", m))?;
-            PathMatch::Exact(exact.clone())
+            PathMatch::Exact {
+                path: exact.clone(),
+                case,
+            }
         } else if let Some(pattern) = &c.path_regex {
-            let anchored = format!("^(?:{pattern})$");
-            let regex = Regex::new(&anchored).map_err(|e| err("path_regex", e.to_string()))?;
+            let regex = RegexBuilder::new(&format!("^(?:{pattern})$"))
+                .case_insensitive(case == Case::Insensitive)
+                .build()
+                .map_err(|e| err("path_regex", e.to_string()))?;
             PathMatch::Regex(regex)
         } else {
             PathMatch::Any
@@ -226,23 +273,27 @@ impl PathMatch {
     fn matches(&self, path: &str) -> bool {
         match self {
             Self::Any => true,
-            Self::Prefix(prefix) => {
-                path.starts_with(prefix.as_str())
+            Self::Prefix { prefix, case } => {
+                case.starts_with(path, prefix)
                     || prefix
                         .strip_suffix('/')
-                        .is_some_and(|p| !p.is_empty() && p == path)
+                        .is_some_and(|p| !p.is_empty() && case.same(p, path))
             }
-            Self::Exact(exact) => exact == path,
+            Self::Exact { path: exact, case } => case.same(exact, path),
             Self::Regex(regex) => regex.is_match(path),
         }
     }
 
     /// `prefix /api/`-style text for `check-config`.
     pub fn describe(&self) -> String {
+        let case = |c: &Case| match c {
+            Case::Insensitive => "",
+            Case::Sensitive => " (case-sensitive)",
+        };
         match self {
             Self::Any => "any path".to_owned(),
-            Self::Prefix(p) => format!("path_prefix {p}"),
-            Self::Exact(p) => format!("path_exact {p}"),
+            Self::Prefix { prefix, case: c } => format!("path_prefix {prefix}{}", case(c)),
+            Self::Exact { path, case: c } => format!("path_exact {path}{}", case(c)),
             Self::Regex(r) => format!("path_regex {}", r.as_str()),
         }
     }
@@ -261,20 +312,6 @@ fn check_route_path(key: &str, path: &str) -> Result<(), String> {
     }
 }
 
-/// Lower-cases the host and drops the port and a trailing dot (`Example.COM.:443` →
-/// `example.com`). IPv6 literals keep their brackets.
-fn canonical_host(host: &str) -> String {
-    let without_port = if let Some(rest) = host.strip_prefix('[') {
-        match rest.find(']') {
-            Some(end) => &host[..end + 2],
-            None => host,
-        }
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
-    };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,10 +325,11 @@ mod tests {
         Policy::compile(&configs).expect("policy")
     }
 
-    /// Returns the index of the matched route for a raw path.
+    /// Returns the index of the matched route for a raw host and path.
     fn matched(policy: &Policy, method: &str, host: &str, raw_path: &str) -> Option<usize> {
         let path = normalize(raw_path).ok()?;
-        policy.find(method, host, &path).map(|r| r.index)
+        let host = RequestHost::parse(host).ok()?;
+        policy.find(method, &host, &path).map(|r| r.index)
     }
 
     #[test]
@@ -351,6 +389,50 @@ mod tests {
         }
     }
 
+    /// Letter case never loosens a rule: `/ADMIN/` is the admin route, for every matcher kind,
+    /// unless a route opts into exact case.
+    #[test]
+    fn letter_case_table() {
+        let p = policy(&[
+            r#"path_prefix = "/admin/"
+               access = "authenticated"
+               roles = ["admin"]"#,
+            r#"path_exact = "/Reports/Q3"
+               access = "deny""#,
+            r#"path_regex = "/items/[a-z]+"
+               access = "deny""#,
+            r#"path_prefix = "/CaseSensitive/"
+               case_sensitive = true
+               access = "deny""#,
+            r#"path_prefix = "/public/"
+               access = "public""#,
+            r#"path_prefix = "/"
+               access = "authenticated""#,
+        ]);
+        let cases: &[(&str, Option<usize>)] = &[
+            ("/admin/panel", Some(0)),
+            ("/ADMIN/panel", Some(0)),
+            ("/Admin/", Some(0)),
+            ("/aDMIN", Some(0)),
+            ("/%41dmin/", Some(0)),
+            ("/%61DMIN/x", Some(0)),
+            ("/reports/q3", Some(1)),
+            ("/REPORTS/Q3", Some(1)),
+            ("/reports/q3/x", Some(5)),
+            ("/items/abc", Some(2)),
+            ("/ITEMS/ABC", Some(2)),
+            ("/CaseSensitive/x", Some(3)),
+            ("/casesensitive/x", Some(5)),
+            ("/public/a.css", Some(4)),
+            ("/PUBLIC/a.css", Some(4)),
+            // non-ASCII letters are not folded (and stay percent-encoded)
+            ("/%C3%A9/x", Some(5)),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(matched(&p, "GET", "app.test", path), *expected, "{path}");
+        }
+    }
+
     #[test]
     fn compile_errors_name_the_key() {
         let cases: &[(&str, &str)] = &[
@@ -400,21 +482,6 @@ mod tests {
                 .expect_err("should not compile")
                 .to_string();
             assert!(message.starts_with(key), "{text}: {message}");
-        }
-    }
-
-    #[test]
-    fn canonical_host_table() {
-        let cases = [
-            ("example.com", "example.com"),
-            ("Example.COM:443", "example.com"),
-            ("example.com.", "example.com"),
-            ("[::1]:8080", "[::1]"),
-            ("[::1]", "[::1]"),
-            ("127.0.0.1:10000", "127.0.0.1"),
-        ];
-        for (raw, want) in cases {
-            assert_eq!(canonical_host(raw), want, "{raw}");
         }
     }
 }

@@ -99,9 +99,7 @@ fn allow_response(changes: UpstreamChanges) -> Response {
     match changes.cookie {
         CookieRewrite::Unchanged => {}
         CookieRewrite::Replace(value) => {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(http::header::COOKIE, v);
-            }
+            headers.insert(http::header::COOKIE, value);
         }
         CookieRewrite::Remove => remove.push("cookie".to_owned()),
     }
@@ -121,6 +119,27 @@ fn deny_response(denial: &Denial) -> Response {
     response
 }
 
+/// The one value of header `name`, trimmed (`None` when absent, empty or not text); an error
+/// when it is repeated, since guessing would authorize some other request.
+fn single_value(
+    headers: &HeaderMap,
+    name: &'static str,
+) -> Result<Option<String>, ForwardAuthError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ForwardAuthError::Repeated(name));
+    }
+    Ok(first
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(String::from))
+}
+
 fn is_trusted(ip: &IpAddr, trusted_proxies: &[IpNet]) -> bool {
     trusted_proxies.iter().any(|net| net.contains(ip))
 }
@@ -136,22 +155,11 @@ pub fn original_request(
     let peer = peer.to_canonical();
     let from_proxy = is_trusted(&peer, trusted_proxies);
     let forwarded = |name: &'static str| -> Result<Option<String>, ForwardAuthError> {
-        if !from_proxy {
-            return Ok(None);
+        if from_proxy {
+            single_value(&headers, name)
+        } else {
+            Ok(None)
         }
-        let mut values = headers.get_all(name).iter();
-        let Some(first) = values.next() else {
-            return Ok(None);
-        };
-        if values.next().is_some() {
-            return Err(ForwardAuthError::Repeated(name));
-        }
-        Ok(first
-            .to_str()
-            .ok()
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(String::from))
     };
 
     let (method, path, host, scheme) = match forwarded("x-forwarded-uri")? {
@@ -177,13 +185,11 @@ pub fn original_request(
             )
         }
     };
-    let host = host.unwrap_or_else(|| {
-        headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    });
+    // Validated by the gate like any authority: a malformed one is a 400.
+    let host = match host {
+        Some(host) => host,
+        None => single_value(&headers, "host")?.unwrap_or_default(),
+    };
     let scheme = scheme
         .filter(|p| p == "http" || p == "https")
         .unwrap_or_else(|| "http".to_owned());
@@ -331,6 +337,23 @@ mod tests {
                     ("x-forwarded-method", "POST"),
                 ],
                 ForwardAuthError::Repeated("x-forwarded-method"),
+            ),
+            // Two Host headers: which one names the route?
+            (
+                stranger,
+                "/authz/x",
+                vec![("host", "secure.test"), ("host", "gw.test")],
+                ForwardAuthError::Repeated("host"),
+            ),
+            (
+                proxy,
+                "/authz",
+                vec![
+                    ("x-forwarded-uri", "/a"),
+                    ("x-forwarded-host", "a.test"),
+                    ("x-forwarded-host", "b.test"),
+                ],
+                ForwardAuthError::Repeated("x-forwarded-host"),
             ),
         ];
         for (peer, path, hs, want) in cases {

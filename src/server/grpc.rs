@@ -136,7 +136,7 @@ pub fn check_response(verdict: &Verdict) -> CheckResponse {
                 .iter()
                 .map(|n| n.as_str().to_owned())
                 .collect();
-            match &changes.cookie {
+            match changes.cookie.utf8_only() {
                 CookieRewrite::Unchanged => {}
                 CookieRewrite::Replace(value) => set.push(overwrite("cookie", value.as_bytes())),
                 CookieRewrite::Remove => remove.push("cookie".to_owned()),
@@ -209,7 +209,7 @@ fn denied(code: i32, response: &DenyResponse) -> CheckResponse {
 
 /// A header that replaces any existing value. (Envoy ignores `append_action` for upstream
 /// request headers and drops deprecated `append: true` headers from denied responses, so this
-/// is the only form used.)
+/// is the only form used.) Values are UTF-8 text: Envoy ignores `raw_value` here.
 fn overwrite(key: &str, value: &[u8]) -> HeaderValueOption {
     HeaderValueOption {
         header: Some(PbHeaderValue {

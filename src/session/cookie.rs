@@ -2,7 +2,7 @@
 //! goes upstream, and building `Set-Cookie` values.
 
 use cookie::{Cookie, SameSite};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 use super::token::OpaqueToken;
 
@@ -20,26 +20,17 @@ pub enum TokenCookie {
 
 /// Finds the token cookie `name` across every `Cookie` header.
 pub fn find(headers: &HeaderMap, name: &str) -> TokenCookie {
-    let mut found = None;
-    let mut count = 0usize;
-    for value in cookie_values(headers) {
-        // Pairs are separated by ";" only (RFC 6265). A "," belongs to a value: splitting on it
-        // would let `x=1,__Host-gatehouse=…`, set by a sibling subdomain, pose as our cookie.
-        // (Envoy joins repeated Cookie headers with ","; `encode_raw_headers` keeps them apart.)
-        for pair in value.split(';') {
-            if let Some(value) = value_if_named(pair, name) {
-                count += 1;
-                found = Some(value);
-            }
-        }
+    let mut values = pairs(headers).filter_map(|pair| value_if_named(pair, name));
+    let Some(value) = values.next() else {
+        return TokenCookie::Absent;
+    };
+    if values.next().is_some() {
+        return TokenCookie::Duplicated;
     }
-    match (count, found) {
-        (0, _) | (_, None) => TokenCookie::Absent,
-        (1, Some(value)) => OpaqueToken::parse(&value)
-            .map(TokenCookie::Present)
-            .unwrap_or(TokenCookie::Malformed),
-        _ => TokenCookie::Duplicated,
-    }
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(OpaqueToken::parse)
+        .map_or(TokenCookie::Malformed, TokenCookie::Present)
 }
 
 /// How the upstream's `cookie` header must change so it does not see the session cookie.
@@ -48,50 +39,99 @@ pub enum CookieRewrite {
     /// The session cookie is not there: leave the header alone.
     #[default]
     Unchanged,
-    /// Replace the header with this value (the other cookies, in order).
-    Replace(String),
+    /// Replace the header with this value: the other pairs, byte for byte, in order.
+    Replace(HeaderValue),
     /// Nothing else was in it: remove the header.
     Remove,
 }
 
-/// Drops every cookie with one of these names; other cookies pass byte for byte.
-pub fn strip(headers: &HeaderMap, names: &[&str]) -> CookieRewrite {
-    let mut kept = Vec::new();
-    let mut removed = false;
-    for value in cookie_values(headers) {
-        for pair in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            if names
-                .iter()
-                .any(|name| value_if_named(pair, name).is_some())
-            {
-                removed = true;
-            } else {
-                kept.push(pair);
+impl CookieRewrite {
+    /// The same rewrite for a transport that carries header values as UTF-8 text only (Envoy's
+    /// gRPC ext_authz reads `HeaderValue.value` and ignores `raw_value`): pairs that are not
+    /// UTF-8 are dropped from a replacement rather than mangled.
+    pub fn utf8_only(&self) -> Self {
+        match self {
+            Self::Replace(value) if value.to_str().is_err() => {
+                let kept: Vec<&[u8]> = value
+                    .as_bytes()
+                    .split(|b| *b == b';')
+                    .map(trim)
+                    .filter(|pair| std::str::from_utf8(pair).is_ok())
+                    .collect();
+                if kept.is_empty() {
+                    Self::Remove
+                } else {
+                    HeaderValue::from_bytes(&kept.join(&b"; "[..]))
+                        .map_or(Self::Remove, Self::Replace)
+                }
             }
+            other => other.clone(),
         }
     }
-    match (removed, kept.is_empty()) {
-        (false, _) => CookieRewrite::Unchanged,
-        (true, true) => CookieRewrite::Remove,
-        (true, false) => CookieRewrite::Replace(kept.join("; ")),
+}
+
+/// Drops every cookie with one of these names; other pairs pass byte for byte, whatever bytes
+/// they hold.
+pub fn strip(headers: &HeaderMap, names: &[&str]) -> CookieRewrite {
+    let mut kept: Vec<&[u8]> = Vec::new();
+    let mut removed = false;
+    for pair in pairs(headers) {
+        if names
+            .iter()
+            .any(|name| value_if_named(pair, name).is_some())
+        {
+            removed = true;
+        } else {
+            kept.push(pair);
+        }
     }
+    if !removed {
+        return CookieRewrite::Unchanged;
+    }
+    if kept.is_empty() {
+        return CookieRewrite::Remove;
+    }
+    // Every pair came out of a valid header value and "; " is valid: this cannot fail. If it
+    // did, dropping the whole header is the safe way to keep the session from the upstream.
+    HeaderValue::from_bytes(&kept.join(&b"; "[..]))
+        .map_or(CookieRewrite::Remove, CookieRewrite::Replace)
 }
 
-/// The value of `pair` (`name=value`) if its name is `name`.
-fn value_if_named(pair: &str, name: &str) -> Option<String> {
-    Cookie::parse(pair.trim())
-        .ok()
-        .filter(|c| c.name() == name)
-        .map(|c| c.value().to_owned())
-}
-
-/// `Cookie` header values; values that are not valid UTF-8 are skipped (they cannot hold a
-/// token we issued).
-fn cookie_values(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+/// Every `name=value` pair across the `Cookie` headers, as bytes, trimmed, empties dropped.
+///
+/// Parsed from bytes rather than with the `cookie` crate, which takes `&str`: a header with a
+/// byte that is not visible ASCII (`pref=é`, `0xff`, planted by a sibling subdomain) must not
+/// hide gatehouse's own cookies, or the user looks signed out and the session token goes
+/// upstream. Pairs are separated by `;` only (RFC 6265 §4.2.1): a `,` belongs to a value, so
+/// `x=1,__Host-gatehouse=…` is cookie `x`. (Envoy joins repeated Cookie headers with `,`;
+/// `encode_raw_headers` keeps them apart.)
+fn pairs(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .flat_map(|value| value.as_bytes().split(|b| *b == b';'))
+        .map(trim)
+        .filter(|pair| !pair.is_empty())
+}
+
+/// The value of `pair` if its name is `name`. The name is what precedes the first `=`, with
+/// surrounding whitespace removed, as RFC 6265 §5.2 has user agents read it.
+fn value_if_named<'a>(pair: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let at = pair.iter().position(|b| *b == b'=')?;
+    (trim(&pair[..at]) == name.as_bytes()).then(|| trim(&pair[at + 1..]))
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let is_space = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = bytes
+        .iter()
+        .position(|b| !is_space(b))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !is_space(b))
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
 }
 
 /// How cookies are scoped for this deployment.
@@ -165,10 +205,10 @@ fn clear(name: &str, secure: bool, same_site: SameSite) -> String {
 mod tests {
     use super::*;
 
-    fn headers(values: &[&str]) -> HeaderMap {
+    fn headers(values: &[&[u8]]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for v in values {
-            h.append(http::header::COOKIE, v.parse().unwrap());
+            h.append(http::header::COOKIE, HeaderValue::from_bytes(v).unwrap());
         }
         h
     }
@@ -219,41 +259,58 @@ mod tests {
                 vec![format!("gatehouse={t},gatehouse={t}")],
                 TokenCookie::Malformed,
             ),
+            // Other pairs that are not visible ASCII do not hide ours.
+            (
+                vec![format!("theme=1; gatehouse={t}; pref=\u{e9}")],
+                TokenCookie::Present(token.clone()),
+            ),
+            (
+                vec![format!("pref=\u{e9}"), format!(" gatehouse = {t} ")],
+                TokenCookie::Present(token.clone()),
+            ),
+            (
+                vec!["gatehouse=\u{e9}t\u{e9}".into()],
+                TokenCookie::Malformed,
+            ),
         ];
         for (values, expected) in cases {
-            let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+            let refs: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
             assert_eq!(find(&headers(&refs), "gatehouse"), expected, "{values:?}");
         }
     }
 
     #[test]
     fn strip_table() {
-        let cases: &[(&[&str], CookieRewrite)] = &[
+        let replace = |v: &[u8]| CookieRewrite::Replace(HeaderValue::from_bytes(v).unwrap());
+        let cases: &[(&[&[u8]], CookieRewrite)] = &[
             (&[], CookieRewrite::Unchanged),
-            (&["a=1; b=2"], CookieRewrite::Unchanged),
-            (&["gatehouse=x"], CookieRewrite::Remove),
+            (&[b"a=1; b=2"], CookieRewrite::Unchanged),
+            (&[b"gatehouse=x"], CookieRewrite::Remove),
             (
-                &["a=1; gatehouse=x; b=\"q v\""],
-                CookieRewrite::Replace("a=1; b=\"q v\"".into()),
+                &[b"a=1; gatehouse=x; b=\"q v\""],
+                replace(b"a=1; b=\"q v\""),
             ),
-            (
-                &["gatehouse=x; a=1", "gatehouse=y"],
-                CookieRewrite::Replace("a=1".into()),
-            ),
-            (
-                &["junk; gatehouse=x"],
-                CookieRewrite::Replace("junk".into()),
-            ),
-            (
-                &["gatehouse-login=y; a=1; gatehouse=x"],
-                CookieRewrite::Replace("a=1".into()),
-            ),
+            (&[b"gatehouse=x; a=1", b"gatehouse=y"], replace(b"a=1")),
+            (&[b"junk; gatehouse=x"], replace(b"junk")),
+            (&[b"gatehouse-login=y; a=1; gatehouse=x"], replace(b"a=1")),
             // `a=1,gatehouse=x` is one cookie named `a`: it passes.
-            (&["a=1,gatehouse=x; b=2"], CookieRewrite::Unchanged),
+            (&[b"a=1,gatehouse=x; b=2"], CookieRewrite::Unchanged),
             (
-                &["data={\"x\":1,\"y\":2}; gatehouse=x"],
-                CookieRewrite::Replace("data={\"x\":1,\"y\":2}".into()),
+                &[b"data={\"x\":1,\"y\":2}; gatehouse=x"],
+                replace(b"data={\"x\":1,\"y\":2}"),
             ),
+            // Bytes that are not visible ASCII neither hide our cookie nor get mangled.
+            (
+                &["theme=1; gatehouse=x; pref=\u{e9}".as_bytes()],
+                replace("theme=1; pref=\u{e9}".as_bytes()),
+            ),
+            (&[b"p=\xff; gatehouse=x"], replace(b"p=\xff")),
+            (
+                &[b"\xfe\xff; gatehouse=\xff; q=1"],
+                replace(b"\xfe\xff; q=1"),
+            ),
+            (&[b" gatehouse =x ;a=1"], replace(b"a=1")),
+            (&[b"gatehouse\t=\tx"], CookieRewrite::Remove),
         ];
         for (values, expected) in cases {
             assert_eq!(
@@ -261,6 +318,24 @@ mod tests {
                 *expected,
                 "{values:?}"
             );
+        }
+    }
+
+    #[test]
+    fn utf8_only_drops_pairs_that_are_not_utf8() {
+        let replace = |v: &[u8]| CookieRewrite::Replace(HeaderValue::from_bytes(v).unwrap());
+        let cases = [
+            (
+                replace(b"a=1; p=\xff; b=\xc3\xa9"),
+                replace(b"a=1; b=\xc3\xa9"),
+            ),
+            (replace(b"p=\xff"), CookieRewrite::Remove),
+            (replace(b"a=1"), replace(b"a=1")),
+            (CookieRewrite::Remove, CookieRewrite::Remove),
+            (CookieRewrite::Unchanged, CookieRewrite::Unchanged),
+        ];
+        for (rewrite, expected) in cases {
+            assert_eq!(rewrite.utf8_only(), expected, "{rewrite:?}");
         }
     }
 

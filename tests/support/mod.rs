@@ -116,6 +116,9 @@ pub struct StackOptions {
     pub envoy_config: &'static str,
     /// Extra environment for the gatehouse process.
     pub env: Vec<(String, String)>,
+    /// Text replacements applied to the Envoy config (each must match), for variants of the
+    /// shipped file such as Envoy's defaults where the shipped config is stricter.
+    pub envoy_edits: Vec<(&'static str, &'static str)>,
 }
 
 impl Default for StackOptions {
@@ -125,6 +128,7 @@ impl Default for StackOptions {
             config: Box::new(|urls| format!("{}{ROUTES}", base_config(urls))),
             envoy_config: "envoy/envoy.yaml",
             env: Vec::new(),
+            envoy_edits: Vec::new(),
         }
     }
 }
@@ -167,9 +171,10 @@ impl Stack {
             .collect();
         let gatehouse = Gatehouse::start(dir.path(), &(options.config)(&urls), &env).await;
         let upstream = Upstream::start().await;
-        let envoy = Envoy::start(
+        let envoy = Envoy::start_edited(
             dir.path(),
             options.envoy_config,
+            &options.envoy_edits,
             EnvoyPorts {
                 listener: listener_port,
                 grpc: gatehouse.grpc.port(),

@@ -230,10 +230,24 @@ pub fn envoy_config(template: &str, ports: &EnvoyPorts, admin: u16) -> String {
 
 impl Envoy {
     pub async fn start(dir: &Path, template: &str, ports: EnvoyPorts) -> Self {
+        Self::start_edited(dir, template, &[], ports).await
+    }
+
+    /// Starts Envoy on `template` with each `(from, to)` replacement applied once.
+    pub async fn start_edited(
+        dir: &Path,
+        template: &str,
+        edits: &[(&str, &str)],
+        ports: EnvoyPorts,
+    ) -> Self {
         let admin_port = free_port();
         let config = dir.join("envoy.yaml");
-        std::fs::write(&config, envoy_config(template, &ports, admin_port))
-            .expect("write envoy config");
+        let mut text = envoy_config(template, &ports, admin_port);
+        for (from, to) in edits {
+            assert!(text.contains(from), "{template}: no {from:?} to replace");
+            text = text.replace(from, to);
+        }
+        std::fs::write(&config, text).expect("write envoy config");
         let log = dir.join("envoy.log");
         let access_log = std::fs::File::create(dir.join("envoy-access.log")).expect("access log");
         let mut child = Command::new(envoy_bin())
