@@ -227,6 +227,11 @@ pub struct IdpConfig {
     /// Home-realm discovery: these exact email domains sign in with this IdP.
     #[serde(default)]
     pub domains: Vec<String>,
+    /// The email domains this IdP may vouch for: only a verified address in one of these links
+    /// into an existing account or places a new user in an org. `["*"]` is any domain. Unset:
+    /// `domains` when that is set, else any domain (a catch-all IdP).
+    #[serde(default)]
+    pub trusted_email_domains: Option<Vec<String>>,
     /// Extra authorize-endpoint parameters (Auth0 `connection`, `audience`, …).
     #[serde(default)]
     pub extra_params: BTreeMap<String, String>,
@@ -582,12 +587,31 @@ fn validate_idps(idps: &[IdpConfig]) -> Result<(), ConfigError> {
                 ));
             }
         }
+        for domain in idp.trusted_email_domains.iter().flatten() {
+            if domain == "*" {
+                if idp
+                    .trusted_email_domains
+                    .as_ref()
+                    .is_some_and(|l| l.len() > 1)
+                {
+                    return Err(ConfigError::invalid(
+                        key("trusted_email_domains"),
+                        "\"*\" (any domain) must be the only entry",
+                    ));
+                }
+            } else if !is_domain(domain) {
+                return Err(ConfigError::invalid(
+                    key("trusted_email_domains"),
+                    format!("{domain:?} is not a domain (write the punycode form of IDNs)"),
+                ));
+            }
+        }
         for domain in &idp.domains {
             let lower = domain.to_ascii_lowercase();
-            if lower.is_empty() || lower.contains(['@', '/', ' ']) {
+            if !is_domain(domain) {
                 return Err(ConfigError::invalid(
                     key("domains"),
-                    format!("{domain:?} is not a domain"),
+                    format!("{domain:?} is not a domain (write the punycode form of IDNs)"),
                 ));
             }
             if let Some(prev) = domains.insert(lower, i) {
@@ -599,6 +623,17 @@ fn validate_idps(idps: &[IdpConfig]) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// An ASCII domain name such as `acme.test`: email domains are compared as written, so a
+/// Unicode spelling would never match the ASCII (punycode) form mail systems use.
+fn is_domain(domain: &str) -> bool {
+    !domain.is_empty()
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 fn is_cookie_name_byte(b: u8) -> bool {
@@ -737,6 +772,18 @@ mod tests {
             (
                 "[[idp]]\nname = \"a\"\nissuer = \"https://a/\"\nclient_id = \"c\"\n[[idp]]\nname = \"a\"\nissuer = \"https://b/\"\nclient_id = \"c\"",
                 "idp[1].name",
+            ),
+            (
+                "[[idp]]\nname = \"a\"\nissuer = \"https://a/\"\nclient_id = \"c\"\ntrusted_email_domains = [\"*\", \"acme.test\"]",
+                "idp[0].trusted_email_domains",
+            ),
+            (
+                "[[idp]]\nname = \"a\"\nissuer = \"https://a/\"\nclient_id = \"c\"\ntrusted_email_domains = [\"bücher.test\"]",
+                "idp[0].trusted_email_domains",
+            ),
+            (
+                "[[idp]]\nname = \"a\"\nissuer = \"https://a/\"\nclient_id = \"c\"\ndomains = [\"@acme.test\"]",
+                "idp[0].domains",
             ),
         ];
         for (text, key) in cases {

@@ -15,6 +15,8 @@
 //! | [`decision`] | `decide()`: pure; also renders denials (status, headers, body) |
 //! | [`request`] | the request under check, as plain data |
 //! | [`identity`] | who the caller is; the `x-gatehouse-*` headers |
+//! | [`email`] | email addresses in the one canonical form they are stored and compared in |
+//! | [`provisioning`] | what an IdP's word about an email may do (link, org placement): pure |
 //! | [`gate`] | the check engine used by both edges |
 //! | [`session`] | opaque tokens, cookies, the session cache, revocation sync |
 //! | [`store`] | sqlx over SQLite or PostgreSQL: users, orgs, sessions, login state, audit |
@@ -35,11 +37,13 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod decision;
+pub mod email;
 pub mod gate;
 pub mod identity;
 pub mod metrics;
 pub mod pages;
 pub mod policy;
+pub mod provisioning;
 pub mod request;
 pub mod server;
 pub mod session;

@@ -6,8 +6,10 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse::email::Email;
 use gatehouse::identity::Caller;
 use gatehouse::metrics::Metrics;
+use gatehouse::provisioning::{self, EmailTrust, Vouching};
 use gatehouse::session::revocations::RevocationSync;
 use gatehouse::session::{Lifetimes, OpaqueToken, Sessions};
 use gatehouse::store::{
@@ -23,6 +25,8 @@ on_both_backends!(
     orgs_match_exact_domains_only,
     roles_and_enablement_are_idempotent,
     provisioning_rules,
+    unicode_lookalikes_never_link_or_place,
+    idps_vouch_only_for_their_domains,
     concurrent_first_logins_make_one_user,
     login_state_is_single_use_and_bound,
     audit_filters,
@@ -322,14 +326,29 @@ async fn roles_and_enablement_are_idempotent(backend: Backend) {
 }
 
 fn login(sub: &str, email: Option<&str>, verified: Option<bool>) -> ProvisionRequest {
+    login_via(sub, email, verified, &EmailTrust::Any, true)
+}
+
+/// A sign-in through an IdP trusted for `trust`, with the broker's rules applied.
+fn login_via(
+    sub: &str,
+    email: Option<&str>,
+    verified: Option<bool>,
+    trust: &EmailTrust,
+    linking: bool,
+) -> ProvisionRequest {
+    let email = email.map(|e| Email::parse(e).expect("valid email"));
+    let vouching = email.as_ref().map_or_else(Vouching::nothing, |e| {
+        provisioning::vouch("main", e, verified, trust, linking)
+    });
     ProvisionRequest {
         issuer: "https://idp.test/".into(),
         subject: sub.into(),
         idp: "main".into(),
-        email: email.map(String::from),
+        email,
         email_verified: verified,
+        vouching,
         name: Some("Someone".into()),
-        link_by_verified_email: true,
         new_users_enabled: false,
         ip: Some("127.0.0.1".into()),
         user_agent: Some("test".into()),
@@ -402,21 +421,20 @@ async fn provisioning_rules(backend: Backend) {
         );
     }
     // Linking switched off.
-    let mut no_link = login("s4", Some("other@acme.test"), Some(true));
-    no_link.link_by_verified_email = false;
+    let no_link = login_via(
+        "s4",
+        Some("other@acme.test"),
+        Some(true),
+        &EmailTrust::Any,
+        false,
+    );
     assert!(matches!(
         store.provision(&no_link).await,
         Err(StoreError::Conflict(_))
     ));
-    // No email, or a malformed one: refused.
+    // No email: refused. (A malformed one never gets past `Email::parse`.)
     assert!(matches!(
         store.provision(&login("s5", None, None)).await,
-        Err(StoreError::Invalid(_))
-    ));
-    assert!(matches!(
-        store
-            .provision(&login("s6", Some("a@b@acme.test"), Some(true)))
-            .await,
         Err(StoreError::Invalid(_))
     ));
     // Nothing of the refused logins was kept.
@@ -450,6 +468,208 @@ async fn provisioning_rules(backend: Backend) {
         panic!()
     };
     assert!(o.enabled && o.org_id.is_none());
+}
+
+/// The events of one kind, as (user, detail).
+async fn events(store: &Store, kind: AuditKind) -> Vec<(Option<uuid::Uuid>, String)> {
+    store
+        .list_audit(&AuditFilter {
+            kind: Some(kind),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.user_id, e.detail.unwrap_or_default()))
+        .collect()
+}
+
+/// Addresses that only Unicode case mapping or normalization would merge stay apart: a
+/// verified lookalike never links into the account it imitates, and a non-ASCII local part is
+/// never placed (or auto-enabled) by its domain. Before the fix, the Kelvin sign (U+212A)
+/// lower-cased into `ken@acme.test` and linked.
+async fn unicode_lookalikes_never_link_or_place(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.store().await;
+    let acme = store
+        .create_org("Acme", &["acme.test".into()], true, NOW)
+        .await
+        .unwrap();
+    let books = store
+        .create_org("Books", &["xn--bcher-kva.test".into()], true, NOW)
+        .await
+        .unwrap();
+    let ken = user(&store, "ken@acme.test", true).await;
+    let admin = user(&store, "admin@acme.test", true).await;
+
+    for (sub, lookalike, imitated) in [
+        ("kelvin", "\u{212a}en@acme.test", ken),
+        ("dotless", "adm\u{131}n@acme.test", admin),
+        ("dotted", "ADM\u{130}N@acme.test", admin),
+        ("fullwidth", "\u{ff4b}en@acme.test", ken),
+    ] {
+        let outcome = store
+            .provision(&login(sub, Some(lookalike), Some(true)))
+            .await
+            .unwrap();
+        let ProvisionOutcome::Created(u) = &outcome else {
+            panic!("{lookalike:?} linked: {outcome:?}")
+        };
+        assert_ne!(u.id, imitated, "{lookalike:?}");
+        assert_eq!(u.email, lookalike, "{lookalike:?} is kept exactly");
+        assert_eq!(
+            (u.org_id, u.enabled),
+            (None, false),
+            "{lookalike:?}: not placed in Acme, so not auto-enabled"
+        );
+        let limited = events(&store, AuditKind::ProvisioningLimited).await;
+        assert!(
+            limited
+                .iter()
+                .any(|(user, d)| *user == Some(u.id) && d.contains("not ASCII")),
+            "{lookalike:?}: {limited:?}"
+        );
+    }
+    assert_eq!(store.identities_of(ken).await.unwrap().len(), 0);
+    assert_eq!(store.identities_of(admin).await.unwrap().len(), 0);
+
+    // ASCII letter case is one mailbox: that links.
+    let outcome = store
+        .provision(&login("ken-sso", Some("KEN@Acme.Test"), Some(true)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome, ProvisionOutcome::Linked(u) if u.id == ken),
+        "{outcome:?}"
+    );
+
+    // An IDN domain in its Unicode form is not its punycode form: no placement in Books.
+    let ProvisionOutcome::Created(jo) = store
+        .provision(&login("jo", Some("jo@b\u{fc}cher.test"), Some(true)))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((jo.org_id, jo.enabled), (None, false));
+    // Upper-cased non-ASCII is another string: not linked to jo.
+    let outcome = store
+        .provision(&login("jo-upper", Some("JO@B\u{dc}CHER.TEST"), Some(true)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome, ProvisionOutcome::Created(u) if u.id != jo.id),
+        "{outcome:?}"
+    );
+    // The byte-identical address is the same mailbox: linked.
+    let outcome = store
+        .provision(&login("jo-again", Some("jo@b\u{fc}cher.test"), Some(true)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome, ProvisionOutcome::Linked(u) if u.id == jo.id),
+        "{outcome:?}"
+    );
+    // The punycode form is ASCII: placed in Books, which auto-enables.
+    let ProvisionOutcome::Created(puny) = store
+        .provision(&login("jo-puny", Some("Jo@XN--BCHER-KVA.test"), Some(true)))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(puny.email, "jo@xn--bcher-kva.test");
+    assert_eq!((puny.org_id, puny.enabled), (Some(books.id), true));
+    let _ = acme;
+}
+
+/// An IdP vouches only for the domains it is trusted for: elsewhere its verified emails
+/// neither link nor place, and an account it created is never linked into by a trusted
+/// sign-in later.
+async fn idps_vouch_only_for_their_domains(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.store().await;
+    let acme = store
+        .create_org("Acme", &["acme.test".into()], true, NOW)
+        .await
+        .unwrap();
+    let staff = user(&store, "staff@acme.test", true).await;
+    let globex_only = EmailTrust::Domains(vec!["globex.test".into()]);
+    let acme_only = EmailTrust::Domains(vec!["acme.test".into()]);
+
+    // Another customer's IdP asserts a verified acme.test address: created outside Acme (so not
+    // auto-enabled), and the audit says why.
+    let ProvisionOutcome::Created(u) = store
+        .provision(&login_via(
+            "g1",
+            Some("newbie@acme.test"),
+            Some(true),
+            &globex_only,
+            true,
+        ))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((u.org_id, u.enabled), (None, false));
+    let limited = events(&store, AuditKind::ProvisioningLimited).await;
+    assert!(
+        limited
+            .iter()
+            .any(|(user, d)| *user == Some(u.id)
+                && d.contains("not trusted for email domain acme.test")),
+        "{limited:?}"
+    );
+    // ... or the address of an existing acme.test user: refused, not linked.
+    let err = store
+        .provision(&login_via(
+            "g2",
+            Some("staff@acme.test"),
+            Some(true),
+            &globex_only,
+            true,
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("not trusted")),
+        "{err}"
+    );
+    assert!(store.identities_of(staff).await.unwrap().is_empty());
+    // The untrusted IdP got in first: acme's own IdP does not link into that account later.
+    let ProvisionOutcome::Created(squat) = store
+        .provision(&login_via(
+            "g3",
+            Some("boss@acme.test"),
+            Some(true),
+            &globex_only,
+            true,
+        ))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let mut trusted = login_via("a1", Some("boss@acme.test"), Some(true), &acme_only, true);
+    trusted.issuer = "https://acme-idp.test/".into();
+    let err = store.provision(&trusted).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert_eq!(store.identities_of(squat.id).await.unwrap().len(), 1);
+    // The trusted IdP links and places as before.
+    let mut trusted = login_via("a2", Some("staff@acme.test"), Some(true), &acme_only, true);
+    trusted.issuer = "https://acme-idp.test/".into();
+    let outcome = store.provision(&trusted).await.unwrap();
+    assert!(
+        matches!(&outcome, ProvisionOutcome::Linked(u) if u.id == staff),
+        "{outcome:?}"
+    );
+    let mut trusted = login_via("a3", Some("fresh@acme.test"), Some(true), &acme_only, true);
+    trusted.issuer = "https://acme-idp.test/".into();
+    let ProvisionOutcome::Created(fresh) = store.provision(&trusted).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!((fresh.org_id, fresh.enabled), (Some(acme.id), true));
 }
 
 async fn concurrent_first_logins_make_one_user(backend: Backend) {

@@ -28,9 +28,11 @@ use url::Url;
 
 use crate::clock::unix_now;
 use crate::config::{ProvisioningConfig, ResponseMode, Settings};
+use crate::email::Email;
 use crate::identity::Caller;
 use crate::metrics::Metrics;
 use crate::pages;
+use crate::provisioning::{self, Vouching};
 use crate::session::cookie::{self, CookieSettings, TokenCookie};
 use crate::session::{OpaqueToken, Sessions};
 use crate::store::{
@@ -355,16 +357,32 @@ impl Broker {
             .await
             .map_err(fail)?;
 
+        let email = identity
+            .email
+            .as_deref()
+            .map(Email::parse)
+            .transpose()
+            .map_err(|e| fail(LoginError::Provisioning(e.to_string())))?;
+        let vouching = match &email {
+            Some(email) => provisioning::vouch(
+                provider.name(),
+                email,
+                identity.email_verified,
+                &provider.email_trust,
+                self.provisioning.link_by_verified_email,
+            ),
+            None => Vouching::nothing(),
+        };
         let outcome = self
             .store
             .provision(&ProvisionRequest {
                 issuer: identity.issuer.clone(),
                 subject: identity.subject.clone(),
                 idp: provider.name().to_owned(),
-                email: identity.email.clone(),
+                email,
                 email_verified: identity.email_verified,
+                vouching,
                 name: identity.name.clone(),
-                link_by_verified_email: self.provisioning.link_by_verified_email,
                 new_users_enabled: self.provisioning.new_users_enabled,
                 ip: client.ip.map(|ip| ip.to_string()),
                 user_agent: client.user_agent.clone(),

@@ -26,6 +26,7 @@ use url::Url;
 
 use super::error::LoginError;
 use crate::config::{IdpConfig, ResponseMode};
+use crate::provisioning::EmailTrust;
 
 type OidcClient = CoreClient<
     EndpointSet,
@@ -70,6 +71,8 @@ pub struct VerifiedIdentity {
 
 pub struct Provider {
     pub config: IdpConfig,
+    /// The email domains this IdP may vouch for.
+    pub email_trust: EmailTrust,
     secret: Option<ClientSecret>,
     redirect_url: RedirectUrl,
     http: reqwest::Client,
@@ -110,6 +113,7 @@ impl Provider {
         let redirect_url = RedirectUrl::new(redirect_url.to_owned())
             .map_err(|e| LoginError::Config(format!("callback URL: {e}")))?;
         Ok(Self {
+            email_trust: EmailTrust::of(&config),
             config,
             secret,
             redirect_url,

@@ -15,6 +15,8 @@ pub enum AuditKind {
     LoginFailed,
     UserProvisioned,
     IdentityLinked,
+    /// A new user was not linked or placed in an org by its email: the detail says why.
+    ProvisioningLimited,
     SessionCreated,
     SessionRevoked,
     Logout,
@@ -27,12 +29,13 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::LoginStarted,
         Self::LoginSucceeded,
         Self::LoginFailed,
         Self::UserProvisioned,
         Self::IdentityLinked,
+        Self::ProvisioningLimited,
         Self::SessionCreated,
         Self::SessionRevoked,
         Self::Logout,
@@ -51,6 +54,7 @@ impl AuditKind {
             Self::LoginFailed => "login_failed",
             Self::UserProvisioned => "user_provisioned",
             Self::IdentityLinked => "identity_linked",
+            Self::ProvisioningLimited => "provisioning_limited",
             Self::SessionCreated => "session_created",
             Self::SessionRevoked => "session_revoked",
             Self::Logout => "logout",

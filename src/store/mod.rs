@@ -44,6 +44,12 @@ pub enum StoreError {
     Invalid(String),
 }
 
+impl From<crate::email::EmailError> for StoreError {
+    fn from(e: crate::email::EmailError) -> Self {
+        Self::Invalid(e.to_string())
+    }
+}
+
 impl StoreError {
     /// A unique-constraint violation: two writers raced for the same row.
     pub fn is_unique_violation(&self) -> bool {
@@ -204,53 +210,9 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Lower-cases and checks an email address: exactly one `@`, non-empty local part and domain.
-pub fn normalize_email(raw: &str) -> Result<String, StoreError> {
-    let email = raw.trim().to_lowercase();
-    let valid = match email.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.is_empty()
-                && !domain.contains('@')
-                && !email.chars().any(|c| c.is_control() || c.is_whitespace())
-        }
-        None => false,
-    };
-    if valid {
-        Ok(email)
-    } else {
-        Err(StoreError::Invalid(format!(
-            "{raw:?} is not an email address"
-        )))
-    }
-}
-
-/// The exact domain of a normalized email (after the only `@`).
-pub fn email_domain(email: &str) -> Option<&str> {
-    email.split_once('@').map(|(_, domain)| domain)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn email_rules() {
-        let cases = [
-            ("Alice@Acme.Test", Some("alice@acme.test")),
-            (" bob@acme.test ", Some("bob@acme.test")),
-            ("a@b@acme.test", None),
-            ("@acme.test", None),
-            ("alice@", None),
-            ("alice", None),
-            ("al ice@acme.test", None),
-            ("al\nice@acme.test", None),
-        ];
-        for (raw, want) in cases {
-            assert_eq!(normalize_email(raw).ok().as_deref(), want, "{raw:?}");
-        }
-        assert_eq!(email_domain("a@acme.test"), Some("acme.test"));
-    }
 
     #[test]
     fn urls_are_redacted() {

@@ -5,10 +5,9 @@ use uuid::Uuid;
 
 use super::audit::insert_audit;
 use super::revocations::insert_revocation;
-use super::{
-    AuditEvent, AuditKind, Outcome, Store, StoreError, email_domain, normalize_email, with_pool,
-    with_write_tx,
-};
+use super::{AuditEvent, AuditKind, Outcome, Store, StoreError, with_pool, with_write_tx};
+use crate::email::Email;
+use crate::provisioning::Vouching;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct User {
@@ -62,11 +61,13 @@ pub struct ProvisionRequest {
     pub issuer: String,
     pub subject: String,
     pub idp: String,
-    pub email: Option<String>,
+    /// Required for a first sign-in; a returning identity may have none.
+    pub email: Option<Email>,
     /// `Some(true)` only when the IdP asserted the JSON boolean `true`.
     pub email_verified: Option<bool>,
+    /// What the email may do: [`crate::provisioning::vouch`] decides.
+    pub vouching: Vouching,
     pub name: Option<String>,
-    pub link_by_verified_email: bool,
     pub new_users_enabled: bool,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
@@ -98,13 +99,14 @@ const USER_COLUMNS: &str = "id, email, name, org_id, enabled, created_at";
 /// `$new_users_enabled`. Evaluates to the `UserRow`.
 macro_rules! insert_user {
     ($tx:expr, $email:expr, $name:expr, $by_domain:expr, $new_users_enabled:expr, $now:expr) => {{
-        let email: &str = $email;
+        let email: &Email = $email;
         let org: Option<(Uuid, bool)> = if $by_domain {
+            // Org domains are ASCII, lower-case: a non-ASCII domain finds no org.
             sqlx::query_as(
                 "SELECT o.id, o.auto_enable FROM organizations o \
                  JOIN org_domains d ON d.org_id = o.id WHERE d.domain = $1",
             )
-            .bind(email_domain(email).unwrap_or_default())
+            .bind(email.domain())
             .fetch_optional(&mut *$tx)
             .await?
         } else {
@@ -112,7 +114,7 @@ macro_rules! insert_user {
         };
         let row = UserRow {
             id: Uuid::new_v4(),
-            email: email.to_owned(),
+            email: email.as_str().to_owned(),
             name: $name,
             org_id: org.map(|(id, _)| id),
             enabled: $new_users_enabled || org.is_some_and(|(_, auto)| auto),
@@ -135,13 +137,14 @@ macro_rules! insert_user {
 }
 
 impl Store {
+    /// The user with this address, in canonical form (see [`Email`]).
     pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
-        let email = normalize_email(email)?;
+        let email = Email::parse(email)?;
         let row: Option<UserRow> = with_pool!(self, |pool| {
             sqlx::query_as(&format!(
                 "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
             ))
-            .bind(&email)
+            .bind(email.as_str())
             .fetch_optional(pool)
             .await?
         });
@@ -231,8 +234,8 @@ impl Store {
         actor: &str,
         now: i64,
     ) -> Result<(User, bool), StoreError> {
-        let email = normalize_email(email)?;
-        if let Some(user) = self.user_by_email(&email).await? {
+        let email = Email::parse(email)?;
+        if let Some(user) = self.user_by_email(email.as_str()).await? {
             return Ok((user, false));
         }
         let created = async {
@@ -250,7 +253,9 @@ impl Store {
         match created {
             Ok(row) => Ok((row.with_roles(Vec::new()), true)),
             // Someone created it meanwhile.
-            Err(e) if e.is_unique_violation() => Ok((self.require_user(&email).await?, false)),
+            Err(e) if e.is_unique_violation() => {
+                Ok((self.require_user(email.as_str()).await?, false))
+            }
             Err(e) => Err(e),
         }
     }
@@ -354,12 +359,15 @@ impl Store {
 
     /// Maps an IdP identity to a local user, in one transaction:
     /// 1. a known `(issuer, subject)` → its user;
-    /// 2. else, with linking on and `email_verified` exactly `true`, the user with that email
-    ///    gets this identity added, unless an unverified sign-in created that user (it could be
-    ///    someone squatting the address before its owner arrived);
-    /// 3. else a new user. Only a verified email places it in the org of its exact domain (and
-    ///    so lets that org auto-enable it); otherwise it is enabled only by
-    ///    `new_users_enabled`. An email that belongs to another user is refused, not linked.
+    /// 2. else, when the email may link (verified by an IdP trusted for its domain, linking
+    ///    on: see [`crate::provisioning`]), the user with that address (canonical form, so a
+    ///    non-ASCII address only matches byte for byte) gets this identity added, unless an
+    ///    identity nobody vouched for created that user (someone may have squatted the address
+    ///    before its owner arrived);
+    /// 3. else a new user, placed in the org of its exact domain only when the email may be
+    ///    placed (and so enabled only by that org's auto-enable or `new_users_enabled`). When
+    ///    linking or placement was held back, a `provisioning_limited` event says why. An email
+    ///    that belongs to another user is refused, not linked.
     ///
     /// Concurrent first logins of one identity produce one user: the loser of the race hits a
     /// unique constraint, and the retry finds the winner's rows.
@@ -377,14 +385,14 @@ impl Store {
     }
 
     async fn provision_once(&self, req: &ProvisionRequest) -> Result<ProvisionOutcome, StoreError> {
-        let email = req.email.as_deref().map(normalize_email).transpose()?;
-        let audit = |kind: AuditKind, user_id: Uuid| {
-            AuditEvent::new(kind, Outcome::Success, req.now)
+        let audit = |kind: AuditKind, outcome: Outcome, user_id: Uuid| {
+            AuditEvent::new(kind, outcome, req.now)
                 .user(user_id)
                 .idp(req.idp.clone())
                 .client(req.ip.clone(), req.user_agent.clone())
                 .detail(format!("iss={} sub={}", req.issuer, req.subject))
         };
+        let email = req.email.as_ref().map(Email::as_str);
         let outcome = with_write_tx!(self, |tx| {
             let known: Option<UserRow> = sqlx::query_as(
                 "SELECT u.id, u.email, u.name, u.org_id, u.enabled, u.created_at \
@@ -397,19 +405,20 @@ impl Store {
             .await?;
             if let Some(row) = known {
                 sqlx::query(
-                    "UPDATE identities SET email = $3, email_verified = $4, last_login_at = $5 \
-                     WHERE issuer = $1 AND subject = $2",
+                    "UPDATE identities SET email = $3, email_verified = $4, vouched = $5, \
+                     last_login_at = $6 WHERE issuer = $1 AND subject = $2",
                 )
                 .bind(&req.issuer)
                 .bind(&req.subject)
-                .bind(email.as_deref())
+                .bind(email)
                 .bind(req.email_verified)
+                .bind(req.vouching.vouched)
                 .bind(req.now)
                 .execute(&mut *tx)
                 .await?;
                 Ok::<_, StoreError>((Kind::Existing, row))
             } else {
-                let Some(email) = email.as_deref() else {
+                let Some(email) = req.email.as_ref() else {
                     return Err(StoreError::Invalid(
                         "the identity provider did not provide an email address".into(),
                     ));
@@ -417,32 +426,35 @@ impl Store {
                 let holder: Option<UserRow> = sqlx::query_as(&format!(
                     "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
                 ))
-                .bind(email)
+                .bind(email.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
-                let verified = req.email_verified == Some(true);
                 let (kind, row) = match holder {
-                    Some(row) if req.link_by_verified_email && verified => {
-                        let (unverified,): (i64,) = sqlx::query_as(
+                    Some(row) if req.vouching.link => {
+                        let (unvouched,): (i64,) = sqlx::query_as(
                             "SELECT COUNT(*) FROM identities WHERE user_id = $1 \
-                             AND (email_verified IS NULL OR email_verified = FALSE)",
+                             AND COALESCE(vouched, email_verified, FALSE) = FALSE",
                         )
                         .bind(row.id)
                         .fetch_one(&mut *tx)
                         .await?;
-                        if unverified > 0 {
+                        if unvouched > 0 {
                             return Err(StoreError::Conflict(format!(
                                 "an account for {email} was created from a sign-in that did not \
-                                 verify the address, so it was not linked to yours; an \
+                                 prove the address, so it was not linked to yours; an \
                                  administrator must resolve this"
                             )));
                         }
                         (Kind::Linked, row)
                     }
                     Some(_) => {
+                        let why = req
+                            .vouching
+                            .describe_limits()
+                            .unwrap_or_else(|| "linking by email is switched off".to_owned());
                         return Err(StoreError::Conflict(format!(
-                            "another account already uses {email}, and the identity provider \
-                             did not verify this address, so the accounts were not linked"
+                            "another account already uses {email}, and {why}, so the accounts \
+                             were not linked"
                         )));
                     }
                     None => {
@@ -450,7 +462,7 @@ impl Store {
                             tx,
                             email,
                             req.name.clone(),
-                            verified,
+                            req.vouching.place_in_org,
                             req.new_users_enabled,
                             req.now
                         );
@@ -459,14 +471,15 @@ impl Store {
                 };
                 sqlx::query(
                     "INSERT INTO identities (issuer, subject, user_id, idp, email, email_verified, \
-                     created_at, last_login_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                     vouched, created_at, last_login_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
                 )
                 .bind(&req.issuer)
                 .bind(&req.subject)
                 .bind(row.id)
                 .bind(&req.idp)
-                .bind(email)
+                .bind(email.as_str())
                 .bind(req.email_verified)
+                .bind(req.vouching.vouched)
                 .bind(req.now)
                 .execute(&mut *tx)
                 .await?;
@@ -474,7 +487,15 @@ impl Store {
                     Kind::Linked => AuditKind::IdentityLinked,
                     _ => AuditKind::UserProvisioned,
                 };
-                insert_audit!(&mut *tx, &audit(event_kind, row.id));
+                insert_audit!(&mut *tx, &audit(event_kind, Outcome::Success, row.id));
+                if let (Kind::Created, Some(why)) = (&kind, req.vouching.describe_limits()) {
+                    let event = audit(AuditKind::ProvisioningLimited, Outcome::Failure, row.id)
+                        .detail(format!(
+                            "{email} not linked to an existing account or placed in an org by \
+                             its domain: {why}"
+                        ));
+                    insert_audit!(&mut *tx, &event);
+                }
                 Ok((kind, row))
             }
         })?;

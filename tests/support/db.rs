@@ -58,6 +58,29 @@ impl TestDb {
         }
     }
 
+    /// `SELECT COUNT(*) FROM table`, straight from the database.
+    pub async fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = <sqlx::SqliteConnection as Connection>::connect(&self.url)
+                    .await
+                    .expect("connect sqlite");
+                sqlx::query_scalar(&sql)
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("count")
+            }
+            Backend::Postgres => {
+                let mut conn = PgConnection::connect(&self.url).await.expect("connect");
+                sqlx::query_scalar(&sql)
+                    .fetch_one(&mut conn)
+                    .await
+                    .expect("count")
+            }
+        }
+    }
+
     /// A store on this database (migrated).
     pub async fn store(&self) -> gatehouse::store::Store {
         let store = gatehouse::store::Store::connect(&self.url, 5)
