@@ -164,6 +164,11 @@ pub struct LoginConfig {
     pub welcome_path: String,
     /// How long a started login may take at the IdP.
     pub state_ttl_seconds: u64,
+    /// Logins one browser may have pending; a new one evicts the oldest.
+    pub max_pending_per_browser: u32,
+    /// Logins one client address may have pending; a new one evicts the oldest. Bounds a
+    /// client that never sends the binding cookie back.
+    pub max_pending_per_client_ip: u32,
 }
 
 impl Default for LoginConfig {
@@ -172,6 +177,8 @@ impl Default for LoginConfig {
             allowed_redirect_hosts: Vec::new(),
             welcome_path: "/auth/welcome".to_owned(),
             state_ttl_seconds: 600,
+            max_pending_per_browser: 10,
+            max_pending_per_client_ip: 1000,
         }
     }
 }
@@ -426,6 +433,14 @@ impl Settings {
             ),
             ("session.revocation_poll_ms", session.revocation_poll_ms),
             ("login.state_ttl_seconds", login.state_ttl_seconds),
+            (
+                "login.max_pending_per_browser",
+                u64::from(login.max_pending_per_browser),
+            ),
+            (
+                "login.max_pending_per_client_ip",
+                u64::from(login.max_pending_per_client_ip),
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::invalid(key, "must be greater than 0"));

@@ -26,6 +26,7 @@ pub struct Metrics {
     cache_hits: IntCounter,
     cache_misses: IntCounter,
     logins: IntCounterVec,
+    login_starts: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -76,11 +77,20 @@ impl Metrics {
             &["outcome"],
         )
         .expect("static metric definition");
+        let login_starts = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_login_starts_total",
+                "Logins started at /auth/login (redirects to an IdP), by IdP.",
+            ),
+            &["idp"],
+        )
+        .expect("static metric definition");
         for collector in [
             Box::new(checks_vec) as Box<dyn prometheus::core::Collector>,
             Box::new(check_seconds.clone()),
             Box::new(cache.clone()),
             Box::new(logins.clone()),
+            Box::new(login_starts.clone()),
         ] {
             registry
                 .register(collector)
@@ -93,6 +103,7 @@ impl Metrics {
             cache_hits: cache.with_label_values(&["hit"]),
             cache_misses: cache.with_label_values(&["miss"]),
             logins,
+            login_starts,
         }
     }
 
@@ -114,6 +125,11 @@ impl Metrics {
     /// `outcome` is `success` or a failure reason from a fixed set.
     pub fn record_login(&self, outcome: &'static str) {
         self.logins.with_label_values(&[outcome]).inc();
+    }
+
+    /// `idp` is a configured IdP name: a small fixed set.
+    pub fn record_login_start(&self, idp: &str) {
+        self.login_starts.with_label_values(&[idp]).inc();
     }
 
     /// The text exposition format.

@@ -13,7 +13,8 @@ use gatehouse::provisioning::{self, EmailTrust, Vouching};
 use gatehouse::session::revocations::RevocationSync;
 use gatehouse::session::{Lifetimes, OpaqueToken, Sessions};
 use gatehouse::store::{
-    AuditFilter, AuditKind, NewLoginState, ProvisionOutcome, ProvisionRequest, Store, StoreError,
+    AuditFilter, AuditKind, NewLoginState, PendingLoginCaps, ProvisionOutcome, ProvisionRequest,
+    Store, StoreError,
 };
 use support::{Backend, TestDb};
 
@@ -29,6 +30,7 @@ on_both_backends!(
     idps_vouch_only_for_their_domains,
     concurrent_first_logins_make_one_user,
     login_state_is_single_use_and_bound,
+    pending_logins_are_capped,
     audit_filters,
 );
 
@@ -700,12 +702,78 @@ async fn concurrent_first_logins_make_one_user(backend: Backend) {
     assert_eq!(store.identities_of(ids[0]).await.unwrap().len(), 1);
 }
 
+const CAPS: PendingLoginCaps = PendingLoginCaps {
+    per_browser: 10,
+    per_client: 1000,
+};
+
+/// Pending logins are capped per browser binding and per client address; the newest stay.
+async fn pending_logins_are_capped(backend: Backend) {
+    let db = TestDb::create(backend).await;
+    let store = db.store().await;
+    let caps = PendingLoginCaps {
+        per_browser: 3,
+        per_client: 5,
+    };
+    let start = |n: usize, binding: &str, ip: Option<&str>| NewLoginState {
+        state_hash: format!("{n:064}"),
+        binding_hash: binding.repeat(64),
+        client_ip: ip.map(String::from),
+        nonce: "n".into(),
+        pkce_verifier: "v".into(),
+        idp: "main".into(),
+        redirect_to: "/".into(),
+        created_at: NOW,
+        expires_at: NOW + 600,
+    };
+    // One browser, ten tabs: the three newest survive.
+    for n in 0..10 {
+        store
+            .insert_login_state(&start(n, "a", Some("192.0.2.1")), caps)
+            .await
+            .unwrap();
+    }
+    let alive = |n: usize| {
+        let store = store.clone();
+        async move { store.login_state_exists(&format!("{n:064}")).await.unwrap() }
+    };
+    for n in 0..10 {
+        assert_eq!(alive(n).await, n >= 7, "state {n}");
+    }
+    // A client with a fresh binding per request: its five newest survive, and another
+    // client's are untouched.
+    for n in 100..120 {
+        store
+            .insert_login_state(
+                &start(n, &format!("{}", n % 10), Some("198.51.100.7")),
+                caps,
+            )
+            .await
+            .unwrap();
+    }
+    for n in 100..120 {
+        assert_eq!(alive(n).await, n >= 115, "state {n}");
+    }
+    for n in 7..10 {
+        assert!(alive(n).await, "state {n} of the other client");
+    }
+    // Without a known address only the browser cap applies.
+    for n in 200..204 {
+        store
+            .insert_login_state(&start(n, "z", None), caps)
+            .await
+            .unwrap();
+    }
+    assert_eq!(db.count("login_states").await, 3 + 5 + 3);
+}
+
 async fn login_state_is_single_use_and_bound(backend: Backend) {
     let db = TestDb::create(backend).await;
     let store = db.store().await;
     let state = NewLoginState {
         state_hash: "s".repeat(64),
         binding_hash: "b".repeat(64),
+        client_ip: Some("192.0.2.1".into()),
         nonce: "n".into(),
         pkce_verifier: "v".into(),
         idp: "main".into(),
@@ -713,7 +781,7 @@ async fn login_state_is_single_use_and_bound(backend: Backend) {
         created_at: NOW,
         expires_at: NOW + 600,
     };
-    store.insert_login_state(&state).await.unwrap();
+    store.insert_login_state(&state, CAPS).await.unwrap();
     let other_browser = "c".repeat(64);
     assert_eq!(
         store
@@ -743,7 +811,7 @@ async fn login_state_is_single_use_and_bound(backend: Backend) {
         state_hash: "e".repeat(64),
         ..state.clone()
     };
-    store.insert_login_state(&expired).await.unwrap();
+    store.insert_login_state(&expired, CAPS).await.unwrap();
     assert_eq!(
         store
             .consume_login_state(&expired.state_hash, &expired.binding_hash, NOW + 600)

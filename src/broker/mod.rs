@@ -3,7 +3,9 @@
 //! `/auth/login` picks the IdP (home-realm discovery), records a single-use login state bound
 //! to this browser, and redirects to the IdP with PKCE S256. `/auth/callback` (query or
 //! form_post) consumes that state exactly once, exchanges the code, validates the ID token,
-//! provisions the user in one transaction and starts a fresh session. Every step is audited.
+//! provisions the user in one transaction and starts a fresh session. Outcomes (successes and
+//! failures) are audited; starts are only counted, and pending ones are capped per browser
+//! and per client address so a loop of `/auth/login` cannot fill the store.
 //!
 //! Handlers return a [`Reply`]; the HTTP edge turns it into a response.
 //!
@@ -36,8 +38,8 @@ use crate::provisioning::{self, Vouching};
 use crate::session::cookie::{self, CookieSettings, TokenCookie};
 use crate::session::{OpaqueToken, Sessions};
 use crate::store::{
-    AuditEvent, AuditKind, NewLoginState, Outcome, ProvisionOutcome, ProvisionRequest, Store,
-    StoreError,
+    AuditEvent, AuditKind, NewLoginState, Outcome, PendingLoginCaps, ProvisionOutcome,
+    ProvisionRequest, Store, StoreError,
 };
 pub use error::LoginError;
 use provider::{AuthorizeRequest, Provider};
@@ -108,6 +110,7 @@ pub struct Broker {
     login_url: Url,
     welcome_path: String,
     state_ttl: i64,
+    pending_caps: PendingLoginCaps,
     provisioning: ProvisioningConfig,
     metrics: Arc<Metrics>,
 }
@@ -150,6 +153,10 @@ impl Broker {
             login_url,
             welcome_path: settings.login.welcome_path.clone(),
             state_ttl: i64::try_from(settings.login.state_ttl_seconds).unwrap_or(600),
+            pending_caps: PendingLoginCaps {
+                per_browser: i64::from(settings.login.max_pending_per_browser),
+                per_client: i64::from(settings.login.max_pending_per_client_ip),
+            },
             provisioning: settings.provisioning.clone(),
             metrics,
         })
@@ -241,24 +248,23 @@ impl Broker {
                 login_hint,
             })
             .await?;
+        let new_state = NewLoginState {
+            state_hash: state.hash().to_hex(),
+            binding_hash: binding.hash().to_hex(),
+            client_ip: client.ip.map(|ip| ip.to_string()),
+            nonce: nonce.as_str().to_owned(),
+            pkce_verifier: pkce_verifier.secret().to_owned(),
+            idp: provider.name().to_owned(),
+            redirect_to: rd.as_str().to_owned(),
+            created_at: now,
+            expires_at: now + self.state_ttl,
+        };
         self.store
-            .insert_login_state(&NewLoginState {
-                state_hash: state.hash().to_hex(),
-                binding_hash: binding.hash().to_hex(),
-                nonce: nonce.as_str().to_owned(),
-                pkce_verifier: pkce_verifier.secret().to_owned(),
-                idp: provider.name().to_owned(),
-                redirect_to: rd.as_str().to_owned(),
-                created_at: now,
-                expires_at: now + self.state_ttl,
-            })
+            .insert_login_state(&new_state, self.pending_caps)
             .await?;
-        let event = client.audit(
-            AuditEvent::new(AuditKind::LoginStarted, Outcome::Success, now).idp(provider.name()),
-        );
-        if let Err(e) = self.store.record_audit(&event).await {
-            tracing::warn!(error = %e, "could not audit login start");
-        }
+        // Counted, not audited: a start costs an attacker one request, and the audit trail is
+        // for outcomes (successes and failures).
+        self.metrics.record_login_start(provider.name());
         let cross_site = provider.config.response_mode == ResponseMode::FormPost;
         Ok(Reply::Redirect {
             location: url.to_string(),

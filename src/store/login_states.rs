@@ -1,6 +1,10 @@
 //! Logins in progress: created at `/auth/login`, consumed exactly once at `/auth/callback`.
+//!
+//! Starting a login costs an attacker one request, so pending logins are capped per browser
+//! binding and per client address: a new one evicts the oldest beyond the cap. Expired ones
+//! are pruned by the housekeeping task.
 
-use super::{Store, StoreError, with_pool};
+use super::{Store, StoreError, with_pool, with_write_tx};
 
 #[derive(Debug, Clone)]
 pub struct NewLoginState {
@@ -8,6 +12,8 @@ pub struct NewLoginState {
     pub state_hash: String,
     /// Hex SHA-256 of the browser-binding cookie.
     pub binding_hash: String,
+    /// The client's address, when known.
+    pub client_ip: Option<String>,
     pub nonce: String,
     pub pkce_verifier: String,
     pub idp: String,
@@ -25,23 +31,61 @@ pub struct LoginState {
     pub created_at: i64,
 }
 
+/// How many logins may be pending at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingLoginCaps {
+    /// Per browser binding: one per open tab is plenty.
+    pub per_browser: i64,
+    /// Per client address: a script that never sends the binding cookie back gets a new
+    /// binding every time, so this is what bounds it.
+    pub per_client: i64,
+}
+
 impl Store {
-    pub async fn insert_login_state(&self, s: &NewLoginState) -> Result<(), StoreError> {
-        with_pool!(self, |pool| {
+    /// Records a started login and, in the same transaction, evicts the oldest pending logins
+    /// of its browser binding and of its client address beyond `caps`.
+    pub async fn insert_login_state(
+        &self,
+        s: &NewLoginState,
+        caps: PendingLoginCaps,
+    ) -> Result<(), StoreError> {
+        // Keeps the newest `$2` rows of a group: deletes every row at or below the seq of the
+        // first one past them (no such row: nothing to delete).
+        const EVICT_BY_BINDING: &str = "DELETE FROM login_states WHERE binding_hash = $1 \
+             AND seq <= (SELECT seq FROM login_states WHERE binding_hash = $1 \
+                         ORDER BY seq DESC LIMIT 1 OFFSET $2)";
+        const EVICT_BY_CLIENT: &str = "DELETE FROM login_states WHERE client_ip = $1 \
+             AND seq <= (SELECT seq FROM login_states WHERE client_ip = $1 \
+                         ORDER BY seq DESC LIMIT 1 OFFSET $2)";
+        with_write_tx!(self, |tx| {
             sqlx::query(
-                "INSERT INTO login_states (state_hash, binding_hash, nonce, pkce_verifier, idp, \
-                 redirect_to, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "INSERT INTO login_states (state_hash, binding_hash, client_ip, nonce, \
+                 pkce_verifier, idp, redirect_to, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(&s.state_hash)
             .bind(&s.binding_hash)
+            .bind(s.client_ip.as_deref())
             .bind(&s.nonce)
             .bind(&s.pkce_verifier)
             .bind(&s.idp)
             .bind(&s.redirect_to)
             .bind(s.created_at)
             .bind(s.expires_at)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
+            sqlx::query(EVICT_BY_BINDING)
+                .bind(&s.binding_hash)
+                .bind(caps.per_browser)
+                .execute(&mut *tx)
+                .await?;
+            if let Some(ip) = &s.client_ip {
+                sqlx::query(EVICT_BY_CLIENT)
+                    .bind(ip)
+                    .bind(caps.per_client)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         });
         Ok(())
     }

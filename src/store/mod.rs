@@ -22,7 +22,7 @@ use sqlx::sqlite::{
 };
 
 pub use audit::{AuditEvent, AuditFilter, AuditKind, AuditRecord, Outcome};
-pub use login_states::{LoginState, NewLoginState};
+pub use login_states::{LoginState, NewLoginState, PendingLoginCaps};
 pub use orgs::Org;
 pub use revocations::{Revocation, RevocationScope};
 pub use sessions::{NewSession, SessionRecord, SessionTouch};
