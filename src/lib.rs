@@ -19,6 +19,7 @@
 //! | [`provisioning`] | what an IdP's word about an email may do (link, org placement): pure |
 //! | [`gate`] | the check engine used by both edges |
 //! | [`session`] | opaque tokens, cookies, the session cache, revocation sync |
+//! | [`jwt`] | verifying other parties' JWTs: accepted algorithms, JWKS fetch and cache |
 //! | [`store`] | sqlx over SQLite or PostgreSQL: users, orgs, sessions, login state, audit |
 //! | [`broker`] | OIDC login: home-realm discovery, code flow + PKCE, callback, provisioning, logout |
 //! | [`server`] | listeners: gRPC ext_authz, HTTP (`/authz`, `/auth/*`), admin |
@@ -40,6 +41,7 @@ pub mod decision;
 pub mod email;
 pub mod gate;
 pub mod identity;
+pub mod jwt;
 pub mod metrics;
 pub mod pages;
 pub mod policy;

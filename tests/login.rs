@@ -21,6 +21,11 @@ on_both_backends!(
     logout_ends_the_session,
     parallel_logins_in_two_tabs,
     idp_errors_show_a_page_without_a_session,
+    a_planted_non_ascii_cookie_does_not_block_sign_in,
+    unicode_lookalike_emails_neither_link_nor_place,
+    an_idp_vouches_only_for_its_trusted_domains,
+    non_boolean_email_verified_in_the_id_token_signs_in_unverified,
+    login_starts_leave_the_state_table_bounded,
 );
 
 const HOST: &str = "127.0.0.1";
@@ -265,12 +270,7 @@ async fn full_login(backend: Backend, form_post: bool) {
         .into_iter()
         .map(|(k, _)| k)
         .collect();
-    for kind in [
-        "login_started",
-        "user_provisioned",
-        "login_succeeded",
-        "session_created",
-    ] {
+    for kind in ["user_provisioned", "login_succeeded", "session_created"] {
         assert!(audit.iter().any(|k| k == kind), "no {kind} in {audit:?}");
     }
     let userinfo = browser
@@ -899,4 +899,285 @@ async fn claims_in_the_id_token_are_used() {
         .cli_ok(&["user", "show", "alice@acme.test"])
         .await;
     assert!(show.contains("verified true"), "{show}");
+}
+
+// === attack-testing regressions (issue 6) ===
+
+/// Signs in through the OP's free-form account: any `sub`, `email` and `email_verified`
+/// (`true`, `false`, `string-true`, …).
+async fn sign_in_custom(
+    browser: &mut Browser,
+    stack: &Stack,
+    path: &str,
+    claims: &[(&str, &str)],
+) -> Page {
+    let page = browser.navigate(&format!("{}{path}", stack.base)).await;
+    assert!(is_interaction(&page), "{:#?}", page.hops);
+    let form = custom(&page);
+    browser.submit(&page, &form, claims).await
+}
+
+/// A cookie that is not visible ASCII (here one a sibling subdomain could plant on the parent
+/// domain) must not hide the login-binding cookie: before the fix, such a browser could not
+/// sign in at all.
+async fn a_planted_non_ascii_cookie_does_not_block_sign_in(backend: Backend) {
+    let stack = stack(backend, vec![Idp::main(false)]).await;
+    acme_auto_enabled(&stack).await;
+    let mut browser = Browser::new();
+    browser.set_cookie(HOST, "pref", "caf\u{e9}");
+    let page = sign_in(&mut browser, &stack, "/dashboard", "alice").await;
+    assert!(
+        page.response.reached_upstream(),
+        "{:#?}\n{}",
+        page.hops,
+        page.body()
+    );
+    let upstream_cookies = page.response.upstream_header("cookie").unwrap_or_default();
+    assert!(
+        upstream_cookies.contains("pref=caf\u{e9}"),
+        "{upstream_cookies}"
+    );
+    assert!(
+        !upstream_cookies.contains("gatehouse"),
+        "{upstream_cookies}"
+    );
+}
+
+/// A verified `Ken@acme.test` spelled with U+212A KELVIN SIGN is not `ken@acme.test`: before
+/// the fix it lower-cased into that account and signed in as its admin. Lookalike local parts
+/// are not placed in the domain's org either (which would auto-enable them).
+async fn unicode_lookalike_emails_neither_link_nor_place(backend: Backend) {
+    let stack = stack(backend, vec![Idp::main(false)]).await;
+    acme_auto_enabled(&stack).await;
+    stack
+        .gatehouse
+        .enabled_session("ken@acme.test", &["admin"])
+        .await;
+    for (sub, email) in [
+        ("kelvin", "\u{212a}en@acme.test"),
+        ("dotless", "adm\u{131}n@acme.test"),
+        ("fullwidth", "\u{ff4b}en@acme.test"),
+    ] {
+        let mut browser = Browser::new();
+        let page = sign_in_custom(
+            &mut browser,
+            &stack,
+            "/admin/",
+            &[("sub", sub), ("email", email), ("email_verified", "true")],
+        )
+        .await;
+        assert!(
+            !page.response.reached_upstream(),
+            "{email}: {:#?}",
+            page.hops
+        );
+        assert_eq!(
+            page.url.path(),
+            "/auth/welcome",
+            "{email}: a new account, outside the org, not enabled: {:#?}",
+            page.hops
+        );
+        let show = stack.gatehouse.cli_ok(&["user", "show", email]).await;
+        assert!(show.contains("enabled:  no"), "{show}");
+    }
+    let ken = stack
+        .gatehouse
+        .cli_ok(&["user", "show", "ken@acme.test"])
+        .await;
+    assert!(ken.contains("identities: none"), "{ken}");
+    let audit = audit_kinds(&stack).await;
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|(k, d)| k == "provisioning_limited" && d.contains("not ASCII"))
+            .count(),
+        3,
+        "{audit:?}"
+    );
+}
+
+/// An IdP vouches only for its `trusted_email_domains` (by default its `domains`): another
+/// customer's IdP asserting a verified acme.test address neither lands in Acme's org (which
+/// auto-enables) nor links into an Acme account.
+async fn an_idp_vouches_only_for_its_trusted_domains(backend: Backend) {
+    let stack = stack(
+        backend,
+        vec![Idp {
+            domains: &["globex.test"],
+            ..Idp::main(false)
+        }],
+    )
+    .await;
+    acme_auto_enabled(&stack).await;
+    let mut browser = Browser::new();
+    let page = sign_in(&mut browser, &stack, "/dashboard", "alice").await;
+    assert_eq!(page.url.path(), "/auth/welcome", "{:#?}", page.hops);
+    let show = stack
+        .gatehouse
+        .cli_ok(&["user", "show", "alice@acme.test"])
+        .await;
+    assert!(
+        show.contains("enabled:  no") && show.contains("org:      -"),
+        "{show}"
+    );
+    let audit = audit_kinds(&stack).await;
+    assert!(
+        audit.iter().any(|(k, d)| k == "provisioning_limited"
+            && d.contains("\"main\" is not trusted for email domain acme.test")),
+        "{audit:?}"
+    );
+    // An existing Acme account is not linked into.
+    stack
+        .gatehouse
+        .enabled_session("carol@acme.test", &["admin"])
+        .await;
+    let mut mallory = Browser::new();
+    let page = sign_in_custom(
+        &mut mallory,
+        &stack,
+        "/admin/",
+        &[
+            ("sub", "not-carol"),
+            ("email", "carol@acme.test"),
+            ("email_verified", "true"),
+        ],
+    )
+    .await;
+    assert_refused(&page, &mallory, "untrusted domain");
+    assert!(page.body().contains("not trusted"), "{}", page.body());
+    let carol = stack
+        .gatehouse
+        .cli_ok(&["user", "show", "carol@acme.test"])
+        .await;
+    assert!(carol.contains("identities: none"), "{carol}");
+    // The IdP's own domain works as before.
+    let page = sign_in(&mut Browser::new(), &stack, "/x", "carol").await;
+    assert_eq!(page.url.path(), "/auth/welcome", "{:#?}", page.hops);
+}
+
+/// Amazon Cognito sends `"email_verified": "true"` (a string) in its ID tokens. That must not
+/// refuse the login (it did: the token failed to parse); it counts as not verified, so it
+/// neither links nor places.
+async fn non_boolean_email_verified_in_the_id_token_signs_in_unverified(backend: Backend) {
+    let stack = stack_with(backend, vec![Idp::main(false)], &["--claims-in-id-token"]).await;
+    acme_auto_enabled(&stack).await;
+    let mut browser = Browser::new();
+    let page = sign_in_custom(
+        &mut browser,
+        &stack,
+        "/dashboard",
+        &[
+            ("sub", "cognito-user"),
+            ("email", "cog@acme.test"),
+            ("email_verified", "string-true"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        page.url.path(),
+        "/auth/welcome",
+        "signed in, outside the auto-enabling org: {:#?}\n{}",
+        page.hops,
+        page.body()
+    );
+    assert!(session_cookie(&browser).is_some());
+    let show = stack
+        .gatehouse
+        .cli_ok(&["user", "show", "cog@acme.test"])
+        .await;
+    assert!(
+        show.contains("enabled:  no") && show.contains("org:      -"),
+        "{show}"
+    );
+    // An existing account with that address is not linked into.
+    stack.gatehouse.enabled_session("zoe@acme.test", &[]).await;
+    let mut other = Browser::new();
+    let page = sign_in_custom(
+        &mut other,
+        &stack,
+        "/dashboard",
+        &[
+            ("sub", "cognito-zoe"),
+            ("email", "zoe@acme.test"),
+            ("email_verified", "string-true"),
+        ],
+    )
+    .await;
+    assert_refused(&page, &other, "string \"true\" in the ID token");
+    let zoe = stack
+        .gatehouse
+        .cli_ok(&["user", "show", "zoe@acme.test"])
+        .await;
+    assert!(zoe.contains("identities: none"), "{zoe}");
+}
+
+/// `GET /auth/login` writes a login state. A loop of 10 000 starts from one client, with and
+/// without sending the binding cookie back, leaves the table bounded, writes no audit row per
+/// start (a metric counts them), and a real login afterwards still works.
+async fn login_starts_leave_the_state_table_bounded(backend: Backend) {
+    let stack = stack(backend, vec![Idp::main(false)]).await;
+    acme_auto_enabled(&stack).await;
+    let http = stack.gatehouse.http;
+    // Discovery happens on the first start.
+    let first = support::send(http, "GET", "/auth/login?rd=%2F", &[], None).await;
+    assert_eq!(first.status, 302, "{first:?}");
+    let binding = first
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| {
+            c.split(';')
+                .next()
+                .filter(|p| p.starts_with("gatehouse-login="))
+        })
+        .expect("binding cookie")
+        .to_owned();
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let binding = binding.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..1250 {
+                // Half the workers keep their cookie (a browser), half never send one (a script).
+                let headers: Vec<(&str, &str)> = if worker % 2 == 0 {
+                    vec![("cookie", binding.as_str())]
+                } else {
+                    vec![]
+                };
+                let r = support::send(
+                    http,
+                    "GET",
+                    &format!("/auth/login?rd=%2F{i}"),
+                    &headers,
+                    None,
+                )
+                .await;
+                assert_eq!(r.status, 302, "{r:?}");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let rows = stack.db.count("login_states").await;
+    assert!(
+        rows <= 1000,
+        "10 000 login starts left {rows} login states (cap: 1000 per client address)"
+    );
+    let audit = audit_kinds(&stack).await;
+    assert!(
+        !audit.iter().any(|(k, _)| k == "login_started"),
+        "one audit row per login start"
+    );
+    let metrics = support::send(stack.gatehouse.admin, "GET", "/metrics", &[], None).await;
+    assert!(
+        metrics
+            .body
+            .contains("gatehouse_login_starts_total{idp=\"main\"} 10001"),
+        "{}",
+        metrics.body
+    );
+    // A real login still completes.
+    let page = sign_in(&mut Browser::new(), &stack, "/after", "alice").await;
+    assert!(page.response.reached_upstream(), "{:#?}", page.hops);
 }

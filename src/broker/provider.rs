@@ -1,31 +1,40 @@
-//! One configured identity provider, spoken to with the `openidconnect` crate: discovery,
-//! authorize URLs (PKCE S256), code exchange, ID token validation, userinfo and RP-initiated
-//! logout.
+//! One configured identity provider: discovery and authorize URLs (PKCE S256) with the
+//! `openidconnect` crate, the code exchange with `oauth2`, ID token validation with
+//! [`crate::jwt`] against the issuer's JWKS, userinfo and RP-initiated logout.
+//!
+//! The ID token is verified by gatehouse's own JWT rules rather than `openidconnect`'s typed
+//! claims: those refuse a whole token over one odd claim (Amazon Cognito sends
+//! `"email_verified": "true"`, a string), where gatehouse only needs to count such a value as
+//! not verified.
 //!
 //! Discovery is lazy and retried: an IdP that is down when gatehouse starts must not stop
 //! ext_authz from serving. Keys come only from the issuer's JWKS; a token signed with a `kid`
 //! we do not know triggers one JWKS refetch, at most once a minute.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::Utc;
-use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenClaims, CoreJsonWebKeySet,
-    CoreJwsSigningAlgorithm, CoreTokenResponse,
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+    BasicTokenType,
 };
+use oauth2::{ExtraTokenFields, StandardRevocableToken, StandardTokenResponse};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken};
 use openidconnect::{
-    AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
-    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, LoginHint, LogoutRequest, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl,
-    ProviderMetadataWithLogout, RedirectUrl, Scope, SignatureVerificationError, TokenResponse,
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
+    EndpointSet, IssuerUrl, LoginHint, LogoutRequest, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadataWithLogout,
+    RedirectUrl, Scope,
 };
 use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
 use super::error::LoginError;
+use crate::clock::unix_now;
 use crate::config::{IdpConfig, ResponseMode};
+use crate::jwt::{self, Expect, JwksCache, JwtError, KeySet};
 use crate::provisioning::EmailTrust;
 
 type OidcClient = CoreClient<
@@ -37,26 +46,37 @@ type OidcClient = CoreClient<
     EndpointMaybeSet,
 >;
 
+/// The token endpoint's answer with the ID token as a plain string: its claims are read by
+/// [`verify_id_token`], not by a typed parser that would refuse the whole response.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RawIdToken {
+    #[serde(default)]
+    id_token: Option<String>,
+}
+
+impl ExtraTokenFields for RawIdToken {}
+
+type CodeResponse = StandardTokenResponse<RawIdToken, BasicTokenType>;
+
+type CodeClient = oauth2::Client<
+    BasicErrorResponse,
+    CodeResponse,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
 const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 /// `exp` may be this far in the past (clock skew between us and the IdP).
-const EXP_LEEWAY_SECONDS: i64 = 30;
+const EXP_LEEWAY_SECONDS: u64 = 30;
 /// `iat` may be this far in the future.
 const IAT_LEEWAY_SECONDS: i64 = 60;
-
-/// Signing algorithms accepted for ID tokens: asymmetric only. No `none`, and no HS* (whose
-/// "key" would be a public value or the client secret).
-const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 9] = [
-    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
-    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
-    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
-    CoreJwsSigningAlgorithm::RsaSsaPssSha256,
-    CoreJwsSigningAlgorithm::RsaSsaPssSha384,
-    CoreJwsSigningAlgorithm::RsaSsaPssSha512,
-    CoreJwsSigningAlgorithm::EcdsaP256Sha256,
-    CoreJwsSigningAlgorithm::EcdsaP384Sha384,
-    CoreJwsSigningAlgorithm::EdDsa,
-];
 
 /// The claims gatehouse uses, after validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,13 +97,17 @@ pub struct Provider {
     redirect_url: RedirectUrl,
     http: reqwest::Client,
     discovered: RwLock<Option<Arc<Discovered>>>,
-    /// Serializes discovery and JWKS refetches; holds the time of the last refetch.
-    refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// Serializes discovery.
+    discovering: tokio::sync::Mutex<()>,
 }
 
 struct Discovered {
     metadata: ProviderMetadataWithLogout,
+    /// Builds authorize URLs.
     client: OidcClient,
+    /// Redeems codes.
+    code_client: CodeClient,
+    jwks: JwksCache,
 }
 
 /// A login request about to be sent to the IdP.
@@ -119,7 +143,7 @@ impl Provider {
             redirect_url,
             http,
             discovered: RwLock::new(None),
-            refresh: tokio::sync::Mutex::new(None),
+            discovering: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -131,20 +155,12 @@ impl Provider {
         self.discovered.read().ok().and_then(|d| d.clone())
     }
 
-    fn replace(&self, discovered: Discovered) -> Arc<Discovered> {
-        let discovered = Arc::new(discovered);
-        if let Ok(mut slot) = self.discovered.write() {
-            *slot = Some(discovered.clone());
-        }
-        discovered
-    }
-
     /// The discovered provider, discovering it now if needed.
     async fn discovered(&self) -> Result<Arc<Discovered>, LoginError> {
         if let Some(d) = self.current() {
             return Ok(d);
         }
-        let _guard = self.refresh.lock().await;
+        let _guard = self.discovering.lock().await;
         if let Some(d) = self.current() {
             return Ok(d);
         }
@@ -157,18 +173,47 @@ impl Provider {
         .await
         .map_err(|_| LoginError::Unreachable("discovery timed out".into()))?
         .map_err(|e| LoginError::Unreachable(format!("discovery failed: {e}")))?;
+        let discovered = Arc::new(self.build(metadata)?);
+        // The first ID token needs the keys: fetch them now rather than at the callback.
+        if let Err(e) = discovered.jwks.keys().await {
+            tracing::warn!(idp = %self.config.name, error = %e, "JWKS not fetched yet; will retry at the callback");
+        }
         tracing::info!(idp = %self.config.name, issuer = %self.config.issuer, "identity provider discovered");
-        Ok(self.replace(self.build(metadata)))
+        if let Ok(mut slot) = self.discovered.write() {
+            *slot = Some(discovered.clone());
+        }
+        Ok(discovered)
     }
 
-    fn build(&self, metadata: ProviderMetadataWithLogout) -> Discovered {
+    fn build(&self, metadata: ProviderMetadataWithLogout) -> Result<Discovered, LoginError> {
         let client = CoreClient::from_provider_metadata(
             metadata.clone(),
             ClientId::new(self.config.client_id.clone()),
             self.secret.clone(),
         )
         .set_redirect_uri(self.redirect_url.clone());
-        Discovered { metadata, client }
+        let token_url = metadata
+            .token_endpoint()
+            .cloned()
+            .ok_or_else(|| LoginError::Unreachable("the IdP publishes no token endpoint".into()))?;
+        // The same client_secret_basic authentication openidconnect's client uses.
+        let mut code_client = oauth2::Client::new(ClientId::new(self.config.client_id.clone()))
+            .set_token_uri(token_url)
+            .set_redirect_uri(self.redirect_url.clone());
+        if let Some(secret) = &self.secret {
+            code_client = code_client.set_client_secret(secret.clone());
+        }
+        let jwks = JwksCache::new(
+            metadata.jwks_uri().url().clone(),
+            self.http.clone(),
+            JWKS_REFETCH_INTERVAL,
+        );
+        Ok(Discovered {
+            metadata,
+            client,
+            code_client,
+            jwks,
+        })
     }
 
     /// Discovers in the background, so the first login does not wait.
@@ -217,28 +262,42 @@ impl Provider {
         nonce: &str,
     ) -> Result<(VerifiedIdentity, String), LoginError> {
         let d = self.discovered().await?;
-        let response: CoreTokenResponse = d
-            .client
+        let response: CodeResponse = d
+            .code_client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
-            .map_err(|e| LoginError::TokenExchange(e.to_string()))?
             .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
             .request_async(&self.http)
             .await
             .map_err(|e| LoginError::TokenExchange(describe_token_error(&e)))?;
         let id_token = response
-            .id_token()
+            .extra_fields()
+            .id_token
+            .clone()
             .ok_or_else(|| LoginError::IdToken("the token response has no id_token".into()))?;
-        let claims = self.verify(d, id_token, nonce).await?;
-        let mut identity = VerifiedIdentity {
-            issuer: claims.issuer().to_string(),
-            subject: claims.subject().to_string(),
-            email: claims.email().map(|e| e.to_string()),
-            email_verified: claims.email_verified(),
-            name: claims
-                .name()
-                .and_then(|n| n.get(None))
-                .map(|n| n.to_string()),
+        let expect = IdTokenExpect {
+            issuer: &self.config.issuer,
+            client_id: &self.config.client_id,
+            nonce,
+            now: unix_now(),
         };
+        let keys = d.jwks.keys().await.map_err(jwks_unreachable)?;
+        let claims = match verify_id_token(&id_token, &keys, &expect) {
+            Err(JwtError::UnknownKey(kid)) => {
+                // The IdP may have rotated its keys: refetch once (rate-limited) and retry.
+                let refreshed = d
+                    .jwks
+                    .refetch_for_unknown_key(&keys)
+                    .await
+                    .map_err(jwks_unreachable)?;
+                if !Arc::ptr_eq(&refreshed, &keys) {
+                    tracing::info!(idp = %self.config.name, kid = ?kid, keys = refreshed.len(), "refetched JWKS after an unknown key id");
+                }
+                verify_id_token(&id_token, &refreshed, &expect)
+            }
+            other => other,
+        }
+        .map_err(|e| LoginError::IdToken(e.to_string()))?;
+        let mut identity = claims.into_identity();
         // Many IdPs leave these out of the ID token and serve them from userinfo. When the
         // token has the email, a userinfo failure is not fatal: the email just counts as
         // unverified (some IdPs, Entra ID among them, never send `email_verified`).
@@ -251,48 +310,7 @@ impl Provider {
                 tracing::warn!(idp = %self.config.name, error = %e, "userinfo failed; treating the email as unverified");
             }
         }
-        Ok((identity, id_token.to_string()))
-    }
-
-    async fn verify(
-        &self,
-        d: Arc<Discovered>,
-        id_token: &CoreIdToken,
-        nonce: &str,
-    ) -> Result<CoreIdTokenClaims, LoginError> {
-        let nonce = Nonce::new(nonce.to_owned());
-        match verify_with(&d.client, id_token, &nonce) {
-            Err(ClaimsVerificationError::SignatureVerification(
-                SignatureVerificationError::NoMatchingKey,
-            )) => {
-                // The IdP may have rotated its keys: refetch once (rate-limited) and retry.
-                let refreshed = self.refetch_jwks(&d).await?;
-                verify_with(&refreshed.client, id_token, &nonce)
-                    .map_err(|e| LoginError::IdToken(e.to_string()))
-            }
-            other => other.map_err(|e| LoginError::IdToken(e.to_string())),
-        }
-    }
-
-    async fn refetch_jwks(&self, stale: &Arc<Discovered>) -> Result<Arc<Discovered>, LoginError> {
-        let mut last = self.refresh.lock().await;
-        if let Some(current) = self.current()
-            && !Arc::ptr_eq(&current, stale)
-        {
-            return Ok(current); // another login refreshed it meanwhile
-        }
-        if last.is_some_and(|t| t.elapsed() < JWKS_REFETCH_INTERVAL) {
-            return Err(LoginError::IdToken(
-                "signed with an unknown key (JWKS refetched recently; not again yet)".into(),
-            ));
-        }
-        *last = Some(Instant::now());
-        let jwks = CoreJsonWebKeySet::fetch_async(stale.metadata.jwks_uri(), &self.http)
-            .await
-            .map_err(|e| LoginError::Unreachable(format!("JWKS refetch failed: {e}")))?;
-        tracing::info!(idp = %self.config.name, keys = jwks.keys().len(), "refetched JWKS after an unknown key id");
-        let metadata = stale.metadata.clone().set_jwks(jwks);
-        Ok(self.replace(self.build(metadata)))
+        Ok((identity, id_token))
     }
 
     /// Reads claims the ID token left out from the userinfo endpoint. Its `sub` must equal the
@@ -356,33 +374,119 @@ impl Provider {
     }
 }
 
-fn verify_with(
-    client: &OidcClient,
-    id_token: &CoreIdToken,
-    nonce: &Nonce,
-) -> Result<CoreIdTokenClaims, ClaimsVerificationError> {
-    let verifier = client
-        .id_token_verifier()
-        .set_allowed_algs(ALLOWED_ALGS)
-        .set_time_fn(|| Utc::now() - chrono::Duration::seconds(EXP_LEEWAY_SECONDS))
-        .set_issue_time_verifier_fn(|iat| {
-            if iat > Utc::now() + chrono::Duration::seconds(IAT_LEEWAY_SECONDS) {
-                Err(format!("issued in the future ({iat})"))
-            } else {
-                Ok(())
-            }
-        });
-    let claims = id_token.claims(&verifier, nonce)?.clone();
-    // openidconnect leaves `azp` unchecked; DESIGN.md: when present it must be us.
-    if let Some(azp) = claims.authorized_party()
-        && azp.as_str() != client.client_id().as_str()
-    {
-        return Err(ClaimsVerificationError::InvalidAudience(format!(
-            "authorized party (azp) is `{}`, not this client",
-            azp.as_str()
-        )));
+fn jwks_unreachable(e: JwtError) -> LoginError {
+    LoginError::Unreachable(format!("JWKS: {e}"))
+}
+
+/// What an ID token must say for this login.
+#[derive(Debug, Clone)]
+pub struct IdTokenExpect<'a> {
+    pub issuer: &'a str,
+    pub client_id: &'a str,
+    pub nonce: &'a str,
+    /// Unix seconds, for `iat`.
+    pub now: i64,
+}
+
+/// `aud` is a string or an array of strings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Audiences {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The ID token claims gatehouse reads. The profile claims are loose JSON values: a value of
+/// an unexpected type counts as absent (or, for `email_verified`, as not verified) instead of
+/// refusing the token.
+#[derive(Debug, Deserialize)]
+pub struct IdTokenClaims {
+    iss: String,
+    sub: String,
+    aud: Audiences,
+    iat: serde_json::Number,
+    #[serde(default)]
+    nonce: Option<String>,
+    #[serde(default)]
+    azp: Option<String>,
+    #[serde(default)]
+    email: Option<Value>,
+    #[serde(default)]
+    email_verified: Option<Value>,
+    #[serde(default)]
+    name: Option<Value>,
+}
+
+impl IdTokenClaims {
+    pub fn into_identity(self) -> VerifiedIdentity {
+        VerifiedIdentity {
+            issuer: self.iss,
+            subject: self.sub,
+            email: self
+                .email
+                .as_ref()
+                .and_then(Value::as_str)
+                .map(String::from),
+            email_verified: match self.email_verified {
+                Some(Value::Bool(b)) => Some(b),
+                Some(other) => {
+                    // Not verified, and not asked again of userinfo, which would say the same.
+                    tracing::info!(value = %other, "email_verified is not a boolean; treating the email as unverified");
+                    Some(false)
+                }
+                None => None,
+            },
+            name: self.name.as_ref().and_then(Value::as_str).map(String::from),
+        }
     }
-    Ok(claims)
+}
+
+/// Validates an ID token (OIDC Core §3.1.3.7): a signature by a key from the issuer's JWKS
+/// with an accepted algorithm, `iss` exact, `aud` is this client and no one else, `azp` (when
+/// present) is this client, `exp` (with leeway), `iat` not in the future, and `nonce` is this
+/// login's.
+pub fn verify_id_token(
+    token: &str,
+    keys: &KeySet,
+    expect: &IdTokenExpect<'_>,
+) -> Result<IdTokenClaims, JwtError> {
+    let audiences = [expect.client_id.to_owned()];
+    let claims: IdTokenClaims = jwt::verify(
+        token,
+        keys,
+        &Expect {
+            issuer: expect.issuer,
+            audiences: &audiences,
+            leeway_seconds: EXP_LEEWAY_SECONDS,
+        },
+    )?;
+    let invalid = |m: String| Err(JwtError::Invalid(m));
+    let others: Vec<&String> = match &claims.aud {
+        Audiences::One(a) => vec![a],
+        Audiences::Many(list) => list.iter().collect(),
+    }
+    .into_iter()
+    .filter(|a| a.as_str() != expect.client_id)
+    .collect();
+    if !others.is_empty() {
+        return invalid(format!("the token is also for other audiences: {others:?}"));
+    }
+    if let Some(azp) = &claims.azp
+        && azp != expect.client_id
+    {
+        return invalid(format!(
+            "authorized party (azp) is {azp:?}, not this client"
+        ));
+    }
+    let iat = claims.iat.as_f64().unwrap_or(f64::MAX);
+    if iat > (expect.now + IAT_LEEWAY_SECONDS) as f64 {
+        return invalid(format!("issued in the future (iat {iat})"));
+    }
+    match &claims.nonce {
+        Some(n) if n == expect.nonce => Ok(claims),
+        Some(_) => invalid("the nonce is not this login's".into()),
+        None => invalid("the token has no nonce".into()),
+    }
 }
 
 /// Applies a userinfo response: `sub` must match; fills only what is still missing.
@@ -431,257 +535,214 @@ mod tests {
     use super::*;
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use openidconnect::core::{
-        CoreHmacKey, CoreJsonWebKey, CoreResponseType, CoreRsaPrivateSigningKey,
-        CoreSubjectIdentifierType,
-    };
-    use openidconnect::{
-        Audience, AuthUrl, EmptyAdditionalClaims, EmptyAdditionalProviderMetadata, JsonWebKeyId,
-        JsonWebKeySetUrl, LogoutProviderMetadata, PrivateSigningKey, ResponseTypes, StandardClaims,
-        SubjectIdentifier,
-    };
+    use jsonwebtoken::jwk::Jwk;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
     use serde_json::json;
 
     const ISSUER: &str = "https://idp.test";
     const CLIENT: &str = "gatehouse";
     const SECRET: &str = "client-secret";
+    const TRUSTED_PEM: &str = include_str!("../../tests/fixtures/id-token-test-key.pem");
+    const OTHER_PEM: &str = include_str!("../../tests/fixtures/other-test-key.pem");
 
-    fn rsa_key(pem: &str, kid: &str) -> CoreRsaPrivateSigningKey {
-        CoreRsaPrivateSigningKey::from_pem(pem, Some(JsonWebKeyId::new(kid.into()))).unwrap()
+    fn rsa_key(pem: &str) -> EncodingKey {
+        EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap()
     }
 
-    fn trusted_key() -> CoreRsaPrivateSigningKey {
-        rsa_key(
-            include_str!("../../tests/fixtures/id-token-test-key.pem"),
-            "k1",
-        )
+    /// The issuer's JWKS: the trusted key's public half as `k1`.
+    fn jwks() -> KeySet {
+        let mut jwk = Jwk::from_encoding_key(&rsa_key(TRUSTED_PEM), Algorithm::RS256).unwrap();
+        jwk.common.key_id = Some("k1".into());
+        KeySet::from_json(json!({ "keys": [jwk] }).to_string().as_bytes()).unwrap()
     }
 
-    /// A client whose JWKS holds only the trusted key, as discovery would build it.
-    fn client(keys: Vec<CoreJsonWebKey>) -> OidcClient {
-        let metadata = ProviderMetadataWithLogout::new(
-            IssuerUrl::new(ISSUER.into()).unwrap(),
-            AuthUrl::new(format!("{ISSUER}/auth")).unwrap(),
-            JsonWebKeySetUrl::new(format!("{ISSUER}/jwks")).unwrap(),
-            vec![ResponseTypes::new(vec![CoreResponseType::Code])],
-            vec![CoreSubjectIdentifierType::Public],
-            vec![CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256],
-            LogoutProviderMetadata {
-                end_session_endpoint: None,
-                additional_metadata: EmptyAdditionalProviderMetadata {},
-            },
-        )
-        .set_jwks(CoreJsonWebKeySet::new(keys));
-        CoreClient::from_provider_metadata(
-            metadata,
-            ClientId::new(CLIENT.into()),
-            Some(ClientSecret::new(SECRET.into())),
-        )
+    fn now() -> i64 {
+        unix_now()
     }
 
-    /// What to put in a token, relative to now.
-    struct Spec {
-        iss: &'static str,
-        aud: Vec<&'static str>,
-        azp: Option<&'static str>,
-        exp: i64,
-        iat: i64,
-        nonce: Option<&'static str>,
-    }
-
-    impl Default for Spec {
-        fn default() -> Self {
-            Self {
-                iss: ISSUER,
-                aud: vec![CLIENT],
-                azp: None,
-                exp: 300,
-                iat: 0,
-                nonce: Some("n-1"),
+    /// A token with the usual claims, `changes` merged over them (`null` removes one).
+    fn claims(changes: Value) -> Value {
+        let mut c = json!({
+            "iss": ISSUER, "sub": "alice", "aud": CLIENT, "exp": now() + 300, "iat": now(),
+            "nonce": "n-1", "email": "alice@acme.test", "email_verified": true,
+        });
+        for (k, v) in changes.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
             }
         }
+        c
     }
 
-    fn claims(spec: &Spec) -> CoreIdTokenClaims {
-        let now = Utc::now();
-        CoreIdTokenClaims::new(
-            IssuerUrl::new(spec.iss.into()).unwrap(),
-            spec.aud
-                .iter()
-                .map(|a| Audience::new((*a).into()))
-                .collect(),
-            now + chrono::Duration::seconds(spec.exp),
-            now + chrono::Duration::seconds(spec.iat),
-            StandardClaims::new(SubjectIdentifier::new("alice".into())),
-            EmptyAdditionalClaims {},
+    fn signed(claims: &Value, key: &EncodingKey, alg: Algorithm, kid: Option<&str>) -> String {
+        let mut header = Header::new(alg);
+        header.kid = kid.map(String::from);
+        jsonwebtoken::encode(&header, claims, key).unwrap()
+    }
+
+    fn check(token: &str) -> Result<IdTokenClaims, JwtError> {
+        verify_id_token(
+            token,
+            &jwks(),
+            &IdTokenExpect {
+                issuer: ISSUER,
+                client_id: CLIENT,
+                nonce: "n-1",
+                now: now(),
+            },
         )
-        .set_nonce(spec.nonce.map(|n| Nonce::new(n.into())))
-        .set_authorized_party(spec.azp.map(|a| ClientId::new(a.into())))
-    }
-
-    fn signed(
-        spec: &Spec,
-        key: &impl PrivateSigningKey<VerificationKey = CoreJsonWebKey>,
-        alg: CoreJwsSigningAlgorithm,
-    ) -> CoreIdToken {
-        CoreIdToken::new(claims(spec), key, alg, None, None).unwrap()
-    }
-
-    fn check(token: &CoreIdToken) -> Result<(), String> {
-        let client = client(vec![trusted_key().as_verification_key()]);
-        verify_with(&client, token, &Nonce::new("n-1".into()))
-            .map(|_| ())
-            .map_err(|e| e.to_string())
     }
 
     /// The ID token rules of DESIGN.md, one row each.
     #[test]
     fn id_token_validation_table() {
-        let rs256 = CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256;
-        let key = trusted_key();
-        let cases: Vec<(&str, Spec, bool)> = vec![
-            ("valid", Spec::default(), true),
-            (
-                "issuer differs",
-                Spec {
-                    iss: "https://idp.test/",
-                    ..Spec::default()
-                },
-                false,
-            ),
+        let key = rsa_key(TRUSTED_PEM);
+        let t = now();
+        let cases: Vec<(&str, Value, bool)> = vec![
+            ("valid", json!({}), true),
+            ("issuer differs", json!({"iss": "https://idp.test/"}), false),
             (
                 "issuer of another tenant",
-                Spec {
-                    iss: "https://evil.test",
-                    ..Spec::default()
-                },
+                json!({"iss": "https://evil.test"}),
                 false,
             ),
+            ("no issuer", json!({"iss": null}), false),
             (
                 "audience is another client",
-                Spec {
-                    aud: vec!["other-client"],
-                    ..Spec::default()
-                },
+                json!({"aud": "other-client"}),
                 false,
             ),
+            ("audience list with us", json!({"aud": [CLIENT]}), true),
             (
                 "extra untrusted audience, no azp",
-                Spec {
-                    aud: vec![CLIENT, "other-client"],
-                    ..Spec::default()
-                },
+                json!({"aud": [CLIENT, "other-client"]}),
                 false,
             ),
+            (
+                "extra untrusted audience, azp us",
+                json!({"aud": [CLIENT, "other"], "azp": CLIENT}),
+                false,
+            ),
+            ("no audience", json!({"aud": null}), false),
             (
                 "azp names another client",
-                Spec {
-                    azp: Some("other-client"),
-                    ..Spec::default()
-                },
+                json!({"azp": "other-client"}),
                 false,
             ),
-            (
-                "azp names us",
-                Spec {
-                    azp: Some(CLIENT),
-                    ..Spec::default()
-                },
-                true,
-            ),
-            (
-                "expired within leeway",
-                Spec {
-                    exp: -10,
-                    ..Spec::default()
-                },
-                true,
-            ),
-            (
-                "expired",
-                Spec {
-                    exp: -120,
-                    ..Spec::default()
-                },
-                false,
-            ),
+            ("azp names us", json!({"azp": CLIENT}), true),
+            ("expired within leeway", json!({"exp": t - 10}), true),
+            ("expired", json!({"exp": t - 120}), false),
+            ("no exp", json!({"exp": null}), false),
             (
                 "issued slightly in the future",
-                Spec {
-                    iat: 30,
-                    ..Spec::default()
-                },
+                json!({"iat": t + 30}),
                 true,
             ),
             (
                 "issued in the future",
-                Spec {
-                    iat: 600,
-                    exp: 900,
-                    ..Spec::default()
-                },
+                json!({"iat": t + 600, "exp": t + 900}),
                 false,
             ),
-            (
-                "nonce differs",
-                Spec {
-                    nonce: Some("n-2"),
-                    ..Spec::default()
-                },
-                false,
-            ),
-            (
-                "nonce missing",
-                Spec {
-                    nonce: None,
-                    ..Spec::default()
-                },
-                false,
-            ),
+            ("not valid yet", json!({"nbf": t + 600}), false),
+            ("nonce differs", json!({"nonce": "n-2"}), false),
+            ("nonce missing", json!({"nonce": null}), false),
+            ("no subject", json!({"sub": null}), false),
         ];
-        for (what, spec, ok) in cases {
-            let result = check(&signed(&spec, &key, rs256.clone()));
+        for (what, changes, ok) in cases {
+            let token = signed(&claims(changes), &key, Algorithm::RS256, Some("k1"));
+            let result = check(&token);
             assert_eq!(result.is_ok(), ok, "{what}: {result:?}");
         }
     }
 
     #[test]
     fn keys_only_from_the_issuers_jwks_and_no_weak_algorithms() {
-        let rs256 = CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256;
-        let spec = Spec::default();
-        let other_pem = include_str!("../../tests/fixtures/other-test-key.pem");
-        // A key the JWKS does not list (unknown kid): the "unknown key" error that triggers the
-        // one JWKS refetch.
-        let unknown = signed(&spec, &rsa_key(other_pem, "k2"), rs256.clone());
-        let client = client(vec![trusted_key().as_verification_key()]);
-        let err = verify_with(&client, &unknown, &Nonce::new("n-1".into())).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                ClaimsVerificationError::SignatureVerification(
-                    SignatureVerificationError::NoMatchingKey
-                )
-            ),
-            "{err:?}"
+        let c = claims(json!({}));
+        // A key the JWKS does not list (unknown kid): the error that triggers the refetch.
+        let unknown = signed(&c, &rsa_key(OTHER_PEM), Algorithm::RS256, Some("k2"));
+        assert_eq!(
+            check(&unknown).err(),
+            Some(JwtError::UnknownKey(Some("k2".into())))
         );
         // Another key claiming the trusted kid: the signature does not verify.
-        let forged = signed(&spec, &rsa_key(other_pem, "k1"), rs256);
-        assert!(check(&forged).is_err());
-        // HS256 with the client secret: symmetric algorithms are not accepted.
-        let hs = signed(
-            &spec,
-            &CoreHmacKey::new(SECRET),
-            CoreJwsSigningAlgorithm::HmacSha256,
-        );
-        assert!(check(&hs).is_err(), "HS256 accepted");
-        // alg none: refused whether or not it even parses.
-        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
-        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims(&spec)).unwrap());
-        let none =
-            serde_json::from_value::<CoreIdToken>(Value::String(format!("{header}.{payload}.")));
-        if let Ok(token) = none {
-            assert!(check(&token).is_err(), "alg none accepted");
+        let forged = signed(&c, &rsa_key(OTHER_PEM), Algorithm::RS256, Some("k1"));
+        assert!(matches!(check(&forged), Err(JwtError::Invalid(_))));
+        // No kid: the only key is tried, and the signature decides.
+        let no_kid = signed(&c, &rsa_key(TRUSTED_PEM), Algorithm::RS256, None);
+        assert!(check(&no_kid).is_ok());
+        // HS256 with the client secret, or with the RSA public key as the HMAC secret: symmetric
+        // algorithms are never accepted.
+        let public_key = public_key_text();
+        for secret in [SECRET.as_bytes(), public_key.as_bytes()] {
+            let hs = signed(
+                &c,
+                &EncodingKey::from_secret(secret),
+                Algorithm::HS256,
+                Some("k1"),
+            );
+            assert!(
+                matches!(check(&hs), Err(JwtError::Algorithm(_))),
+                "HS256 accepted"
+            );
         }
+        // alg none does not even parse.
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT","kid":"k1"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(c.to_string());
+        assert!(matches!(
+            check(&format!("{header}.{payload}.")),
+            Err(JwtError::Malformed(_))
+        ));
+        for garbage in ["", "a.b.c", "not a token", &"x".repeat(10_000)] {
+            assert!(check(garbage).is_err(), "{garbage:?}");
+        }
+    }
+
+    /// The RSA public key as published (its JWK text): what an attacker would use as the HMAC
+    /// secret in the classic algorithm-confusion attack.
+    fn public_key_text() -> String {
+        let jwk = Jwk::from_encoding_key(&rsa_key(TRUSTED_PEM), Algorithm::RS256).unwrap();
+        serde_json::to_string(&jwk).unwrap()
+    }
+
+    /// Only the JSON boolean `true` verifies an email. Anything else in `email_verified` (Amazon
+    /// Cognito sends the string "true") is accepted and counts as not verified; absent means
+    /// "ask userinfo".
+    #[test]
+    fn email_verified_table() {
+        let key = rsa_key(TRUSTED_PEM);
+        let cases = [
+            (json!(true), Some(true)),
+            (json!(false), Some(false)),
+            (json!("true"), Some(false)),
+            (json!("True"), Some(false)),
+            (json!(1), Some(false)),
+            (json!({"value": true}), Some(false)),
+            (Value::Null, None),
+        ];
+        for (value, want) in cases {
+            let token = signed(
+                &claims(json!({ "email_verified": value })),
+                &key,
+                Algorithm::RS256,
+                Some("k1"),
+            );
+            let identity = check(&token)
+                .unwrap_or_else(|e| panic!("{value}: {e}"))
+                .into_identity();
+            assert_eq!(identity.email_verified, want, "{value}");
+            assert_eq!(identity.email.as_deref(), Some("alice@acme.test"));
+        }
+        // Other profile claims of an odd type are dropped, not fatal.
+        let token = signed(
+            &claims(json!({"email": 42, "name": {"en": "x"}})),
+            &key,
+            Algorithm::RS256,
+            Some("k1"),
+        );
+        let identity = check(&token).unwrap().into_identity();
+        assert_eq!((identity.email, identity.name), (None, None));
     }
 
     fn identity() -> VerifiedIdentity {
