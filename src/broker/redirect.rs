@@ -185,4 +185,104 @@ mod tests {
             "http://a/x"
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The origins `policy()` allows, as (scheme, host, port).
+        fn allowed(url: &Url) -> bool {
+            let origin = (url.scheme(), url.host_str(), url.port_or_known_default());
+            [
+                ("http", Some("127.0.0.1"), Some(10000)),
+                ("http", Some("app.example.com"), Some(80)),
+                ("http", Some("api.example.com"), Some(8443)),
+            ]
+            .contains(&origin)
+        }
+
+        /// `rd` values built from the pieces of the public open-redirect payload lists.
+        fn payload() -> impl Strategy<Value = String> {
+            let piece = prop::sample::select(vec![
+                "/",
+                "//",
+                "\\",
+                "/\\",
+                "http:",
+                "https:",
+                "javascript:",
+                "data:",
+                "//",
+                "127.0.0.1",
+                ":10000",
+                ":10001",
+                "app.example.com",
+                "api.example.com",
+                ":8443",
+                "evil.example",
+                "@",
+                "user:pw@",
+                "%2f",
+                "%2F",
+                "%5c",
+                "%09",
+                "%0a",
+                "%00",
+                "%2e",
+                "%40",
+                "\t",
+                "\n",
+                " ",
+                "?",
+                "#",
+                ".",
+                "..",
+                ";",
+                "[::1]",
+                "\u{e9}",
+                "\u{ff0f}",
+                "\u{2215}",
+                "x",
+            ]);
+            prop::collection::vec(piece, 0..8).prop_map(|parts| parts.concat())
+        }
+
+        fn check(raw: &str) -> Result<(), TestCaseError> {
+            let target = policy().target(Some(raw));
+            let t = target.as_str();
+            prop_assert!(
+                !t.chars()
+                    .any(|c| c.is_control() || c.is_whitespace() || c == '\\'),
+                "{raw:?} gave {t:?}"
+            );
+            let base = Url::parse("http://127.0.0.1:10000/deep/page").unwrap();
+            // Where a browser goes with it, resolved from any page of ours ...
+            let resolved = base.join(t);
+            prop_assert!(
+                resolved.as_ref().is_ok_and(allowed),
+                "{raw:?} gave {t:?}, which leads to {resolved:?}"
+            );
+            // ... and where a stack that decodes it once more goes.
+            let decoded = percent_encoding::percent_decode_str(t).decode_utf8_lossy();
+            if let Ok(url) = base.join(&decoded) {
+                prop_assert!(allowed(&url), "{raw:?} gave {t:?}, decoded to {url}");
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+            /// The result is always on our origin or an allowed host.
+            #[test]
+            fn redirects_stay_on_allowed_origins(raw in payload()) {
+                check(&raw)?;
+            }
+
+            #[test]
+            fn any_string_redirects_to_an_allowed_origin(raw in any::<String>()) {
+                check(&raw)?;
+            }
+        }
+    }
 }

@@ -189,4 +189,95 @@ mod tests {
         let long_label = format!("{}.test", "a".repeat(64));
         assert_eq!(RequestHost::parse(&long_label), Err(HostError::Invalid));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn label() -> impl Strategy<Value = String> {
+            "[a-zA-Z0-9]([a-zA-Z0-9_-]{0,10}[a-zA-Z0-9])?"
+        }
+
+        /// Authorities built from the pieces that confuse host matching.
+        fn tricky_authority() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                label(),
+                Just(".".to_owned()),
+                Just(":".to_owned()),
+                Just(",".to_owned()),
+                Just("@".to_owned()),
+                Just("/".to_owned()),
+                Just(" ".to_owned()),
+                Just("%00".to_owned()),
+                Just("[".to_owned()),
+                Just("]".to_owned()),
+                Just("::1".to_owned()),
+                Just("\0".to_owned()),
+                Just("\u{e9}".to_owned()),
+                Just("\u{212a}".to_owned()),
+                "[0-9]{1,6}",
+            ];
+            prop::collection::vec(piece, 1..8).prop_map(|parts| parts.concat())
+        }
+
+        fn check(raw: &str) -> Result<(), TestCaseError> {
+            let Ok(host) = RequestHost::parse(raw) else {
+                return Ok(());
+            };
+            let h = host.as_str();
+            if let Some(inner) = h.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+                prop_assert!(inner.parse::<Ipv6Addr>().is_ok(), "{h:?}");
+            } else {
+                prop_assert!(
+                    !h.is_empty()
+                        && h.bytes().all(|b| b.is_ascii_lowercase()
+                            || b.is_ascii_digit()
+                            || b == b'.'
+                            || b == b'-'
+                            || b == b'_'),
+                    "{raw:?} gave {h:?}"
+                );
+                prop_assert!(!h.ends_with('.') && !h.starts_with('.') && !h.contains(".."));
+            }
+            prop_assert_eq!(RequestHost::parse(h), Ok(host.clone()), "not idempotent");
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+            /// Whatever is accepted is a plain host name or IP literal, canonical and stable.
+            #[test]
+            fn accepted_hosts_are_plain_names(raw in tricky_authority()) {
+                check(&raw)?;
+            }
+
+            #[test]
+            fn any_string_is_a_plain_name_or_refused(raw in any::<String>()) {
+                check(&raw)?;
+            }
+
+            /// Every well-formed name with an optional port is accepted, lower-cased.
+            #[test]
+            fn well_formed_names_are_accepted(
+                labels in prop::collection::vec(label(), 0..4),
+                tld in "[a-zA-Z]([a-zA-Z0-9-]{0,5}[a-zA-Z0-9])?",
+                port in prop::option::of(1u16..),
+            ) {
+                let mut name = labels.join(".");
+                if !name.is_empty() {
+                    name.push('.');
+                }
+                name.push_str(&tld);
+                let raw = match port {
+                    Some(p) => format!("{name}:{p}"),
+                    None => name.clone(),
+                };
+                prop_assert_eq!(
+                    RequestHost::parse(&raw).map(|h| h.as_str().to_owned()),
+                    Ok(name.to_ascii_lowercase())
+                );
+            }
+        }
+    }
 }

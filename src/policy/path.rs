@@ -213,4 +213,71 @@ mod tests {
             assert_eq!(got, *expected, "normalize({raw:?})");
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Paths built from the pieces that normalization bugs are made of.
+        fn tricky_path() -> impl Strategy<Value = String> {
+            let piece = prop_oneof![
+                Just("/".to_owned()),
+                Just("//".to_owned()),
+                Just(".".to_owned()),
+                Just("..".to_owned()),
+                Just("%2e".to_owned()),
+                Just("%2E".to_owned()),
+                Just("%2f".to_owned()),
+                Just("%5C".to_owned()),
+                Just("%25".to_owned()),
+                Just("%41".to_owned()),
+                Just("%c3%a9".to_owned()),
+                Just("%ff".to_owned()),
+                Just("%".to_owned()),
+                Just(";".to_owned()),
+                Just("\\".to_owned()),
+                Just("?".to_owned()),
+                Just("#".to_owned()),
+                Just("\u{e9}".to_owned()),
+                "[a-zA-Z0-9_~-]{1,4}",
+            ];
+            prop::collection::vec(piece, 0..12).prop_map(|parts| format!("/{}", parts.concat()))
+        }
+
+        fn check(raw: &str) -> Result<(), TestCaseError> {
+            let Ok(normalized) = normalize(raw) else {
+                return Ok(());
+            };
+            let n = normalized.as_str();
+            prop_assert!(n.starts_with('/'), "{n:?}");
+            prop_assert!(!n.contains("//"), "{n:?}");
+            prop_assert!(!n.contains(['\\', ';', '?', '#']), "{n:?}");
+            prop_assert!(
+                n.split('/')
+                    .all(|segment| segment != "." && segment != ".."),
+                "{n:?} has a dot segment"
+            );
+            let upper = n.to_ascii_uppercase();
+            for encoded in ["%2F", "%5C", "%2E", "%00"] {
+                prop_assert!(!upper.contains(encoded), "{n:?} keeps {encoded}");
+            }
+            prop_assert_eq!(normalize(n), Ok(normalized.clone()), "not idempotent");
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+            /// Normalization is idempotent and never yields dot segments or encoded separators.
+            #[test]
+            fn normalization_is_idempotent_and_clean(raw in tricky_path()) {
+                check(&raw)?;
+            }
+
+            #[test]
+            fn any_string_normalizes_cleanly_or_is_refused(raw in any::<String>()) {
+                check(&raw)?;
+            }
+        }
+    }
 }

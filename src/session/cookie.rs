@@ -368,4 +368,124 @@ mod tests {
         );
         assert!(http.clear_session().contains("Max-Age=0"));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const OURS: [&str; 2] = ["gatehouse", "gatehouse-login"];
+
+        /// Bytes a header value may hold: visible ASCII, space, tab and obs-text (0x80–0xff).
+        fn header_bytes() -> impl Strategy<Value = Vec<u8>> {
+            prop::collection::vec(
+                prop_oneof![
+                    8 => 0x20u8..=0x7e,
+                    1 => Just(b'\t'),
+                    2 => 0x80u8..=0xff,
+                    // separators and our names, so generated headers often look like ours
+                    2 => prop::sample::select(b";=, \"".to_vec()),
+                ],
+                0..64,
+            )
+        }
+
+        /// A `Cookie` header value built from fragments that include our cookie names.
+        fn cookie_like() -> impl Strategy<Value = Vec<u8>> {
+            prop::collection::vec(
+                prop_oneof![
+                    header_bytes(),
+                    Just(b"gatehouse=".to_vec()),
+                    Just(b"gatehouse-login=".to_vec()),
+                    Just(b" gatehouse =".to_vec()),
+                    Just(b"; ".to_vec()),
+                    Just(b";".to_vec()),
+                ],
+                0..8,
+            )
+            .prop_map(|parts| parts.concat())
+        }
+
+        /// Like [`cookie_like`], with lookalikes of the session cookie's name but not the name.
+        fn other_cookies() -> impl Strategy<Value = Vec<u8>> {
+            prop::collection::vec(
+                prop_oneof![
+                    header_bytes(),
+                    Just(b"gatehouse-login=".to_vec()),
+                    Just(b"gatehousex=".to_vec()),
+                    Just(b"x,gatehouse=".to_vec()),
+                    Just(b"; ".to_vec()),
+                    Just(b";".to_vec()),
+                ],
+                0..8,
+            )
+            .prop_map(|parts| parts.concat())
+        }
+
+        fn map(values: &[Vec<u8>]) -> HeaderMap {
+            let mut h = HeaderMap::new();
+            for v in values {
+                if let Ok(v) = HeaderValue::from_bytes(v) {
+                    h.append(http::header::COOKIE, v);
+                }
+            }
+            h
+        }
+
+        /// A pair named like one of ours, in any spelling RFC 6265 readers accept.
+        fn names_ours(pair: &[u8]) -> bool {
+            OURS.iter().any(|name| value_if_named(pair, name).is_some())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+            /// Whatever the header bytes, none of gatehouse's cookies survives `strip`.
+            #[test]
+            fn our_cookies_never_survive_strip(values in prop::collection::vec(cookie_like(), 0..3)) {
+                let headers = map(&values);
+                let upstream = match strip(&headers, &OURS) {
+                    CookieRewrite::Unchanged => headers.clone(),
+                    CookieRewrite::Remove => HeaderMap::new(),
+                    CookieRewrite::Replace(v) => {
+                        let mut h = HeaderMap::new();
+                        h.insert(http::header::COOKIE, v);
+                        h
+                    }
+                };
+                prop_assert!(!pairs(&upstream).any(names_ours));
+                for name in OURS {
+                    prop_assert_eq!(find(&upstream, name), TokenCookie::Absent);
+                }
+                // Nothing else was dropped: every other pair survives, in order.
+                let others: Vec<&[u8]> = pairs(&headers).filter(|p| !names_ours(p)).collect();
+                let kept: Vec<&[u8]> = pairs(&upstream).collect();
+                prop_assert_eq!(kept, others);
+            }
+
+            /// One valid session cookie among any other pairs, in any header: always found.
+            #[test]
+            fn a_valid_session_is_always_found(
+                before in prop::collection::vec(other_cookies(), 0..3),
+                after in prop::collection::vec(other_cookies(), 0..3),
+                same_header in any::<bool>(),
+            ) {
+                let token = OpaqueToken::generate().unwrap();
+                let ours = format!("gatehouse={}", token.as_str()).into_bytes();
+                // Random bytes that happen to spell another `gatehouse` pair are a real duplicate.
+                let clean = |v: &Vec<u8>| !v.split(|b| *b == b';').any(|p| value_if_named(trim(p), "gatehouse").is_some());
+                prop_assume!(before.iter().chain(&after).all(clean));
+                prop_assume!(before.iter().chain(&after).all(|v| HeaderValue::from_bytes(v).is_ok()));
+                let mut values = before.clone();
+                if same_header && !values.is_empty() {
+                    let last = values.len() - 1;
+                    values[last].extend_from_slice(b"; ");
+                    values[last].extend_from_slice(&ours);
+                } else {
+                    values.push(ours);
+                }
+                values.extend(after);
+                prop_assert_eq!(find(&map(&values), "gatehouse"), TokenCookie::Present(token));
+            }
+        }
+    }
 }
