@@ -11,7 +11,7 @@ use url::Url;
 
 use crate::config::Access;
 use crate::identity::{Caller, SignedIn};
-use crate::policy::{HostError, PathError, Route};
+use crate::policy::{HostError, Matches, PathError, Route};
 use crate::request::AuthzRequest;
 
 /// Where denied browsers are sent. Absolute URLs under `public_url`.
@@ -134,6 +134,27 @@ pub fn decide(
             }
             Caller::User(user) => Decision::Allow(Some(user.clone())),
         },
+    }
+}
+
+/// Decides under both readings of the path (see [`crate::policy::Policy::find`]): a request is
+/// allowed only when both its folded and its exact route allow it. When both deny, the folded
+/// route's answer (the rule the request was written against) is given.
+pub fn decide_matches(
+    req: &AuthzRequest,
+    matches: Matches<'_>,
+    caller: &Caller,
+    urls: &LoginUrls,
+) -> Decision {
+    if let Some(route) = matches.agreed() {
+        return decide(req, route, caller, urls);
+    }
+    let folded = decide(req, matches.folded, caller, urls);
+    let exact = decide(req, matches.exact, caller, urls);
+    match (folded, exact) {
+        (Decision::Deny(d), _) | (Decision::Allow(_), Decision::Deny(d)) => Decision::Deny(d),
+        // Both allow: pass on the identity if either route established one.
+        (Decision::Allow(a), Decision::Allow(b)) => Decision::Allow(a.or(b)),
     }
 }
 
@@ -338,13 +359,18 @@ mod tests {
             ("GET", "/api/x", BROWSER, &disabled, 403, None, "account_disabled"),
             ("GET", "/app/page", BROWSER, &down, 503, None, "unavailable"),
             ("GET", "/api/x", "*/*", &down, 503, None, "unavailable"),
+            // Letter case: the stricter of the folded and the exact route; in this table
+            // no route matches `/ADMIN/x` exactly, and no match is a deny.
+            ("GET", "/ADMIN/x", "*/*", &admin, 403, None, "forbidden"),
+            ("GET", "/PUBLIC/x", "*/*", &anon, 403, None, "forbidden"),
+            ("GET", "/BLOCKED/x", "*/*", &admin, 403, None, "forbidden"),
         ];
         for (method, path, accept, caller, status, location, label) in cases {
             let req = request(method, path, accept);
             let normalized = crate::policy::normalize(path).unwrap();
             let host = RequestHost::parse(&req.host).unwrap();
-            let route = p.find(method, &host, &normalized);
-            let decision = decide(&req, route, caller, &urls());
+            let matches = p.find(method, &host, &normalized);
+            let decision = decide_matches(&req, matches, caller, &urls());
             let what = format!("{method} {path} accept={accept} caller={caller:?}");
             assert_eq!(decision.label(), label, "{what}");
             match &decision {
@@ -371,14 +397,50 @@ mod tests {
         let host = RequestHost::parse("gw.test").unwrap();
         let route = p.find("GET", &host, &crate::policy::normalize("/admin/x").unwrap());
         assert!(matches!(
-            decide(&req, route, &admin, &urls()),
+            decide_matches(&req, route, &admin, &urls()),
             Decision::Allow(Some(_))
         ));
         let route = p.find("GET", &host, &crate::policy::normalize("/public/").unwrap());
         assert!(matches!(
-            decide(&req, route, &admin, &urls()),
+            decide_matches(&req, route, &admin, &urls()),
             Decision::Allow(None)
         ));
+    }
+
+    /// With a catch-all route, a case variant gets the stricter of its two routes.
+    #[test]
+    fn letter_case_takes_the_stricter_route() {
+        let routes: Vec<RouteConfig> = [
+            r#"path_prefix = "/admin/"
+               access = "authenticated"
+               roles = ["admin"]"#,
+            r#"path_prefix = "/public/"
+               access = "public""#,
+            r#"path_prefix = "/"
+               access = "authenticated""#,
+        ]
+        .iter()
+        .map(|t| toml::from_str(t).unwrap())
+        .collect();
+        let p = Policy::compile(&routes).unwrap();
+        let anon = Caller::Anonymous;
+        let dev = user(true, &["dev"]);
+        let admin = user(true, &["admin"]);
+        let cases: Vec<(&str, &Caller, &str)> = vec![
+            ("/ADMIN/x", &dev, "forbidden"),      // folded: admin rule
+            ("/adm%C4%B1n/x", &dev, "forbidden"), // dotless ı folds to i
+            ("/ADMIN/x", &admin, "allow"),
+            ("/PUBLIC/x", &anon, "unauthenticated"), // exact: the catch-all
+            ("/PUBLIC/x", &dev, "allow"),
+            ("/public/x", &anon, "allow"),
+        ];
+        for (path, caller, label) in cases {
+            let req = request("GET", path, "*/*");
+            let host = RequestHost::parse("gw.test").unwrap();
+            let matches = p.find("GET", &host, &crate::policy::normalize(path).unwrap());
+            let decision = decide_matches(&req, matches, caller, &urls());
+            assert_eq!(decision.label(), label, "{path} {caller:?}");
+        }
     }
 
     #[test]

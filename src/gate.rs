@@ -8,7 +8,7 @@ use std::time::Instant;
 use http::{HeaderName, HeaderValue};
 
 use crate::clock::unix_now;
-use crate::decision::{Decision, Denial, LoginUrls, Malformed, decide};
+use crate::decision::{Decision, Denial, LoginUrls, Malformed, decide_matches};
 use crate::identity::Caller;
 use crate::metrics::Metrics;
 use crate::policy::{Policy, RequestHost, normalize};
@@ -103,12 +103,17 @@ impl Gate {
             Ok(target) => target,
             Err(e) => return Decision::Deny(Denial::BadRequest(e)),
         };
-        let route = self.policy.find(&req.method, &host, &path);
-        let caller = match route {
-            Some(r) if r.needs_identity() => self.caller(req).await,
-            _ => Caller::Anonymous,
+        let matches = self.policy.find(&req.method, &host, &path);
+        let needs_identity = [matches.folded, matches.exact]
+            .into_iter()
+            .flatten()
+            .any(|route| route.needs_identity());
+        let caller = if needs_identity {
+            self.caller(req).await
+        } else {
+            Caller::Anonymous
         };
-        decide(req, route, &caller, &self.urls)
+        decide_matches(req, matches, &caller, &self.urls)
     }
 
     async fn caller(&self, req: &AuthzRequest) -> Caller {

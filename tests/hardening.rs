@@ -357,10 +357,33 @@ async fn letter_case_never_loosens_a_route(backend: Backend) {
         let response = grpc_check(&stack, "gw.test", path, &[("cookie", c.as_bytes())]).await;
         assert_eq!(grpc_status(&response), 403, "gRPC {path}: {response:?}");
     }
-    // Matching ignores case by default, for laxer rules too: `/PUBLIC/` is the public route
-    // (the documented choice; `case_sensitive = true` opts a route out).
+    // Characters that Java and .NET fold to ASCII letters: `/adm%C4%B1n/` (dotless ı) is
+    // `/admin/` to them.
+    for path in ["/adm%C4%B1n/users", "/ADM%C4%B0N/", "/adm\u{131}n/"] {
+        let r = stack
+            .get(path, &[("accept", "application/json"), ("cookie", &c)])
+            .await;
+        // (Envoy itself refuses the raw non-ASCII one with 400.)
+        assert!(matches!(r.status, 400 | 403), "{path}: {r:?}");
+        assert!(!r.reached_upstream(), "{path}");
+        let r = authz(&stack, path, &[("cookie", c.as_bytes())]).await;
+        assert_eq!(r.status, 403, "/authz{path}: {r:?}");
+    }
+    // A path that is public only in lower case: to a case-sensitive upstream `/PUBLIC/x` is
+    // not under `/public/`, so it gets the stricter `/` rule (a session), never less.
     let r = stack
         .get("/PUBLIC/logo.png", &[("accept", "application/json")])
+        .await;
+    assert_eq!(r.status, 401, "{r:?}");
+    let r = authz(&stack, "/PUBLIC/logo.png", &[]).await;
+    assert_eq!(r.status, 401, "/authz: {r:?}");
+    let response = grpc_check(&stack, "gw.test", "/PUBLIC/logo.png", &[]).await;
+    assert_eq!(grpc_status(&response), 401, "gRPC: {response:?}");
+    let r = stack
+        .get(
+            "/PUBLIC/logo.png",
+            &[("accept", "application/json"), ("cookie", &c)],
+        )
         .await;
     assert!(r.reached_upstream(), "{r:?}");
     assert_eq!(

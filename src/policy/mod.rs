@@ -12,6 +12,8 @@
 pub mod host;
 pub mod path;
 
+use std::borrow::Cow;
+
 use regex::{Regex, RegexBuilder};
 
 use crate::config::{Access, RouteConfig};
@@ -32,6 +34,9 @@ pub enum PolicyError {
 #[derive(Debug, Clone)]
 pub struct Policy {
     routes: Vec<Route>,
+    /// Whether any route's path matcher holds an upper-case ASCII letter or a lookalike (then
+    /// folding can matter even for an all-lower-case request path).
+    any_upper: bool,
 }
 
 /// One compiled `[[route]]`.
@@ -48,6 +53,8 @@ pub struct Route {
     pub roles: Vec<String>,
     /// Never redirect: answer 401/403 JSON.
     pub api: bool,
+    /// Matched with exact letter case in both passes.
+    pub case_sensitive: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,37 +70,82 @@ pub enum PathMatch {
     Any,
     /// String prefix; a prefix ending in `/` also matches the same path without it, so
     /// `/admin/` covers `/admin`.
-    Prefix {
-        prefix: String,
-        case: Case,
+    Prefix(Pattern),
+    Exact(Pattern),
+    /// Anchored at both ends.
+    Regex {
+        exact: Regex,
+        /// Case-insensitive, for the folded pass.
+        folded: Regex,
     },
-    Exact {
-        path: String,
-        case: Case,
-    },
-    /// Anchored at both ends; case-insensitive unless the route is case-sensitive.
-    Regex(Regex),
 }
 
-/// How a path matcher treats ASCII letter case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Case {
-    Insensitive,
-    Sensitive,
+/// A configured path, and its folded form (see [`fold`]).
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    pub path: String,
+    folded: String,
 }
 
-impl Case {
-    fn same(self, a: &str, b: &str) -> bool {
-        match self {
-            Self::Insensitive => a.eq_ignore_ascii_case(b),
-            Self::Sensitive => a == b,
+impl Pattern {
+    fn new(path: &str) -> Self {
+        Self {
+            path: path.to_owned(),
+            folded: fold(path).to_ascii_lowercase(),
         }
     }
+}
 
-    fn starts_with(self, path: &str, prefix: &str) -> bool {
-        path.get(..prefix.len())
-            .is_some_and(|head| self.same(head, prefix))
+/// The two ways a request is matched; see [`Policy::find`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Exact letter case, as a case-sensitive upstream reads the path.
+    Exact,
+    /// ASCII letter case ignored and Unicode lookalikes folded, as a case-insensitive upstream
+    /// reads it; routes with `case_sensitive = true` still match exactly.
+    Folded,
+}
+
+/// The routes a request matches under exact and under folded matching (`None`: no route).
+/// When they differ, the gate applies both and the stricter answer wins.
+#[derive(Debug, Clone, Copy)]
+pub struct Matches<'a> {
+    pub folded: Option<&'a Route>,
+    pub exact: Option<&'a Route>,
+}
+
+impl<'a> Matches<'a> {
+    /// The one route when both passes agree.
+    pub fn agreed(&self) -> Option<Option<&'a Route>> {
+        let same = match (self.folded, self.exact) {
+            (Some(a), Some(b)) => a.index == b.index,
+            (None, None) => true,
+            _ => false,
+        };
+        same.then_some(self.folded)
     }
+}
+
+/// Characters whose case mapping is ASCII, in normalized (percent-encoded) form, and the
+/// ASCII letter they fold to. Java's `equalsIgnoreCase` and .NET's `OrdinalIgnoreCase` treat
+/// `/adm%C4%B1n/` (dotless ı) as `/admin/`; so does the folded pass.
+const LOOKALIKES: [(&str, &str); 4] = [
+    ("%C4%B0", "i"),    // İ LATIN CAPITAL LETTER I WITH DOT ABOVE
+    ("%C4%B1", "i"),    // ı LATIN SMALL LETTER DOTLESS I
+    ("%C5%BF", "s"),    // ſ LATIN SMALL LETTER LONG S
+    ("%E2%84%AA", "k"), // K KELVIN SIGN
+];
+
+/// A normalized path with the [`LOOKALIKES`] replaced by their ASCII letters.
+fn fold(path: &str) -> Cow<'_, str> {
+    if !path.contains("%C4%B") && !path.contains("%C5%BF") && !path.contains("%E2%84%AA") {
+        return Cow::Borrowed(path);
+    }
+    let mut folded = path.to_owned();
+    for (from, to) in LOOKALIKES {
+        folded = folded.replace(from, to);
+    }
+    Cow::Owned(folded)
 }
 
 impl Policy {
@@ -102,19 +154,48 @@ impl Policy {
             .iter()
             .enumerate()
             .map(|(index, c)| Route::compile(index, c))
-            .collect::<Result<_, _>>()?;
-        Ok(Self { routes })
+            .collect::<Result<Vec<_>, _>>()?;
+        let any_upper = configs.iter().any(|c| {
+            [&c.path_prefix, &c.path_exact, &c.path_regex]
+                .into_iter()
+                .flatten()
+                .any(|p| p.bytes().any(|b| b.is_ascii_uppercase()))
+        });
+        Ok(Self { routes, any_upper })
     }
 
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }
 
-    /// The first route matching the request, if any.
-    pub fn find(&self, method: &str, host: &RequestHost, path: &NormalizedPath) -> Option<&Route> {
-        self.routes
-            .iter()
-            .find(|r| r.matches(method, host.as_str(), path.as_str()))
+    /// The first route matching the request, once with exact letter case and once folded.
+    /// Upstreams differ (IIS and ASP.NET ignore case; nginx and most Linux servers do not), so
+    /// a request must not get laxer access than it would get under either reading: `/ADMIN/`
+    /// is held to an `/admin/` rule, and `/PUBLIC/x` is not public to a case-sensitive
+    /// upstream's `/PUBLIC/x`.
+    pub fn find(&self, method: &str, host: &RequestHost, path: &NormalizedPath) -> Matches<'_> {
+        let raw = path.as_str();
+        let folded = fold(raw);
+        let first = |pass: Pass| {
+            self.routes
+                .iter()
+                .find(|r| r.matches(method, host.as_str(), raw, &folded, pass))
+        };
+        let exact = first(Pass::Exact);
+        // Nothing to fold (no lookalike, no upper-case letter in the path or in any route):
+        // both passes agree.
+        let folding_matters = matches!(folded, Cow::Owned(_))
+            || raw.bytes().any(|b| b.is_ascii_uppercase())
+            || self.any_upper;
+        let folded_route = if folding_matters {
+            first(Pass::Folded)
+        } else {
+            exact
+        };
+        Matches {
+            folded: folded_route,
+            exact,
+        }
     }
 }
 
@@ -148,29 +229,23 @@ impl Route {
                     .to_owned(),
             ));
         }
-        let case = if c.case_sensitive {
-            Case::Sensitive
-        } else {
-            Case::Insensitive
-        };
         let path = if let Some(prefix) = &c.path_prefix {
             check_route_path("path_prefix", prefix).map_err(|m| err("path_prefix", m))?;
-            PathMatch::Prefix {
-                prefix: prefix.clone(),
-                case,
-            }
+            PathMatch::Prefix(Pattern::new(prefix))
         } else if let Some(exact) = &c.path_exact {
             check_route_path("path_exact", exact).map_err(|m| err("path_exact", m))?;
-            PathMatch::Exact {
-                path: exact.clone(),
-                case,
-            }
+            PathMatch::Exact(Pattern::new(exact))
         } else if let Some(pattern) = &c.path_regex {
-            let regex = RegexBuilder::new(&format!("^(?:{pattern})$"))
-                .case_insensitive(case == Case::Insensitive)
-                .build()
-                .map_err(|e| err("path_regex", e.to_string()))?;
-            PathMatch::Regex(regex)
+            let build = |case_insensitive: bool| {
+                RegexBuilder::new(&format!("^(?:{pattern})$"))
+                    .case_insensitive(case_insensitive)
+                    .build()
+                    .map_err(|e| err("path_regex", e.to_string()))
+            };
+            PathMatch::Regex {
+                exact: build(false)?,
+                folded: build(true)?,
+            }
         } else {
             PathMatch::Any
         };
@@ -218,10 +293,11 @@ impl Route {
             access: c.access,
             roles: c.roles.clone(),
             api: c.api,
+            case_sensitive: c.case_sensitive,
         })
     }
 
-    fn matches(&self, method: &str, host: &str, path: &str) -> bool {
+    fn matches(&self, method: &str, host: &str, raw: &str, folded: &str, pass: Pass) -> bool {
         if let Some(methods) = &self.methods
             && !methods.iter().any(|m| m.eq_ignore_ascii_case(method))
         {
@@ -232,7 +308,10 @@ impl Route {
         {
             return false;
         }
-        self.path.matches(path)
+        match pass {
+            Pass::Folded if !self.case_sensitive => self.path.matches_folded(folded),
+            _ => self.path.matches_exact(raw),
+        }
     }
 
     /// Whether the caller must be identified before deciding.
@@ -243,7 +322,8 @@ impl Route {
 
 impl HostMatch {
     fn parse(raw: &str) -> Result<Self, String> {
-        let host = raw.trim().to_ascii_lowercase();
+        // Requests are matched without their trailing dot; so is the route.
+        let host = raw.trim().trim_end_matches('.').to_ascii_lowercase();
         let valid = |h: &str| {
             !h.is_empty()
                 && h.bytes()
@@ -270,31 +350,45 @@ impl HostMatch {
 }
 
 impl PathMatch {
-    fn matches(&self, path: &str) -> bool {
+    fn matches_exact(&self, path: &str) -> bool {
         match self {
             Self::Any => true,
-            Self::Prefix { prefix, case } => {
-                case.starts_with(path, prefix)
-                    || prefix
+            Self::Prefix(p) => {
+                path.starts_with(p.path.as_str())
+                    || p.path
                         .strip_suffix('/')
-                        .is_some_and(|p| !p.is_empty() && case.same(p, path))
+                        .is_some_and(|bare| !bare.is_empty() && bare == path)
             }
-            Self::Exact { path: exact, case } => case.same(exact, path),
-            Self::Regex(regex) => regex.is_match(path),
+            Self::Exact(p) => p.path == path,
+            Self::Regex { exact, .. } => exact.is_match(path),
+        }
+    }
+
+    /// `folded` is the request path after [`fold`]; ASCII case is ignored.
+    fn matches_folded(&self, folded: &str) -> bool {
+        let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+        match self {
+            Self::Any => true,
+            Self::Prefix(p) => {
+                folded
+                    .get(..p.folded.len())
+                    .is_some_and(|head| same(head, &p.folded))
+                    || p.folded
+                        .strip_suffix('/')
+                        .is_some_and(|bare| !bare.is_empty() && same(bare, folded))
+            }
+            Self::Exact(p) => same(&p.folded, folded),
+            Self::Regex { folded: regex, .. } => regex.is_match(folded),
         }
     }
 
     /// `prefix /api/`-style text for `check-config`.
     pub fn describe(&self) -> String {
-        let case = |c: &Case| match c {
-            Case::Insensitive => "",
-            Case::Sensitive => " (case-sensitive)",
-        };
         match self {
             Self::Any => "any path".to_owned(),
-            Self::Prefix { prefix, case: c } => format!("path_prefix {prefix}{}", case(c)),
-            Self::Exact { path, case: c } => format!("path_exact {path}{}", case(c)),
-            Self::Regex(r) => format!("path_regex {}", r.as_str()),
+            Self::Prefix(p) => format!("path_prefix {}", p.path),
+            Self::Exact(p) => format!("path_exact {}", p.path),
+            Self::Regex { exact, .. } => format!("path_regex {}", exact.as_str()),
         }
     }
 }
@@ -325,11 +419,24 @@ mod tests {
         Policy::compile(&configs).expect("policy")
     }
 
-    /// Returns the index of the matched route for a raw host and path.
+    /// The matched route's index for a raw host and path, when both passes agree.
     fn matched(policy: &Policy, method: &str, host: &str, raw_path: &str) -> Option<usize> {
-        let path = normalize(raw_path).ok()?;
-        let host = RequestHost::parse(host).ok()?;
-        policy.find(method, &host, &path).map(|r| r.index)
+        let (folded, exact) = passes(policy, method, host, raw_path);
+        assert_eq!(folded, exact, "{raw_path}: the passes disagree");
+        folded
+    }
+
+    /// The matched routes' indexes: (folded, exact).
+    fn passes(
+        policy: &Policy,
+        method: &str,
+        host: &str,
+        raw_path: &str,
+    ) -> (Option<usize>, Option<usize>) {
+        let path = normalize(raw_path).unwrap();
+        let host = RequestHost::parse(host).unwrap();
+        let m = policy.find(method, &host, &path);
+        (m.folded.map(|r| r.index), m.exact.map(|r| r.index))
     }
 
     #[test]
@@ -389,8 +496,9 @@ mod tests {
         }
     }
 
-    /// Letter case never loosens a rule: `/ADMIN/` is the admin route, for every matcher kind,
-    /// unless a route opts into exact case.
+    /// Letter case never loosens a rule: `/ADMIN/` is the admin route when folded, and a
+    /// path that only folding makes public is matched by a stricter route exactly; the gate
+    /// applies both. A `case_sensitive` route matches exact case in both passes.
     #[test]
     fn letter_case_table() {
         let p = policy(&[
@@ -406,31 +514,54 @@ mod tests {
                access = "deny""#,
             r#"path_prefix = "/public/"
                access = "public""#,
+            r#"path_prefix = "/caf%C3%A9/"
+               access = "deny""#,
             r#"path_prefix = "/"
                access = "authenticated""#,
         ]);
-        let cases: &[(&str, Option<usize>)] = &[
-            ("/admin/panel", Some(0)),
-            ("/ADMIN/panel", Some(0)),
-            ("/Admin/", Some(0)),
-            ("/aDMIN", Some(0)),
-            ("/%41dmin/", Some(0)),
-            ("/%61DMIN/x", Some(0)),
-            ("/reports/q3", Some(1)),
-            ("/REPORTS/Q3", Some(1)),
-            ("/reports/q3/x", Some(5)),
-            ("/items/abc", Some(2)),
-            ("/ITEMS/ABC", Some(2)),
-            ("/CaseSensitive/x", Some(3)),
-            ("/casesensitive/x", Some(5)),
-            ("/public/a.css", Some(4)),
-            ("/PUBLIC/a.css", Some(4)),
-            // non-ASCII letters are not folded (and stay percent-encoded)
-            ("/%C3%A9/x", Some(5)),
+        let cases: &[(&str, Option<usize>, Option<usize>)] = &[
+            // path, folded, exact
+            ("/admin/panel", Some(0), Some(0)),
+            ("/ADMIN/panel", Some(0), Some(6)),
+            ("/Admin/", Some(0), Some(6)),
+            ("/aDMIN", Some(0), Some(6)),
+            ("/%41dmin/", Some(0), Some(6)),
+            ("/%61DMIN/x", Some(0), Some(6)),
+            // Unicode characters that Java and .NET fold to ASCII letters
+            ("/adm%C4%B1n/", Some(0), Some(6)),
+            ("/adm\u{131}n/", Some(0), Some(6)),
+            ("/ADM\u{130}N/", Some(0), Some(6)),
+            ("/\u{17f}ecret/../admin/", Some(0), Some(0)),
+            ("/reports/q3", Some(1), Some(6)),
+            ("/Reports/Q3", Some(1), Some(1)),
+            ("/REPORTS/Q3", Some(1), Some(6)),
+            ("/reports/q3/x", Some(6), Some(6)),
+            ("/items/abc", Some(2), Some(2)),
+            ("/ITEMS/ABC", Some(2), Some(6)),
+            ("/CaseSensitive/x", Some(3), Some(3)),
+            ("/casesensitive/x", Some(6), Some(6)),
+            ("/public/a.css", Some(4), Some(4)),
+            ("/PUBLIC/a.css", Some(4), Some(6)),
+            // One spelling per character: raw and encoded non-ASCII are the same path.
+            ("/caf\u{e9}/menu", Some(5), Some(5)),
+            ("/caf%c3%a9/menu", Some(5), Some(5)),
+            ("/CAF%C3%A9/menu", Some(5), Some(6)),
         ];
-        for (path, expected) in cases {
-            assert_eq!(matched(&p, "GET", "app.test", path), *expected, "{path}");
+        for (path, folded, exact) in cases {
+            assert_eq!(
+                passes(&p, "GET", "app.test", path),
+                (*folded, *exact),
+                "{path}"
+            );
         }
+    }
+
+    #[test]
+    fn route_hosts_ignore_a_trailing_dot() {
+        let p = policy(&[r#"host = "Secure.Test."
+                            access = "deny""#]);
+        assert_eq!(matched(&p, "GET", "secure.test", "/x"), Some(0));
+        assert_eq!(matched(&p, "GET", "SECURE.test.:443", "/x"), Some(0));
     }
 
     #[test]

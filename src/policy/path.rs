@@ -5,8 +5,12 @@
 //! path that has no single canonical form is refused (400): an upstream might decode it
 //! differently from us, and then the rule we matched is not the rule it serves.
 //!
-//! Steps: cut the query and fragment; percent-decode unreserved characters (RFC 3986 §2.3) and
-//! upper-case the remaining escapes; merge repeated slashes; remove `.` and `..` segments.
+//! Steps: cut the query and fragment; percent-decode the characters a path may hold raw
+//! (unreserved, sub-delimiters except `;`, `:` and `@`: RFC 3986 §2.3, §3.3), upper-case the
+//! remaining escapes and percent-encode raw non-ASCII bytes; merge repeated
+//! slashes; remove `.` and `..` segments. The result is ASCII, and a character has one spelling
+//! in it: `/café/` and `/caf%C3%A9/` are the same path to every upstream, so they must be the
+//! same to the route table.
 //!
 //! A raw `;` is refused: Java servers (Tomcat, Jetty, Spring) strip `;params` from segments,
 //! so `/public/..;/admin/` is `/admin/` to them and `/admin;x/` escapes an `/admin/` rule.
@@ -34,7 +38,8 @@ pub enum PathError {
     AboveRoot,
 }
 
-/// A path in canonical form: starts with `/`, no query, no dot segments, no empty segments.
+/// A path in canonical form: ASCII, starts with `/`, no query, no dot segments, no empty
+/// segments; non-ASCII and reserved characters percent-encoded with upper-case hex.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NormalizedPath(String);
 
@@ -56,7 +61,7 @@ pub fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
-    let decoded = decode_unreserved(path)?;
+    let decoded = canonical_escapes(path)?;
     let mut segments: Vec<&str> = Vec::new();
     let mut trailing_slash = false;
     for segment in decoded.split('/').skip(1) {
@@ -85,10 +90,10 @@ pub fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
     Ok(NormalizedPath(out))
 }
 
-/// Decodes `%XX` escapes of unreserved characters and re-emits every other escape in upper
-/// case. Also checks the fully decoded byte string: no separators, no control characters, and
+/// Decodes `%XX` escapes of [`is_plain`] characters, re-emits every other escape in upper case
+/// and encodes raw non-ASCII bytes. Also checks the fully decoded byte string: no separators, no control characters, and
 /// valid UTF-8, so that no later decoder can see a different path.
-fn decode_unreserved(path: &str) -> Result<String, PathError> {
+fn canonical_escapes(path: &str) -> Result<String, PathError> {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
     // Fully decoded form, only to check UTF-8 validity of escaped bytes.
@@ -103,12 +108,8 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
                 match value {
                     b'/' | b'\\' => return Err(PathError::EncodedSeparator),
                     0x00..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
-                    v if is_unreserved(v) => out.push(char::from(v)),
-                    v => {
-                        out.push('%');
-                        out.push(char::from(HEX_UPPER[usize::from(v >> 4)]));
-                        out.push(char::from(HEX_UPPER[usize::from(v & 0x0f)]));
-                    }
+                    v if is_plain(v) => out.push(char::from(v)),
+                    v => push_escape(&mut out, v),
                 }
                 fully_decoded.push(value);
                 i += 3;
@@ -116,14 +117,16 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
             b'\\' => return Err(PathError::Backslash),
             b';' => return Err(PathError::Semicolon),
             0x00..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
+            _ if b.is_ascii() => {
+                out.push(char::from(b));
+                fully_decoded.push(b);
+                i += 1;
+            }
             _ => {
-                // `path` is a &str, so raw non-ASCII bytes are already valid UTF-8; copy the
-                // whole character.
-                let ch_len = utf8_len(b);
-                let chunk = path.get(i..i + ch_len).ok_or(PathError::InvalidUtf8)?;
-                out.push_str(chunk);
-                fully_decoded.extend_from_slice(chunk.as_bytes());
-                i += ch_len;
+                // Raw non-ASCII (valid UTF-8: `path` is a &str) takes its encoded spelling.
+                push_escape(&mut out, b);
+                fully_decoded.push(b);
+                i += 1;
             }
         }
     }
@@ -135,23 +138,40 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
+fn push_escape(out: &mut String, b: u8) {
+    out.push('%');
+    out.push(char::from(HEX_UPPER[usize::from(b >> 4)]));
+    out.push(char::from(HEX_UPPER[usize::from(b & 0x0f)]));
+}
+
 fn decode_hex_pair(pair: &[u8]) -> Option<u8> {
     let digit = |c: u8| char::from(c).to_digit(16);
     let (hi, lo) = (digit(*pair.first()?)?, digit(*pair.get(1)?)?);
     u8::try_from(hi * 16 + lo).ok()
 }
 
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
-}
-
-fn utf8_len(first: u8) -> usize {
-    match first {
-        0xf0..=0xff => 4,
-        0xe0..=0xef => 3,
-        0xc0..=0xdf => 2,
-        _ => 1,
-    }
+/// Characters with one meaning whether raw or percent-encoded in a path: unreserved, the
+/// sub-delimiters except `;` (which Java servers read as a parameter separator), `:` and `@`.
+fn is_plain(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b'='
+                | b':'
+                | b'@'
+        )
 }
 
 #[cfg(test)]
@@ -179,7 +199,9 @@ mod tests {
             ("/private?x=/../admin", Ok("/private")),
             ("/%61dmin", Ok("/admin")),
             ("/caf%c3%a9", Ok("/caf%C3%A9")),
-            ("/café", Ok("/café")),
+            ("/café", Ok("/caf%C3%A9")),
+            ("/caf%C3%A9", Ok("/caf%C3%A9")),
+            ("/adm\u{131}n/", Ok("/adm%C4%B1n/")),
             ("/a%20b", Ok("/a%20b")),
             ("/a%3fb", Ok("/a%3Fb")),
             ("/a%2Fb", Err(PathError::EncodedSeparator)),
@@ -190,6 +212,9 @@ mod tests {
             ("/admin;x/", Err(PathError::Semicolon)),
             ("/a;jsessionid=1", Err(PathError::Semicolon)),
             ("/a%3Bb", Ok("/a%3Bb")),
+            ("/a%21b%40c%3Ad%2B", Ok("/a!b@c:d+")),
+            ("/a!b", Ok("/a!b")),
+            ("/a%25b", Ok("/a%25b")),
             ("/x?a=1;b=2", Ok("/x")),
             ("/a%00b", Err(PathError::ControlCharacter)),
             ("/a%09b", Err(PathError::ControlCharacter)),
