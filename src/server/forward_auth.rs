@@ -41,6 +41,8 @@ const HEADERS_TO_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-head
 pub enum ForwardAuthError {
     #[error("header {0} appears more than once")]
     Repeated(&'static str),
+    #[error("header {0} is empty or not text")]
+    Unreadable(&'static str),
     #[error("the request names no URI to authorize (send X-Forwarded-Uri, or call /authz/<path>)")]
     NoTarget,
 }
@@ -119,8 +121,8 @@ fn deny_response(denial: &Denial) -> Response {
     response
 }
 
-/// The one value of header `name`, trimmed (`None` when absent, empty or not text); an error
-/// when it is repeated, since guessing would authorize some other request.
+/// The one value of header `name`, trimmed (`None` when absent). Repeated, empty or not text
+/// is an error: falling back to another source would authorize some other request.
 fn single_value(
     headers: &HeaderMap,
     name: &'static str,
@@ -132,12 +134,10 @@ fn single_value(
     if values.next().is_some() {
         return Err(ForwardAuthError::Repeated(name));
     }
-    Ok(first
-        .to_str()
-        .ok()
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(String::from))
+    match first.to_str().map(str::trim) {
+        Ok(value) if !value.is_empty() => Ok(Some(value.to_owned())),
+        _ => Err(ForwardAuthError::Unreadable(name)),
+    }
 }
 
 fn is_trusted(ip: &IpAddr, trusted_proxies: &[IpNet]) -> bool {
@@ -337,6 +337,19 @@ mod tests {
                     ("x-forwarded-method", "POST"),
                 ],
                 ForwardAuthError::Repeated("x-forwarded-method"),
+            ),
+            // Present but unusable: never fall back to the Host of the subrequest.
+            (
+                proxy,
+                "/authz",
+                vec![("x-forwarded-uri", "/a"), ("x-forwarded-host", "")],
+                ForwardAuthError::Unreadable("x-forwarded-host"),
+            ),
+            (
+                proxy,
+                "/authz",
+                vec![("x-forwarded-uri", "/a"), ("x-forwarded-method", " ")],
+                ForwardAuthError::Unreadable("x-forwarded-method"),
             ),
             // Two Host headers: which one names the route?
             (
