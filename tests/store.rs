@@ -658,6 +658,31 @@ async fn idps_vouch_only_for_their_domains(backend: Backend) {
     let err = store.provision(&trusted).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
     assert_eq!(store.identities_of(squat.id).await.unwrap().len(), 1);
+    // A squatter cannot launder the account by later verifying an address of their own: the
+    // identity's `vouched` speaks for the account's address only.
+    let ProvisionOutcome::Created(victim) = store
+        .provision(&login("sq", Some("victim@acme.test"), Some(false)))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let again = store
+        .provision(&login("sq", Some("attacker@gmail.test"), Some(true)))
+        .await
+        .unwrap();
+    assert!(matches!(again, ProvisionOutcome::Existing(_)), "{again:?}");
+    let mut real = login_via("v1", Some("victim@acme.test"), Some(true), &acme_only, true);
+    real.issuer = "https://acme-idp.test/".into();
+    let err = store.provision(&real).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert_eq!(store.identities_of(victim.id).await.unwrap().len(), 1);
+    // An admin-created account with a non-ASCII local part is not placed by its domain either.
+    let (kelvin, _) = store
+        .ensure_user("\u{212a}en@acme.test", false, "test", NOW)
+        .await
+        .unwrap();
+    assert_eq!(kelvin.org_id, None);
     // The trusted IdP links and places as before.
     let mut trusted = login_via("a2", Some("staff@acme.test"), Some(true), &acme_only, true);
     trusted.issuer = "https://acme-idp.test/".into();

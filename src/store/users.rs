@@ -100,7 +100,9 @@ const USER_COLUMNS: &str = "id, email, name, org_id, enabled, created_at";
 macro_rules! insert_user {
     ($tx:expr, $email:expr, $name:expr, $by_domain:expr, $new_users_enabled:expr, $now:expr) => {{
         let email: &Email = $email;
-        let org: Option<(Uuid, bool)> = if $by_domain {
+        // A non-ASCII local part is never placed by its domain (see crate::provisioning),
+        // whoever creates the user.
+        let org: Option<(Uuid, bool)> = if $by_domain && email.local_part().is_ascii() {
             // Org domains are ASCII, lower-case: a non-ASCII domain finds no org.
             sqlx::query_as(
                 "SELECT o.id, o.auto_enable FROM organizations o \
@@ -404,6 +406,10 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(row) = known {
+                // `vouched` speaks for the account's address, not for whatever address the
+                // IdP now asserts: a squatter who later verifies an address of their own must
+                // not make the squatted account linkable.
+                let vouched_for_account = req.vouching.vouched && email == Some(row.email.as_str());
                 sqlx::query(
                     "UPDATE identities SET email = $3, email_verified = $4, vouched = $5, \
                      last_login_at = $6 WHERE issuer = $1 AND subject = $2",
@@ -412,7 +418,7 @@ impl Store {
                 .bind(&req.subject)
                 .bind(email)
                 .bind(req.email_verified)
-                .bind(req.vouching.vouched)
+                .bind(vouched_for_account)
                 .bind(req.now)
                 .execute(&mut *tx)
                 .await?;
@@ -431,18 +437,21 @@ impl Store {
                 .await?;
                 let (kind, row) = match holder {
                     Some(row) if req.vouching.link => {
+                        // NULL (an identity from before gatehouse recorded this) counts as
+                        // unvouched: its verification may have been for a Unicode lookalike
+                        // or by an IdP not trusted for the domain.
                         let (unvouched,): (i64,) = sqlx::query_as(
                             "SELECT COUNT(*) FROM identities WHERE user_id = $1 \
-                             AND COALESCE(vouched, email_verified, FALSE) = FALSE",
+                             AND COALESCE(vouched, FALSE) = FALSE",
                         )
                         .bind(row.id)
                         .fetch_one(&mut *tx)
                         .await?;
                         if unvouched > 0 {
                             return Err(StoreError::Conflict(format!(
-                                "an account for {email} was created from a sign-in that did not \
-                                 prove the address, so it was not linked to yours; an \
-                                 administrator must resolve this"
+                                "an account for {email} already has a sign-in that did not prove \
+                                 the address (or that predates gatehouse recording it), so it \
+                                 was not linked to yours; an administrator must resolve this"
                             )));
                         }
                         (Kind::Linked, row)
