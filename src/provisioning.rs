@@ -7,8 +7,8 @@
 //!   enable it).
 //!
 //! Which domains an IdP may vouch for is `[[idp]] trusted_email_domains`: by default its
-//! home-realm `domains`, or any domain for an IdP that lists none (a catch-all such as Auth0
-//! with social logins). Otherwise a corporate IdP, or any social login, could assert
+//! home-realm `domains`, or, for an IdP that lists none (a catch-all such as Auth0 with social
+//! logins), any domain except those the other configured IdPs sign in. Otherwise a corporate IdP, or any social login, could assert
 //! `ceo@othercustomer.test` as verified and walk into that customer's account or org.
 //!
 //! Addresses are compared in [`Email`]'s canonical form, so a non-ASCII address links only to
@@ -24,25 +24,45 @@ use crate::email::Email;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EmailTrust {
     Any,
+    /// Any domain except these: the default for a catch-all IdP, which must not vouch for the
+    /// domains other configured IdPs sign in.
+    AnyExcept(Vec<String>),
     /// Exact domains (no subdomains); ASCII compared without regard to case.
     Domains(Vec<String>),
 }
 
 impl EmailTrust {
     /// `trusted_email_domains` if set (`["*"]` is any domain), else the IdP's `domains`, else
-    /// any domain.
-    pub fn of(idp: &IdpConfig) -> Self {
+    /// any domain but those the other IdPs in `all` list (`domains` or trusted domains).
+    pub fn of(idp: &IdpConfig, all: &[IdpConfig]) -> Self {
         match &idp.trusted_email_domains {
             Some(list) if list.iter().any(|d| d == "*") => Self::Any,
             Some(list) => Self::Domains(list.clone()),
-            None if idp.domains.is_empty() => Self::Any,
-            None => Self::Domains(idp.domains.clone()),
+            None if !idp.domains.is_empty() => Self::Domains(idp.domains.clone()),
+            None => {
+                let others: Vec<String> = all
+                    .iter()
+                    .filter(|other| other.name != idp.name)
+                    .flat_map(|other| {
+                        let trusted = other.trusted_email_domains.iter().flatten();
+                        other.domains.iter().chain(trusted)
+                    })
+                    .filter(|d| *d != "*")
+                    .cloned()
+                    .collect();
+                if others.is_empty() {
+                    Self::Any
+                } else {
+                    Self::AnyExcept(others)
+                }
+            }
         }
     }
 
     pub fn covers(&self, email: &Email) -> bool {
         match self {
             Self::Any => true,
+            Self::AnyExcept(domains) => !domains.iter().any(|d| email.domain_is(d)),
             Self::Domains(domains) => domains.iter().any(|d| email.domain_is(d)),
         }
     }
@@ -147,9 +167,9 @@ pub fn vouch(
 mod tests {
     use super::*;
 
-    fn idp(domains: &[&str], trusted: Option<&[&str]>) -> IdpConfig {
+    fn idp(name: &str, domains: &[&str], trusted: Option<&[&str]>) -> IdpConfig {
         let mut text = format!(
-            "name = \"x\"\nissuer = \"https://x.test/\"\nclient_id = \"c\"\ndomains = {domains:?}\n"
+            "name = \"{name}\"\nissuer = \"https://{name}.test/\"\nclient_id = \"c\"\ndomains = {domains:?}\n"
         );
         if let Some(t) = trusted {
             text.push_str(&format!("trusted_email_domains = {t:?}\n"));
@@ -159,23 +179,40 @@ mod tests {
 
     #[test]
     fn trust_defaults() {
-        assert_eq!(EmailTrust::of(&idp(&[], None)), EmailTrust::Any);
+        let alone = [idp("x", &[], None)];
+        assert_eq!(EmailTrust::of(&alone[0], &alone), EmailTrust::Any);
+        let acme = idp("acme", &["acme.test"], None);
         assert_eq!(
-            EmailTrust::of(&idp(&["acme.test"], None)),
+            EmailTrust::of(&acme, &[]),
             EmailTrust::Domains(vec!["acme.test".into()])
         );
         assert_eq!(
-            EmailTrust::of(&idp(&["acme.test"], Some(&["*"]))),
+            EmailTrust::of(&idp("x", &["acme.test"], Some(&["*"])), &[]),
             EmailTrust::Any
         );
         assert_eq!(
-            EmailTrust::of(&idp(&[], Some(&[]))),
+            EmailTrust::of(&idp("x", &[], Some(&[])), &[]),
             EmailTrust::Domains(vec![])
         );
         assert_eq!(
-            EmailTrust::of(&idp(&["acme.test"], Some(&["acme.test", "acme.example"]))),
+            EmailTrust::of(
+                &idp("x", &["acme.test"], Some(&["acme.test", "acme.example"])),
+                &[]
+            ),
             EmailTrust::Domains(vec!["acme.test".into(), "acme.example".into()])
         );
+        // A catch-all beside a customer's IdP vouches for everything but that customer.
+        let globex = idp("globex", &[], Some(&["globex.test"]));
+        let social = idp("social", &[], None);
+        let all = [acme, globex, social.clone()];
+        let trust = EmailTrust::of(&social, &all);
+        assert_eq!(
+            trust,
+            EmailTrust::AnyExcept(vec!["acme.test".into(), "globex.test".into()])
+        );
+        assert!(trust.covers(&Email::parse("a@gmail.test").unwrap()));
+        assert!(!trust.covers(&Email::parse("ceo@ACME.test").unwrap()));
+        assert!(!trust.covers(&Email::parse("ceo@globex.test").unwrap()));
     }
 
     /// email, email_verified, trust, linking on → (vouched, link, place)

@@ -1177,6 +1177,30 @@ async fn login_starts_leave_the_state_table_bounded(backend: Backend) {
         "{}",
         metrics.body
     );
+    // Callbacks that match no login in progress cost a request each too: counted, and
+    // audited once a minute per client address.
+    for i in 0..200 {
+        let r = support::send(
+            http,
+            "GET",
+            &format!("/auth/callback?state=forged{i}&code=x"),
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 400, "{r:?}");
+    }
+    let audit = audit_kinds(&stack).await;
+    let failures = audit.iter().filter(|(k, _)| k == "login_failed").count();
+    assert_eq!(failures, 1, "{audit:?}");
+    let metrics = support::send(stack.gatehouse.admin, "GET", "/metrics", &[], None).await;
+    assert!(
+        metrics
+            .body
+            .contains("gatehouse_logins_total{outcome=\"state_invalid\"} 200"),
+        "{}",
+        metrics.body
+    );
     // A real login still completes.
     let page = sign_in(&mut Browser::new(), &stack, "/after", "alice").await;
     assert!(page.response.reached_upstream(), "{:#?}", page.hops);

@@ -21,6 +21,10 @@ pub enum LoginError {
     NoBinding,
     #[error("{0}")]
     StateInvalid(&'static str),
+    /// A real pending login's state, presented by a browser other than the one that started it:
+    /// someone replaying a victim's callback.
+    #[error("state belongs to another browser")]
+    ForeignState,
     #[error("the callback's iss {0:?} is not this login's identity provider")]
     IssuerMismatch(String),
     #[error("identity provider unreachable: {0}")]
@@ -47,7 +51,7 @@ impl LoginError {
             Self::Idp { .. } => "idp_error",
             Self::BadCallback(_) => "bad_callback",
             Self::NoBinding => "state_not_bound",
-            Self::StateInvalid(_) => "state_invalid",
+            Self::StateInvalid(_) | Self::ForeignState => "state_invalid",
             Self::IssuerMismatch(_) => "issuer_mismatch",
             Self::Unreachable(_) => "idp_unreachable",
             Self::TokenExchange(_) => "token_exchange_failed",
@@ -56,6 +60,12 @@ impl LoginError {
             Self::Provisioning(_) => "provisioning_refused",
             Self::Store(_) | Self::Session(_) => "internal_error",
         }
+    }
+
+    /// A callback that matches no login in progress at all (no state, an unknown one, no
+    /// binding cookie): costs a client nothing to send, so it is sampled in the audit trail.
+    pub fn is_unsolicited(&self) -> bool {
+        matches!(self, Self::NoBinding | Self::StateInvalid(_))
     }
 
     pub fn status(&self) -> StatusCode {
@@ -78,6 +88,7 @@ impl LoginError {
             Self::Idp { .. } => "Your identity provider could not sign you in.".into(),
             Self::NoBinding
             | Self::StateInvalid(_)
+            | Self::ForeignState
             | Self::BadCallback(_)
             | Self::IssuerMismatch(_) => {
                 "This sign-in link is invalid, expired or was already used. Sign-in links only \

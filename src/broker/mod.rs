@@ -34,7 +34,7 @@ use crate::email::Email;
 use crate::identity::Caller;
 use crate::metrics::Metrics;
 use crate::pages;
-use crate::provisioning::{self, Vouching};
+use crate::provisioning::{self, EmailTrust, Vouching};
 use crate::session::cookie::{self, CookieSettings, TokenCookie};
 use crate::session::{OpaqueToken, Sessions};
 use crate::store::{
@@ -111,6 +111,9 @@ pub struct Broker {
     welcome_path: String,
     state_ttl: i64,
     pending_caps: PendingLoginCaps,
+    /// Client groups (see [`client_group`]) whose callback without a login in progress was
+    /// audited in the last minute.
+    unmatched_callbacks: moka::sync::Cache<String, ()>,
     provisioning: ProvisioningConfig,
     metrics: Arc<Metrics>,
 }
@@ -138,7 +141,10 @@ impl Broker {
         let providers = settings
             .idps
             .iter()
-            .map(|idp| Provider::new(idp.clone(), &callback, http.clone()).map(Arc::new))
+            .map(|idp| {
+                let trust = EmailTrust::of(idp, &settings.idps);
+                Provider::new(idp.clone(), trust, &callback, http.clone()).map(Arc::new)
+            })
             .collect::<Result<_, _>>()?;
         Ok(Self {
             providers,
@@ -153,6 +159,10 @@ impl Broker {
             login_url,
             welcome_path: settings.login.welcome_path.clone(),
             state_ttl: i64::try_from(settings.login.state_ttl_seconds).unwrap_or(600),
+            unmatched_callbacks: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(60))
+                .build(),
             pending_caps: PendingLoginCaps {
                 per_browser: i64::from(settings.login.max_pending_per_browser),
                 per_client: i64::from(settings.login.max_pending_per_client_ip),
@@ -251,7 +261,7 @@ impl Broker {
         let new_state = NewLoginState {
             state_hash: state.hash().to_hex(),
             binding_hash: binding.hash().to_hex(),
-            client_ip: client.ip.map(|ip| ip.to_string()),
+            client_ip: client.ip.map(client_group),
             nonce: nonce.as_str().to_owned(),
             pkce_verifier: pkce_verifier.secret().to_owned(),
             idp: provider.name().to_owned(),
@@ -292,7 +302,18 @@ impl Broker {
             Err((e, idp)) => {
                 self.metrics.record_login(e.reason());
                 tracing::info!(reason = e.reason(), error = %e, "login failed");
-                self.record_failure(&e, idp.as_deref(), client, now).await;
+                // A callback that matches no login in progress costs a client one request:
+                // audit one per client address a minute, count them all.
+                let sampled_out = e.is_unsolicited()
+                    && client.ip.is_some_and(|ip| {
+                        let group = client_group(ip);
+                        let seen = self.unmatched_callbacks.contains_key(&group);
+                        self.unmatched_callbacks.insert(group, ());
+                        seen
+                    });
+                if !sampled_out {
+                    self.record_failure(&e, idp.as_deref(), client, now).await;
+                }
                 self.error_page(e.status(), &e.user_message(), &RedirectTarget::root())
             }
         }
@@ -329,7 +350,7 @@ impl Broker {
                 .await
                 .unwrap_or(false);
             return Err(no_idp(if elsewhere {
-                LoginError::StateInvalid("state belongs to another browser")
+                LoginError::ForeignState
             } else {
                 LoginError::StateInvalid("state unknown, expired or already used")
             }));
@@ -564,5 +585,37 @@ impl Broker {
 
     pub fn welcome_path(&self) -> &str {
         &self.welcome_path
+    }
+}
+
+/// The unit a client's per-address limits apply to: its IPv4 address, or its IPv6 /64 (one
+/// subscriber's allocation, within which addresses are free to rotate).
+pub fn client_group(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let prefix = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{prefix}/64")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_groups() {
+        let cases = [
+            ("192.0.2.7", "192.0.2.7"),
+            ("::ffff:192.0.2.7", "192.0.2.7"),
+            ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+            ("2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"),
+            ("::1", "::/64"),
+        ];
+        for (ip, group) in cases {
+            assert_eq!(client_group(ip.parse().unwrap()), group, "{ip}");
+        }
     }
 }

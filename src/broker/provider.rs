@@ -34,6 +34,7 @@ use url::Url;
 use super::error::LoginError;
 use crate::clock::unix_now;
 use crate::config::{IdpConfig, ResponseMode};
+use crate::jwt::jwks::read_capped;
 use crate::jwt::{self, Expect, JwksCache, JwtError, KeySet};
 use crate::provisioning::EmailTrust;
 
@@ -73,6 +74,10 @@ type CodeClient = oauth2::Client<
 
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
 const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
+/// Keys are refreshed once this old, so a key the IdP withdraws stops being trusted.
+const JWKS_MAX_AGE: Duration = Duration::from_secs(3600);
+/// Userinfo responses larger than this are refused.
+const MAX_USERINFO_BYTES: usize = 64 * 1024;
 /// `exp` may be this far in the past (clock skew between us and the IdP).
 const EXP_LEEWAY_SECONDS: u64 = 30;
 /// `iat` may be this far in the future.
@@ -107,7 +112,7 @@ struct Discovered {
     client: OidcClient,
     /// Redeems codes.
     code_client: CodeClient,
-    jwks: JwksCache,
+    jwks: Arc<JwksCache>,
 }
 
 /// A login request about to be sent to the IdP.
@@ -119,8 +124,10 @@ pub struct AuthorizeRequest<'a> {
 }
 
 impl Provider {
+    /// `email_trust`: which email domains it may vouch for (see [`EmailTrust::of`]).
     pub fn new(
         config: IdpConfig,
+        email_trust: EmailTrust,
         redirect_url: &str,
         http: reqwest::Client,
     ) -> Result<Self, LoginError> {
@@ -137,7 +144,7 @@ impl Provider {
         let redirect_url = RedirectUrl::new(redirect_url.to_owned())
             .map_err(|e| LoginError::Config(format!("callback URL: {e}")))?;
         Ok(Self {
-            email_trust: EmailTrust::of(&config),
+            email_trust,
             config,
             secret,
             redirect_url,
@@ -203,11 +210,12 @@ impl Provider {
         if let Some(secret) = &self.secret {
             code_client = code_client.set_client_secret(secret.clone());
         }
-        let jwks = JwksCache::new(
+        let jwks = Arc::new(JwksCache::new(
             metadata.jwks_uri().url().clone(),
             self.http.clone(),
             JWKS_REFETCH_INTERVAL,
-        );
+            JWKS_MAX_AGE,
+        ));
         Ok(Discovered {
             metadata,
             client,
@@ -342,9 +350,10 @@ impl Provider {
                 response.status()
             )));
         }
-        let body: Value = response
-            .json()
+        let body = read_capped(response, MAX_USERINFO_BYTES)
             .await
+            .map_err(LoginError::Userinfo)?;
+        let body: Value = serde_json::from_slice(&body)
             .map_err(|e| LoginError::Userinfo(format!("not JSON: {e}")))?;
         merge_userinfo(identity, &body)
     }

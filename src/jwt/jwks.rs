@@ -3,7 +3,8 @@
 //! The current key set is read without waiting. A token signed with a key the set does not
 //! have triggers at most one refetch per `min_refetch_interval` (an issuer that rotated its
 //! keys is picked up at once; a flood of tokens with random `kid`s costs the issuer one request
-//! a minute). A failed fetch keeps the last good set.
+//! a minute). Keys older than `max_age` are refreshed in the background, so a key the issuer
+//! withdraws stops being trusted. A failed fetch keeps the last good set.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -19,7 +20,9 @@ pub struct JwksCache {
     uri: Url,
     http: reqwest::Client,
     min_refetch_interval: Duration,
-    current: RwLock<Option<Arc<KeySet>>>,
+    max_age: Duration,
+    /// The keys and when they were fetched.
+    current: RwLock<Option<(Arc<KeySet>, Instant)>>,
     /// Serializes fetches; holds when the last refetch for an unknown key started (the only
     /// kind a client can provoke, so the only kind rate-limited).
     last_refetch: tokio::sync::Mutex<Option<Instant>>,
@@ -34,11 +37,17 @@ impl std::fmt::Debug for JwksCache {
 }
 
 impl JwksCache {
-    pub fn new(uri: Url, http: reqwest::Client, min_refetch_interval: Duration) -> Self {
+    pub fn new(
+        uri: Url,
+        http: reqwest::Client,
+        min_refetch_interval: Duration,
+        max_age: Duration,
+    ) -> Self {
         Self {
             uri,
             http,
             min_refetch_interval,
+            max_age,
             current: RwLock::new(None),
             last_refetch: tokio::sync::Mutex::new(None),
         }
@@ -50,12 +59,38 @@ impl JwksCache {
 
     /// The keys in memory, if a fetch has ever succeeded.
     pub fn current(&self) -> Option<Arc<KeySet>> {
-        self.current.read().ok().and_then(|c| c.clone())
+        self.current
+            .read()
+            .ok()
+            .and_then(|c| c.as_ref().map(|(keys, _)| keys.clone()))
     }
 
-    /// The keys in memory, fetching them first if there are none yet.
-    pub async fn keys(&self) -> Result<Arc<KeySet>, JwtError> {
+    /// Whether the keys in memory are older than `max_age` (or missing).
+    pub fn is_stale(&self) -> bool {
+        self.current
+            .read()
+            .ok()
+            .and_then(|c| c.as_ref().map(|(_, at)| at.elapsed() >= self.max_age))
+            .unwrap_or(true)
+    }
+
+    /// The keys in memory, fetching them first if there are none yet. Stale keys are served
+    /// while a refresh runs in the background.
+    pub async fn keys(self: &Arc<Self>) -> Result<Arc<KeySet>, JwtError> {
         if let Some(keys) = self.current() {
+            if self.is_stale()
+                && let Ok(guard) = self.last_refetch.try_lock()
+            {
+                drop(guard);
+                let this = self.clone();
+                tokio::spawn(async move {
+                    if this.is_stale()
+                        && let Err(e) = this.refresh().await
+                    {
+                        tracing::warn!(uri = %this.uri, error = %e, "JWKS refresh failed; keeping the last keys");
+                    }
+                });
+            }
             return Ok(keys);
         }
         let _serialized = self.last_refetch.lock().await;
@@ -102,24 +137,29 @@ impl JwksCache {
         if !response.status().is_success() {
             return Err(JwtError::Fetch(format!("status {}", response.status())));
         }
-        if response
-            .content_length()
-            .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
-        {
-            return Err(JwtError::Fetch("JWKS document too large".into()));
-        }
-        let body = response
-            .bytes()
+        let body = read_capped(response, MAX_JWKS_BYTES)
             .await
-            .map_err(|e| JwtError::Fetch(e.to_string()))?;
-        if body.len() > MAX_JWKS_BYTES {
-            return Err(JwtError::Fetch("JWKS document too large".into()));
-        }
+            .map_err(JwtError::Fetch)?;
         let keys = Arc::new(KeySet::from_json(&body)?);
         tracing::debug!(uri = %self.uri, keys = keys.len(), "fetched JWKS");
         if let Ok(mut slot) = self.current.write() {
-            *slot = Some(keys.clone());
+            *slot = Some((keys.clone(), Instant::now()));
         }
         Ok(keys)
     }
+}
+
+/// Reads a response body, refusing one larger than `max` bytes (announced or chunked).
+pub async fn read_capped(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(format!("response larger than {max} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > max {
+            return Err(format!("response larger than {max} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }

@@ -17,7 +17,7 @@ pub mod jwks;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde::de::DeserializeOwned;
 
 pub use jwks::JwksCache;
@@ -57,6 +57,7 @@ pub struct Key {
     kid: Option<String>,
     /// The `alg` the JWK states, if any.
     alg: Option<Algorithm>,
+    family: AlgorithmFamily,
     decoding: DecodingKey,
 }
 
@@ -103,9 +104,10 @@ impl KeySet {
     }
 
     /// The key for a token header: by `kid`, or, for a token without one, the only key that
-    /// can verify its algorithm.
+    /// can verify its algorithm. A key fits when it is of the algorithm's type (RSA, EC, OKP)
+    /// and its own `alg`, if stated, is the token's.
     fn key_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<&Key, JwtError> {
-        let fits = |k: &&Key| k.alg.is_none_or(|a| a == alg);
+        let fits = |k: &&Key| k.family == alg.family() && k.alg.is_none_or(|a| a == alg);
         let mut candidates = self.keys.iter().filter(|k| match kid {
             Some(kid) => k.kid.as_deref() == Some(kid),
             None => true,
@@ -133,12 +135,13 @@ impl Key {
         if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
             return None;
         }
-        if matches!(
-            jwk.algorithm,
-            AlgorithmParameters::OctetKey(_) | AlgorithmParameters::Other(_)
-        ) {
-            return None;
-        }
+        let family = match jwk.algorithm {
+            AlgorithmParameters::RSA(_) => AlgorithmFamily::Rsa,
+            AlgorithmParameters::EllipticCurve(_) => AlgorithmFamily::Ec,
+            AlgorithmParameters::OctetKeyPair(_) => AlgorithmFamily::Ed,
+            // Symmetric and unknown keys never verify a token here.
+            _ => return None,
+        };
         let alg = match jwk.common.key_algorithm {
             Some(a) => {
                 let a: Algorithm = a.to_string().parse().ok()?;
@@ -152,6 +155,7 @@ impl Key {
         Some(Self {
             kid: jwk.common.key_id.clone(),
             alg,
+            family,
             decoding: DecodingKey::from_jwk(jwk).ok()?,
         })
     }
@@ -237,5 +241,20 @@ mod tests {
         );
         assert!(set.key_for(None, Algorithm::RS256).is_ok(), "the only key");
         assert!(KeySet::from_json(b"{\"nope\": 1}").is_err());
+    }
+
+    #[test]
+    fn keys_are_chosen_by_type_when_the_token_names_none() {
+        let document = json!({"keys": [
+            {"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA"},
+            {"kty": "RSA", "n": "AQAB", "e": "AQAB"},
+        ]});
+        let set = KeySet::from_json(document.to_string().as_bytes()).unwrap();
+        assert_eq!(set.len(), 2);
+        let rsa = set.key_for(None, Algorithm::RS256).unwrap();
+        assert_eq!(rsa.family, AlgorithmFamily::Rsa);
+        let ec = set.key_for(None, Algorithm::ES256).unwrap();
+        assert_eq!(ec.family, AlgorithmFamily::Ec);
+        assert!(set.key_for(None, Algorithm::EdDSA).is_err());
     }
 }

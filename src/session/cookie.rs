@@ -76,10 +76,7 @@ pub fn strip(headers: &HeaderMap, names: &[&str]) -> CookieRewrite {
     let mut kept: Vec<&[u8]> = Vec::new();
     let mut removed = false;
     for pair in pairs(headers) {
-        if names
-            .iter()
-            .any(|name| value_if_named(pair, name).is_some())
-        {
+        if carries_any(pair, names) {
             removed = true;
         } else {
             kept.push(pair);
@@ -95,6 +92,18 @@ pub fn strip(headers: &HeaderMap, names: &[&str]) -> CookieRewrite {
     // did, dropping the whole header is the safe way to keep the session from the upstream.
     HeaderValue::from_bytes(&kept.join(&b"; "[..]))
         .map_or(CookieRewrite::Remove, CookieRewrite::Replace)
+}
+
+/// Whether `pair` holds one of these cookies: by its name, or in any `,`-separated part. The
+/// latter is never read as our cookie (see [`find`]), but a proxy that joins repeated `Cookie`
+/// headers with `,` (Envoy without `encode_raw_headers`) makes `a=1,gatehouse=…` out of two
+/// headers, and removing more than needed is the safe way to err.
+fn carries_any(pair: &[u8], names: &[&str]) -> bool {
+    pair.split(|b| *b == b',').any(|part| {
+        names
+            .iter()
+            .any(|name| value_if_named(part, name).is_some())
+    })
 }
 
 /// Every `name=value` pair across the `Cookie` headers, as bytes, trimmed, empties dropped.
@@ -293,8 +302,10 @@ mod tests {
             (&[b"gatehouse=x; a=1", b"gatehouse=y"], replace(b"a=1")),
             (&[b"junk; gatehouse=x"], replace(b"junk")),
             (&[b"gatehouse-login=y; a=1; gatehouse=x"], replace(b"a=1")),
-            // `a=1,gatehouse=x` is one cookie named `a`: it passes.
-            (&[b"a=1,gatehouse=x; b=2"], CookieRewrite::Unchanged),
+            // `a=1,gatehouse=x` is cookie `a` to `find`, but may be two headers a proxy
+            // joined: it does not pass.
+            (&[b"a=1,gatehouse=x; b=2"], replace(b"b=2")),
+            (&[b"a=1,b=2; c=3"], CookieRewrite::Unchanged),
             (
                 &[b"data={\"x\":1,\"y\":2}; gatehouse=x"],
                 replace(b"data={\"x\":1,\"y\":2}"),
@@ -431,9 +442,11 @@ mod tests {
             h
         }
 
-        /// A pair named like one of ours, in any spelling RFC 6265 readers accept.
+        /// A pair that carries one of ours, in any spelling RFC 6265 readers accept, alone or
+        /// joined with `,` to another.
         fn names_ours(pair: &[u8]) -> bool {
-            OURS.iter().any(|name| value_if_named(pair, name).is_some())
+            pair.split(|b| *b == b',')
+                .any(|part| OURS.iter().any(|name| value_if_named(part, name).is_some()))
         }
 
         proptest! {

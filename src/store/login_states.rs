@@ -4,7 +4,7 @@
 //! binding and per client address: a new one evicts the oldest beyond the cap. Expired ones
 //! are pruned by the housekeeping task.
 
-use super::{Store, StoreError, with_pool, with_write_tx};
+use super::{Store, StoreError, with_pool};
 
 #[derive(Debug, Clone)]
 pub struct NewLoginState {
@@ -12,7 +12,7 @@ pub struct NewLoginState {
     pub state_hash: String,
     /// Hex SHA-256 of the browser-binding cookie.
     pub binding_hash: String,
-    /// The client's address, when known.
+    /// The client's address group (its IPv4 address or IPv6 /64), when known.
     pub client_ip: Option<String>,
     pub nonce: String,
     pub pkce_verifier: String,
@@ -42,22 +42,16 @@ pub struct PendingLoginCaps {
 }
 
 impl Store {
-    /// Records a started login and, in the same transaction, evicts the oldest pending logins
-    /// of its browser binding and of its client address beyond `caps`.
+    /// Records a started login, then evicts the oldest pending logins of its browser binding
+    /// and of its client address beyond `caps`. Eviction is best effort and separate from the
+    /// insert: concurrent starts from one client may contend for the same rows (PostgreSQL can
+    /// report a deadlock), and that must not fail a login; the next start trims again.
     pub async fn insert_login_state(
         &self,
         s: &NewLoginState,
         caps: PendingLoginCaps,
     ) -> Result<(), StoreError> {
-        // Keeps the newest `$2` rows of a group: deletes every row at or below the seq of the
-        // first one past them (no such row: nothing to delete).
-        const EVICT_BY_BINDING: &str = "DELETE FROM login_states WHERE binding_hash = $1 \
-             AND seq <= (SELECT seq FROM login_states WHERE binding_hash = $1 \
-                         ORDER BY seq DESC LIMIT 1 OFFSET $2)";
-        const EVICT_BY_CLIENT: &str = "DELETE FROM login_states WHERE client_ip = $1 \
-             AND seq <= (SELECT seq FROM login_states WHERE client_ip = $1 \
-                         ORDER BY seq DESC LIMIT 1 OFFSET $2)";
-        with_write_tx!(self, |tx| {
+        with_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO login_states (state_hash, binding_hash, client_ip, nonce, \
                  pkce_verifier, idp, redirect_to, created_at, expires_at) \
@@ -72,18 +66,46 @@ impl Store {
             .bind(&s.redirect_to)
             .bind(s.created_at)
             .bind(s.expires_at)
-            .execute(&mut *tx)
+            .execute(pool)
             .await?;
+        });
+        for attempt in 1..=3 {
+            match self.evict_pending_logins(s, caps).await {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() && attempt < 3 => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not trim pending logins; the next start will");
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn evict_pending_logins(
+        &self,
+        s: &NewLoginState,
+        caps: PendingLoginCaps,
+    ) -> Result<(), StoreError> {
+        // Keeps the newest `$2` rows of a group: deletes every row at or below the seq of the
+        // first one past them (no such row: nothing to delete).
+        const EVICT_BY_BINDING: &str = "DELETE FROM login_states WHERE binding_hash = $1 \
+             AND seq <= (SELECT seq FROM login_states WHERE binding_hash = $1 \
+                         ORDER BY seq DESC LIMIT 1 OFFSET $2)";
+        const EVICT_BY_CLIENT: &str = "DELETE FROM login_states WHERE client_ip = $1 \
+             AND seq <= (SELECT seq FROM login_states WHERE client_ip = $1 \
+                         ORDER BY seq DESC LIMIT 1 OFFSET $2)";
+        with_pool!(self, |pool| {
             sqlx::query(EVICT_BY_BINDING)
                 .bind(&s.binding_hash)
                 .bind(caps.per_browser)
-                .execute(&mut *tx)
+                .execute(pool)
                 .await?;
             if let Some(ip) = &s.client_ip {
                 sqlx::query(EVICT_BY_CLIENT)
                     .bind(ip)
                     .bind(caps.per_client)
-                    .execute(&mut *tx)
+                    .execute(pool)
                     .await?;
             }
         });
