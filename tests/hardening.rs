@@ -402,10 +402,18 @@ async fn underscore_identity_headers_never_reach_the_upstream(backend: Backend) 
     let stack = Stack::start_with(
         backend,
         StackOptions {
-            envoy_edits: vec![(
-                "headers_with_underscores_action: REJECT_REQUEST",
-                "headers_with_underscores_action: ALLOW",
-            )],
+            // Envoy's default for underscores, and without the shipped filter that strips the
+            // underscore spellings, so that what is tested is gatehouse's own removal.
+            envoy_edits: vec![
+                (
+                    "headers_with_underscores_action: REJECT_REQUEST",
+                    "headers_with_underscores_action: ALLOW",
+                ),
+                (
+                    r#"key_matcher: { safe_regex: { regex: "^x[-_]gatehouse[-_].*" } }"#,
+                    r#"key_matcher: { exact: "x-not-used" }"#,
+                ),
+            ],
             ..StackOptions::default()
         },
     )
@@ -484,10 +492,25 @@ async fn underscore_identity_headers_never_reach_the_upstream(backend: Backend) 
         }
     }
 
-    // The shipped config refuses such headers outright.
+    // The shipped config refuses such headers outright; allowing them, its filter strips them.
     let shipped = Stack::start(backend).await;
     let r = shipped
         .get("/public/x", &[("x_gatehouse_user_id", "spoofed")])
         .await;
     assert_eq!(r.status, 400, "{r:?}");
+    let filtered = Stack::start_with(
+        backend,
+        StackOptions {
+            envoy_edits: vec![(
+                "headers_with_underscores_action: REJECT_REQUEST",
+                "headers_with_underscores_action: ALLOW",
+            )],
+            ..StackOptions::default()
+        },
+    )
+    .await;
+    let r = filtered.get("/public/x", &spoofed).await;
+    assert!(r.reached_upstream(), "{r:?}");
+    let names = r.upstream_header_names();
+    assert!(!names.iter().any(|n| is_identity_header(n)), "{names:?}");
 }
