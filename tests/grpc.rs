@@ -4,40 +4,13 @@
 mod support;
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
-use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use support::{Backend, Gatehouse, TestDb};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 fn check(path: &str, headers: &[(&str, &[u8])]) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    host: "gw.test".into(),
-                    path: path.into(),
-                    scheme: "http".into(),
-                    header_map: Some(HeaderMap {
-                        headers: headers
-                            .iter()
-                            .map(|(k, v)| HeaderValue {
-                                key: k.to_string(),
-                                raw_value: v.to_vec(),
-                                ..Default::default()
-                            })
-                            .collect(),
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    support::check::check_request("gw.test", path, headers)
 }
 
 async fn start(db: &TestDb, dir: &std::path::Path) -> Gatehouse {

@@ -5,10 +5,7 @@
 
 mod support;
 
-use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
-use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::ext_authz::v3::pb::{CheckResponse, HttpResponse};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use support::client::send_bytes;
 use support::{Backend, Stack, StackOptions, base_config};
@@ -22,35 +19,6 @@ on_both_backends!(
 
 // === the gRPC edge, called directly ===
 
-/// Envoy's view of a request: `encode_raw_headers`, so header values are raw bytes.
-fn check_request(host: &str, path: &str, headers: &[(&str, &[u8])]) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    host: host.into(),
-                    path: path.into(),
-                    scheme: "http".into(),
-                    header_map: Some(HeaderMap {
-                        headers: headers
-                            .iter()
-                            .map(|(k, v)| HeaderValue {
-                                key: k.to_string(),
-                                raw_value: v.to_vec(),
-                                ..Default::default()
-                            })
-                            .collect(),
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
-}
-
 async fn grpc_check(
     stack: &Stack,
     host: &str,
@@ -61,7 +29,7 @@ async fn grpc_check(
         .await
         .expect("connect gRPC");
     client
-        .check(check_request(host, path, headers))
+        .check(support::check::check_request(host, path, headers))
         .await
         .expect("Check")
         .into_inner()

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod browser;
+pub mod check;
 pub mod client;
 pub mod db;
 pub mod processes;
