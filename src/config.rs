@@ -31,6 +31,8 @@ const ENV_SECTIONS: &[&str] = &[
     "login",
     "provisioning",
     "admin",
+    "token",
+    "impersonation",
 ];
 /// `GATEHOUSE_*` variables with their own meaning, never treated as config keys.
 const ENV_RESERVED: &[&str] = &["GATEHOUSE_CONFIG", "GATEHOUSE_LOG", "GATEHOUSE_LOG_FORMAT"];
@@ -46,6 +48,10 @@ const STRING_KEYS: &[&str] = &[
     "login.welcome_path",
     "admin.token",
     "admin.token_env",
+    "token.audience",
+    "token.encryption_key",
+    "token.encryption_key_env",
+    "impersonation.role",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -285,9 +291,117 @@ pub struct RouteConfig {
     /// `/ADMIN/` must not slip past an `/admin/` rule.
     #[serde(default)]
     pub case_sensitive: bool,
-    /// Reserved for bearer-token routes; rejected until bearer validation ships.
+    /// Accept `Authorization: Bearer <JWT>` from these issuers.
     #[serde(default)]
-    pub bearer: Option<toml::Value>,
+    pub bearer: Option<BearerConfig>,
+    /// On a bearer route, whether the session cookie is accepted too (default: yes).
+    #[serde(default)]
+    pub session: Option<bool>,
+    /// Name of a `path_regex` capture group that must equal the caller's org id.
+    #[serde(default)]
+    pub org_param: Option<String>,
+    /// Roles that may reach any org's resources on an `org_param` route.
+    #[serde(default)]
+    pub org_admin_any: Vec<String>,
+}
+
+/// What a route accepts as a bearer token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BearerConfig {
+    /// Exact `iss` values; a token from any other issuer (another tenant) gets 401.
+    pub issuers: Vec<String>,
+    /// The token's `aud` must contain one of these.
+    pub audiences: Vec<String>,
+    /// Every one of these scopes is needed (403 `insufficient_scope` otherwise).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub unknown_subjects: UnknownSubjects,
+}
+
+/// A valid token whose `(iss, sub)` is no local user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownSubjects {
+    /// 403 `unknown_subject`.
+    #[default]
+    Deny,
+    /// Allowed, with only the token's issuer, subject and scope as headers.
+    Anonymous,
+}
+
+/// Where an issuer's signing keys are, when it publishes no discovery document.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    pub issuer: String,
+    pub jwks_uri: Url,
+}
+
+/// The token gatehouse mints for upstreams (`x-gatehouse-jwt`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    pub enabled: bool,
+    /// Its `aud` claim.
+    pub audience: String,
+    pub ttl_seconds: u64,
+    pub algorithm: SigningAlgorithm,
+    /// `gatehouse keys rotate` publishes the new key at once and signs with it this much later,
+    /// so verifiers that cache the JWKS (for up to 60 s, as gatehouse's `Cache-Control` says)
+    /// know it before they see it.
+    pub rotation_delay_seconds: u64,
+    /// Encrypts the private signing keys stored in the database: 32 bytes, base64. Prefer
+    /// `encryption_key_env`.
+    pub encryption_key: Option<SecretString>,
+    /// Name of an environment variable holding the encryption key.
+    pub encryption_key_env: Option<String>,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            audience: "internal".to_owned(),
+            ttl_seconds: 300,
+            algorithm: SigningAlgorithm::EdDSA,
+            rotation_delay_seconds: 60,
+            encryption_key: None,
+            encryption_key_env: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SigningAlgorithm {
+    EdDSA,
+    ES256,
+    RS256,
+}
+
+/// Support staff acting as a user.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImpersonationConfig {
+    pub enabled: bool,
+    /// Who may start it.
+    pub role: String,
+    /// May the target hold roles the impersonator lacks?
+    pub allow_more_privileged: bool,
+    /// The absolute lifetime of an impersonation session.
+    pub session_ttl_seconds: u64,
+}
+
+impl Default for ImpersonationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            role: "impersonator".to_owned(),
+            allow_more_privileged: false,
+            session_ttl_seconds: 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -299,8 +413,12 @@ struct FileConfig {
     login: LoginConfig,
     provisioning: ProvisioningConfig,
     admin: AdminConfig,
+    token: TokenConfig,
+    impersonation: ImpersonationConfig,
     #[serde(rename = "idp")]
     idps: Vec<IdpConfig>,
+    #[serde(rename = "issuer")]
+    issuers: Vec<IssuerConfig>,
     #[serde(rename = "route")]
     routes: Vec<RouteConfig>,
 }
@@ -318,7 +436,10 @@ pub struct Settings {
     pub login: LoginConfig,
     pub provisioning: ProvisioningConfig,
     pub admin: AdminConfig,
+    pub token: TokenConfig,
+    pub impersonation: ImpersonationConfig,
     pub idps: Vec<IdpConfig>,
+    pub issuers: Vec<IssuerConfig>,
     /// Routes as written (or the built-in default), kept for `check-config`.
     pub routes: Vec<RouteConfig>,
     pub policy: Policy,
@@ -383,7 +504,10 @@ impl Settings {
             login,
             provisioning,
             admin,
+            token,
+            impersonation,
             idps,
+            issuers,
             mut routes,
         } = file;
 
@@ -481,6 +605,9 @@ impl Settings {
                 api: false,
                 case_sensitive: false,
                 bearer: None,
+                session: None,
+                org_param: None,
+                org_admin_any: Vec::new(),
             });
         }
         let policy = Policy::compile(&routes).map_err(|e| match e {
@@ -491,6 +618,21 @@ impl Settings {
             } => ConfigError::invalid(format!("route[{index}].{key}"), message),
         })?;
 
+        validate_token(&token)?;
+        validate_issuers(&issuers)?;
+        if impersonation.enabled && impersonation.role.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "impersonation.role",
+                "must name the role that may impersonate",
+            ));
+        }
+        if impersonation.session_ttl_seconds == 0 {
+            return Err(ConfigError::invalid(
+                "impersonation.session_ttl_seconds",
+                "must be greater than 0",
+            ));
+        }
+
         Ok(Self {
             source: None,
             server,
@@ -499,7 +641,10 @@ impl Settings {
             login,
             provisioning,
             admin,
+            token,
+            impersonation,
             idps,
+            issuers,
             routes,
             policy,
         })
@@ -528,6 +673,16 @@ impl Settings {
             .to_owned()
     }
 
+    /// The key that encrypts stored signing keys, from `token.encryption_key` or the variable
+    /// named by `token.encryption_key_env`.
+    pub fn token_encryption_key(&self) -> Option<SecretString> {
+        match (&self.token.encryption_key, &self.token.encryption_key_env) {
+            (Some(key), _) => Some(key.clone()),
+            (None, Some(var)) => std::env::var(var).ok().map(SecretString::from),
+            (None, None) => None,
+        }
+    }
+
     /// The admin token from `admin.token` or the variable named by `admin.token_env`.
     pub fn admin_token(&self) -> Option<SecretString> {
         match (&self.admin.token, &self.admin.token_env) {
@@ -536,6 +691,49 @@ impl Settings {
             (None, None) => None,
         }
     }
+}
+
+fn validate_token(token: &TokenConfig) -> Result<(), ConfigError> {
+    if token.ttl_seconds < 30 {
+        return Err(ConfigError::invalid(
+            "token.ttl_seconds",
+            "must be at least 30 (tokens are re-signed when a third of their lifetime is left)",
+        ));
+    }
+    if token.audience.is_empty() {
+        return Err(ConfigError::invalid("token.audience", "must not be empty"));
+    }
+    match (&token.encryption_key, &token.encryption_key_env) {
+        (Some(_), Some(_)) => Err(ConfigError::invalid(
+            "token",
+            "set encryption_key or encryption_key_env, not both",
+        )),
+        (None, None) if token.enabled => Err(ConfigError::invalid(
+            "token.encryption_key_env",
+            "minted tokens need a key that encrypts their signing keys in the database: \
+             set encryption_key_env (32 random bytes, base64; e.g. `openssl rand -base64 32`)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn validate_issuers(issuers: &[IssuerConfig]) -> Result<(), ConfigError> {
+    let mut seen = HashMap::new();
+    for (i, issuer) in issuers.iter().enumerate() {
+        if let Some(prev) = seen.insert(issuer.issuer.as_str(), i) {
+            return Err(ConfigError::invalid(
+                format!("issuer[{i}].issuer"),
+                format!("{:?} is already listed by issuer[{prev}]", issuer.issuer),
+            ));
+        }
+        if !matches!(issuer.jwks_uri.scheme(), "https" | "http") {
+            return Err(ConfigError::invalid(
+                format!("issuer[{i}].jwks_uri"),
+                "must be an http(s) URL",
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_idps(idps: &[IdpConfig]) -> Result<(), ConfigError> {
@@ -708,6 +906,13 @@ fn secret_variables(table: &toml::Table) -> Vec<String> {
     if let Some(var) = table
         .get("admin")
         .and_then(|a| a.get("token_env"))
+        .and_then(toml::Value::as_str)
+    {
+        names.push(var.to_owned());
+    }
+    if let Some(var) = table
+        .get("token")
+        .and_then(|t| t.get("encryption_key_env"))
         .and_then(toml::Value::as_str)
     {
         names.push(var.to_owned());

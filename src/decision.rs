@@ -1,17 +1,21 @@
 //! The authorization decision: pure, no I/O.
 //!
-//! [`decide`] takes the request, the matched route and what the session layer found out about
-//! the caller, and returns allow, deny or redirect. [`Denial::render`] turns a denial into the
-//! status, headers and body that both edges send, so gRPC and forward-auth answer identically.
+//! [`decide`] takes the request, the matched route and what the gate found out about the
+//! caller (session cookie, bearer token), and returns allow, deny or redirect. Every route rule
+//! is checked here: access, roles, the bearer token's issuer, audience, type and scopes, and
+//! the tenant of an `org_param` route. [`Denial::render`] turns a denial into the status,
+//! headers and body that both edges send, so gRPC and forward-auth answer identically.
 
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, StatusCode, header};
 use url::Url;
+use uuid::Uuid;
 
-use crate::config::Access;
-use crate::identity::{Caller, SignedIn};
-use crate::policy::{HostError, Matches, PathError, Route};
+use crate::bearer::VerifiedToken;
+use crate::config::{Access, BearerConfig, UnknownSubjects};
+use crate::identity::{BearerCaller, Caller, Principal, SessionCaller};
+use crate::policy::{HostError, Matches, PathError, Route, RouteMatch};
 use crate::request::AuthzRequest;
 
 /// Where denied browsers are sent. Absolute URLs under `public_url`.
@@ -38,9 +42,29 @@ impl LoginUrls {
 
 #[derive(Debug, Clone)]
 pub enum Decision {
-    /// Let the request through; `None` on public routes.
-    Allow(Option<Arc<SignedIn>>),
+    Allow(Grant),
     Deny(Denial),
+}
+
+/// Who a request is let through as.
+#[derive(Debug, Clone)]
+pub enum Grant {
+    /// A public route: nobody in particular.
+    Public,
+    /// A local user, by session cookie or by a bearer token (then also the token's claims).
+    User {
+        principal: Principal,
+        token: Option<Arc<VerifiedToken>>,
+    },
+    /// A valid bearer token whose subject is no local user (`unknown_subjects = "anonymous"`).
+    Token(Arc<VerifiedToken>),
+}
+
+impl Grant {
+    /// Whether an upstream learns who the caller is.
+    fn identifies(&self) -> bool {
+        !matches!(self, Self::Public)
+    }
 }
 
 /// Why a request cannot be matched against the routes at all (400).
@@ -62,6 +86,13 @@ pub enum Denial {
     LoginRedirect { location: String },
     /// API caller without a valid session: 401.
     Unauthenticated,
+    /// A bearer token that cannot be accepted: 401 with `error="invalid_token"`.
+    InvalidToken(String),
+    /// A valid bearer token without every scope the route needs: 403 with
+    /// `error="insufficient_scope"` naming them.
+    InsufficientScope(Vec<String>),
+    /// A valid bearer token whose `(iss, sub)` is no local user: 403.
+    UnknownSubject,
     /// Browser whose account is not enabled yet: 302 to the welcome page.
     WelcomeRedirect { location: String },
     /// API caller whose account is not enabled: 403.
@@ -77,6 +108,8 @@ pub enum ForbiddenReason {
     MissingRole,
     RouteDenies,
     NoRoute,
+    /// The path names an org that is not the caller's.
+    OtherOrg,
 }
 
 /// What an edge sends back for a denial.
@@ -87,54 +120,162 @@ pub struct DenyResponse {
     pub body: String,
 }
 
-/// Decides one request. `route` is the matched route (`None`: no route matched); `caller` is
+/// Decides one request. `matched` is the matched route (`None`: no route matched); `caller` is
 /// only consulted on authenticated routes.
 pub fn decide(
     req: &AuthzRequest,
-    route: Option<&Route>,
+    matched: Option<RouteMatch<'_>>,
     caller: &Caller,
     urls: &LoginUrls,
 ) -> Decision {
-    let Some(route) = route else {
+    let Some(RouteMatch { route, org }) = matched else {
         return Decision::Deny(Denial::Forbidden {
             reason: ForbiddenReason::NoRoute,
             html: req.is_browser_navigation(),
         });
     };
     let browser = !route.api && req.is_browser_navigation();
-    let deny = Decision::Deny;
     match route.access {
-        Access::Deny => deny(Denial::Forbidden {
+        Access::Deny => Decision::Deny(Denial::Forbidden {
             reason: ForbiddenReason::RouteDenies,
             html: browser,
         }),
-        Access::Public => Decision::Allow(None),
-        Access::Authenticated => match caller {
-            Caller::Unavailable => deny(Denial::Unavailable { html: browser }),
-            Caller::Anonymous if browser => deny(Denial::LoginRedirect {
-                location: urls.login_for(req),
-            }),
-            Caller::Anonymous => deny(Denial::Unauthenticated),
-            Caller::User(user) if !user.identity.enabled => {
-                if browser {
-                    deny(Denial::WelcomeRedirect {
-                        location: urls.welcome.clone(),
-                    })
-                } else {
-                    deny(Denial::AccountDisabled)
-                }
+        Access::Public => Decision::Allow(Grant::Public),
+        Access::Authenticated => match (&route.bearer, &caller.bearer) {
+            // A presented bearer token decides; never a fall-back to the cookie, never a 302.
+            (Some(_), BearerCaller::Invalid(why)) => {
+                Decision::Deny(Denial::InvalidToken(why.clone()))
             }
-            Caller::User(user)
-                if !route.roles.is_empty() && !user.identity.has_any_role(&route.roles) =>
-            {
-                deny(Denial::Forbidden {
-                    reason: ForbiddenReason::MissingRole,
-                    html: browser,
-                })
+            (Some(_), BearerCaller::Unavailable) => {
+                Decision::Deny(Denial::Unavailable { html: false })
             }
-            Caller::User(user) => Decision::Allow(Some(user.clone())),
+            (Some(rule), BearerCaller::Token { token, principal }) => {
+                bearer_decision(route, org, rule, token, principal.as_ref())
+            }
+            (_, _) if route.session => {
+                session_decision(req, route, org, &caller.session, browser, urls)
+            }
+            // A bearer-only route and no token.
+            (_, _) => Decision::Deny(Denial::Unauthenticated),
         },
     }
+}
+
+/// An authenticated route, by session cookie.
+fn session_decision(
+    req: &AuthzRequest,
+    route: &Route,
+    org: Option<&str>,
+    session: &SessionCaller,
+    browser: bool,
+    urls: &LoginUrls,
+) -> Decision {
+    match session {
+        SessionCaller::Unavailable => Decision::Deny(Denial::Unavailable { html: browser }),
+        SessionCaller::Anonymous if browser => Decision::Deny(Denial::LoginRedirect {
+            location: urls.login_for(req),
+        }),
+        SessionCaller::Anonymous => Decision::Deny(Denial::Unauthenticated),
+        SessionCaller::User(principal) => {
+            let welcome = browser.then_some(urls.welcome.as_str());
+            match user_denial(route, org, principal, welcome) {
+                Some(denial) => Decision::Deny(denial),
+                None => Decision::Allow(Grant::User {
+                    principal: principal.clone(),
+                    token: None,
+                }),
+            }
+        }
+    }
+}
+
+/// An authenticated route, by a verified bearer token: the route's own rules on its claims,
+/// then the same user rules as a session's (API style: never a redirect).
+fn bearer_decision(
+    route: &Route,
+    org: Option<&str>,
+    rule: &BearerConfig,
+    token: &Arc<VerifiedToken>,
+    principal: Option<&Principal>,
+) -> Decision {
+    let invalid = |why: &str| Decision::Deny(Denial::InvalidToken(why.to_owned()));
+    if !rule.issuers.iter().any(|i| *i == token.issuer) {
+        // Another tenant's (or another configured issuer's) token.
+        return invalid("the token is from an issuer this route does not accept");
+    }
+    if !token.audiences.iter().any(|a| rule.audiences.contains(a)) {
+        return invalid("the token is for another audience");
+    }
+    if token.looks_like_id_token {
+        return invalid("an ID token is not an access token");
+    }
+    let missing: Vec<String> = rule
+        .scopes
+        .iter()
+        .filter(|s| !token.scopes.contains(s))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Decision::Deny(Denial::InsufficientScope(rule.scopes.clone()));
+    }
+    match principal {
+        Some(principal) => match user_denial(route, org, principal, None) {
+            Some(denial) => Decision::Deny(denial),
+            None => Decision::Allow(Grant::User {
+                principal: principal.clone(),
+                token: Some(token.clone()),
+            }),
+        },
+        None => match rule.unknown_subjects {
+            UnknownSubjects::Deny => Decision::Deny(Denial::UnknownSubject),
+            // No roles and no org to check against: only role-free, org-free routes pass.
+            UnknownSubjects::Anonymous if !route.roles.is_empty() || route.tenant.is_some() => {
+                Decision::Deny(Denial::Forbidden {
+                    reason: ForbiddenReason::MissingRole,
+                    html: false,
+                })
+            }
+            UnknownSubjects::Anonymous => Decision::Allow(Grant::Token(token.clone())),
+        },
+    }
+}
+
+/// What stops a signed-in user on an authenticated route: not enabled, a missing role, or
+/// another org's path. `welcome`: where a browser is sent (`None`: API-style answers).
+fn user_denial(
+    route: &Route,
+    org: Option<&str>,
+    principal: &Principal,
+    welcome: Option<&str>,
+) -> Option<Denial> {
+    let user = &principal.user.identity;
+    let browser = welcome.is_some();
+    if !user.enabled {
+        return Some(match welcome {
+            Some(location) => Denial::WelcomeRedirect {
+                location: location.to_owned(),
+            },
+            None => Denial::AccountDisabled,
+        });
+    }
+    if !route.roles.is_empty() && !user.has_any_role(&route.roles) {
+        return Some(Denial::Forbidden {
+            reason: ForbiddenReason::MissingRole,
+            html: browser,
+        });
+    }
+    if let Some(tenant) = &route.tenant {
+        let own = org
+            .and_then(|o| Uuid::parse_str(o).ok())
+            .is_some_and(|named| user.org_id == Some(named));
+        if !own && !user.has_any_role(&tenant.any_org_roles) {
+            return Some(Denial::Forbidden {
+                reason: ForbiddenReason::OtherOrg,
+                html: browser,
+            });
+        }
+    }
+    None
 }
 
 /// Decides under both readings of the path (see [`crate::policy::Policy::find`]): a request is
@@ -154,7 +295,8 @@ pub fn decide_matches(
     match (folded, exact) {
         (Decision::Deny(d), _) | (Decision::Allow(_), Decision::Deny(d)) => Decision::Deny(d),
         // Both allow: pass on the identity if either route established one.
-        (Decision::Allow(a), Decision::Allow(b)) => Decision::Allow(a.or(b)),
+        (Decision::Allow(a), Decision::Allow(b)) if !a.identifies() => Decision::Allow(b),
+        (Decision::Allow(a), Decision::Allow(_)) => Decision::Allow(a),
     }
 }
 
@@ -174,6 +316,9 @@ impl Denial {
             Self::BadRequest(_) => "bad_request",
             Self::LoginRedirect { .. } => "login_redirect",
             Self::Unauthenticated => "unauthenticated",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::InsufficientScope(_) => "insufficient_scope",
+            Self::UnknownSubject => "unknown_subject",
             Self::WelcomeRedirect { .. } => "welcome_redirect",
             Self::AccountDisabled => "account_disabled",
             Self::Forbidden { .. } => "forbidden",
@@ -185,8 +330,11 @@ impl Denial {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::LoginRedirect { .. } | Self::WelcomeRedirect { .. } => StatusCode::FOUND,
-            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Self::AccountDisabled | Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::Unauthenticated | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Self::AccountDisabled
+            | Self::Forbidden { .. }
+            | Self::InsufficientScope(_)
+            | Self::UnknownSubject => StatusCode::FORBIDDEN,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -210,6 +358,27 @@ impl Denial {
                 ));
                 json(&mut headers, "unauthenticated")
             }
+            Self::InvalidToken(why) => {
+                headers.push((
+                    header::WWW_AUTHENTICATE,
+                    challenge(&[
+                        ("error", "invalid_token"),
+                        ("error_description", why.as_str()),
+                    ]),
+                ));
+                json(&mut headers, "invalid_token")
+            }
+            Self::InsufficientScope(scopes) => {
+                headers.push((
+                    header::WWW_AUTHENTICATE,
+                    challenge(&[
+                        ("error", "insufficient_scope"),
+                        ("scope", scopes.join(" ").as_str()),
+                    ]),
+                ));
+                json(&mut headers, "insufficient_scope")
+            }
+            Self::UnknownSubject => json(&mut headers, "unknown_subject"),
             Self::AccountDisabled => json(&mut headers, "account_disabled"),
             Self::Forbidden {
                 html: true,
@@ -238,6 +407,21 @@ impl Denial {
     }
 }
 
+/// `Bearer realm="gatehouse", k="v", …` (RFC 6750 §3). Values keep only the characters a
+/// quoted attribute may hold there (no `"` or `\`, visible ASCII and space).
+fn challenge(params: &[(&str, &str)]) -> HeaderValue {
+    let mut text = String::from("Bearer realm=\"gatehouse\"");
+    for (key, value) in params {
+        let clean: String = value
+            .chars()
+            .filter(|c| (' '..='~').contains(c) && *c != '"' && *c != '\\')
+            .take(200)
+            .collect();
+        text.push_str(&format!(", {key}=\"{clean}\""));
+    }
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+}
+
 fn json(headers: &mut Vec<(HeaderName, HeaderValue)>, error: &str) -> String {
     headers.push((
         header::CONTENT_TYPE,
@@ -257,8 +441,9 @@ fn html(headers: &mut Vec<(HeaderName, HeaderValue)>, title: &str, text: &str) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bearer::VerifiedToken;
     use crate::config::RouteConfig;
-    use crate::identity::Identity;
+    use crate::identity::{Identity, MintSlot, SignedIn};
     use crate::policy::{Policy, RequestHost};
     use uuid::Uuid;
 
@@ -302,15 +487,23 @@ mod tests {
         }
     }
 
+    fn principal(enabled: bool, roles: &[&str], org: Option<Uuid>) -> Principal {
+        Principal {
+            user: Arc::new(SignedIn::new(Identity {
+                user_id: Uuid::nil(),
+                email: "u@acme.test".into(),
+                org_id: org,
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                enabled,
+                impersonator_id: None,
+            })),
+            sid: "0123456789abcdef".into(),
+            minted: Arc::new(MintSlot::default()),
+        }
+    }
+
     fn user(enabled: bool, roles: &[&str]) -> Caller {
-        Caller::User(Arc::new(SignedIn::new(Identity {
-            user_id: Uuid::nil(),
-            email: "u@acme.test".into(),
-            org_id: None,
-            roles: roles.iter().map(|r| r.to_string()).collect(),
-            enabled,
-            impersonator_id: None,
-        })))
+        Caller::session(SessionCaller::User(principal(enabled, roles, None)))
     }
 
     /// method, path, accept, caller, status, location, label
@@ -331,8 +524,8 @@ mod tests {
         let login =
             "http://gw.test:10000/auth/login?rd=http%3A%2F%2Fgw.test%3A10000%2Fapp%2Fpage%3Fq%3D1";
         let welcome = "http://gw.test:10000/auth/welcome";
-        let anon = Caller::Anonymous;
-        let down = Caller::Unavailable;
+        let anon = Caller::ANONYMOUS;
+        let down = Caller::session(SessionCaller::Unavailable);
         let enabled = user(true, &[]);
         let admin = user(true, &["admin"]);
         let disabled = user(false, &["admin"]);
@@ -395,15 +588,17 @@ mod tests {
         let admin = user(true, &["admin"]);
         let req = request("GET", "/admin/x", BROWSER);
         let host = RequestHost::parse("gw.test").unwrap();
-        let route = p.find("GET", &host, &crate::policy::normalize("/admin/x").unwrap());
+        let path = crate::policy::normalize("/admin/x").unwrap();
+        let route = p.find("GET", &host, &path);
         assert!(matches!(
             decide_matches(&req, route, &admin, &urls()),
-            Decision::Allow(Some(_))
+            Decision::Allow(Grant::User { .. })
         ));
-        let route = p.find("GET", &host, &crate::policy::normalize("/public/").unwrap());
+        let path = crate::policy::normalize("/public/").unwrap();
+        let route = p.find("GET", &host, &path);
         assert!(matches!(
             decide_matches(&req, route, &admin, &urls()),
-            Decision::Allow(None)
+            Decision::Allow(Grant::Public)
         ));
     }
 
@@ -423,7 +618,7 @@ mod tests {
         .map(|t| toml::from_str(t).unwrap())
         .collect();
         let p = Policy::compile(&routes).unwrap();
-        let anon = Caller::Anonymous;
+        let anon = Caller::ANONYMOUS;
         let dev = user(true, &["dev"]);
         let admin = user(true, &["admin"]);
         let cases: Vec<(&str, &Caller, &str)> = vec![
@@ -437,7 +632,8 @@ mod tests {
         for (path, caller, label) in cases {
             let req = request("GET", path, "*/*");
             let host = RequestHost::parse("gw.test").unwrap();
-            let matches = p.find("GET", &host, &crate::policy::normalize(path).unwrap());
+            let normalized = crate::policy::normalize(path).unwrap();
+            let matches = p.find("GET", &host, &normalized);
             let decision = decide_matches(&req, matches, caller, &urls());
             assert_eq!(decision.label(), label, "{path} {caller:?}");
         }
@@ -477,5 +673,225 @@ mod tests {
         }
         let r = Denial::Unauthenticated.render();
         assert!(r.headers.iter().any(|(k, _)| k == header::WWW_AUTHENTICATE));
+    }
+
+    fn token(iss: &str, aud: &[&str], scopes: &[&str], id_token: bool) -> Arc<VerifiedToken> {
+        Arc::new(VerifiedToken {
+            issuer: iss.into(),
+            subject: "sub-1".into(),
+            audiences: aud.iter().map(|a| a.to_string()).collect(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            expires_at: i64::MAX,
+            looks_like_id_token: id_token,
+            headers: Vec::new(),
+            sid: "t".into(),
+            minted: Arc::new(MintSlot::default()),
+        })
+    }
+
+    fn bearer(token: Arc<VerifiedToken>, principal: Option<Principal>) -> Caller {
+        Caller {
+            session: SessionCaller::Anonymous,
+            bearer: BearerCaller::Token { token, principal },
+        }
+    }
+
+    /// Bearer routes: the route's issuer, audience, token type and scopes, then the user rules;
+    /// 401 `invalid_token`, 403 `insufficient_scope`, never a redirect.
+    #[test]
+    fn bearer_table() {
+        let routes: Vec<RouteConfig> = [
+            r#"path_prefix = "/b2b/"
+               access = "authenticated"
+               api = false
+               bearer = { issuers = ["https://b2b/"], audiences = ["https://api"], scopes = ["read"] }"#,
+            r#"path_prefix = "/admin/"
+               access = "authenticated"
+               roles = ["admin"]
+               session = false
+               bearer = { issuers = ["https://b2b/"], audiences = ["https://api"] }"#,
+            r#"path_prefix = "/open/"
+               access = "authenticated"
+               bearer = { issuers = ["https://b2b/"], audiences = ["https://api"], unknown_subjects = "anonymous" }"#,
+            r#"path_regex = "/orgs/(?P<org>[^/]+)/.*"
+               access = "authenticated"
+               org_param = "org"
+               org_admin_any = ["support"]"#,
+        ]
+        .iter()
+        .map(|t| toml::from_str(t).unwrap())
+        .collect();
+        let p = Policy::compile(&routes).unwrap();
+        let acme = Uuid::from_u128(1);
+        let globex = Uuid::from_u128(2);
+        let good = token("https://b2b/", &["https://api"], &["read", "write"], false);
+        let known = |roles: &[&str]| Some(principal(true, roles, Some(acme)));
+        let cases: Vec<(String, Caller, &str)> = vec![
+            // path, caller, label
+            (
+                "/b2b/x".to_string(),
+                bearer(good.clone(), known(&[])),
+                "allow",
+            ),
+            (
+                "/b2b/x".to_string(),
+                bearer(
+                    token("https://b2c/", &["https://api"], &["read"], false),
+                    known(&[]),
+                ),
+                "invalid_token",
+            ),
+            (
+                "/b2b/x".to_string(),
+                bearer(
+                    token("https://b2b/", &["client-id"], &["read"], false),
+                    known(&[]),
+                ),
+                "invalid_token",
+            ),
+            (
+                "/b2b/x".to_string(),
+                bearer(
+                    token("https://b2b/", &["https://api"], &["read"], true),
+                    known(&[]),
+                ),
+                "invalid_token",
+            ),
+            (
+                "/b2b/x".to_string(),
+                bearer(
+                    token("https://b2b/", &["https://api"], &["write"], false),
+                    known(&[]),
+                ),
+                "insufficient_scope",
+            ),
+            (
+                "/b2b/x".to_string(),
+                bearer(good.clone(), None),
+                "unknown_subject",
+            ),
+            (
+                "/b2b/x".to_string(),
+                bearer(good.clone(), Some(principal(false, &[], None))),
+                "account_disabled",
+            ),
+            (
+                "/b2b/x".to_string(),
+                Caller {
+                    session: SessionCaller::Anonymous,
+                    bearer: BearerCaller::Invalid("bad signature".into()),
+                },
+                "invalid_token",
+            ),
+            (
+                "/b2b/x".to_string(),
+                Caller {
+                    session: SessionCaller::Anonymous,
+                    bearer: BearerCaller::Unavailable,
+                },
+                "unavailable",
+            ),
+            // No token: the session cookie, as on any route (a browser is sent to login).
+            ("/b2b/x".to_string(), user(true, &[]), "allow"),
+            ("/b2b/x".to_string(), Caller::ANONYMOUS, "login_redirect"),
+            // A token decides even beside a valid session.
+            (
+                "/b2b/x".to_string(),
+                Caller {
+                    session: SessionCaller::User(principal(true, &[], None)),
+                    bearer: BearerCaller::Invalid("expired".into()),
+                },
+                "invalid_token",
+            ),
+            // Roles apply to bearer users; session = false ignores the cookie.
+            (
+                "/admin/x".to_string(),
+                bearer(good.clone(), known(&["admin"])),
+                "allow",
+            ),
+            (
+                "/admin/x".to_string(),
+                bearer(good.clone(), known(&["dev"])),
+                "forbidden",
+            ),
+            (
+                "/admin/x".to_string(),
+                user(true, &["admin"]),
+                "unauthenticated",
+            ),
+            // unknown_subjects = "anonymous"
+            ("/open/x".to_string(), bearer(good.clone(), None), "allow"),
+            // Tenant-scoped: own org, another org, the support role.
+            (
+                format!("/orgs/{acme}/projects"),
+                user_in(acme, &[]),
+                "allow",
+            ),
+            (
+                format!("/orgs/{}/projects", acme.to_string().to_uppercase()),
+                user_in(acme, &[]),
+                "allow",
+            ),
+            (
+                format!("/orgs/{globex}/projects"),
+                user_in(acme, &[]),
+                "forbidden",
+            ),
+            (
+                "/orgs/not-a-uuid/projects".to_string(),
+                user_in(acme, &[]),
+                "forbidden",
+            ),
+            (
+                format!("/orgs/{globex}/projects"),
+                user_in(acme, &["support"]),
+                "allow",
+            ),
+            (
+                format!("/orgs/{acme}/projects"),
+                Caller::session(SessionCaller::User(principal(true, &[], None))),
+                "forbidden",
+            ),
+        ];
+        for (path, caller, label) in cases {
+            let path = path.as_str();
+            let req = request("GET", path, BROWSER);
+            let host = RequestHost::parse("gw.test").unwrap();
+            let normalized = crate::policy::normalize(path).unwrap();
+            let decision =
+                decide_matches(&req, p.find("GET", &host, &normalized), &caller, &urls());
+            assert_eq!(decision.label(), label, "{path} {caller:?}");
+            if let Decision::Deny(d) = &decision {
+                assert!(
+                    !matches!(d, Denial::LoginRedirect { .. })
+                        || matches!(caller.bearer, BearerCaller::Absent)
+                );
+            }
+        }
+        // The challenges name the error (and the scopes needed).
+        let scope = Denial::InsufficientScope(vec!["read".into(), "write".into()]).render();
+        let www = |r: &DenyResponse| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k == header::WWW_AUTHENTICATE)
+                .map(|(_, v)| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(
+            www(&scope).as_deref(),
+            Some("Bearer realm=\"gatehouse\", error=\"insufficient_scope\", scope=\"read write\"")
+        );
+        assert_eq!(scope.status, 403);
+        let invalid = Denial::InvalidToken("bad \"quote\" \\ \n sig".into()).render();
+        assert_eq!(invalid.status, 401);
+        assert_eq!(
+            www(&invalid).as_deref(),
+            Some(
+                "Bearer realm=\"gatehouse\", error=\"invalid_token\", error_description=\"bad quote   sig\""
+            )
+        );
+    }
+
+    fn user_in(org: Uuid, roles: &[&str]) -> Caller {
+        Caller::session(SessionCaller::User(principal(true, roles, Some(org))))
     }
 }

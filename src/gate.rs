@@ -1,5 +1,6 @@
 //! The check engine: normalize the path, match a route, identify the caller if the route needs
-//! it, decide, and work out what the upstream request must look like. Both edges call
+//! it (session cookie, bearer token), decide, and work out what the upstream request must look
+//! like (identity headers, the minted token, the cookie without gatehouse's). Both edges call
 //! [`Gate::check`] and only translate its [`Verdict`] to their wire format.
 
 use std::sync::Arc;
@@ -7,21 +8,27 @@ use std::time::Instant;
 
 use http::{HeaderName, HeaderValue};
 
+use crate::bearer::{self, Bearer, BearerError, Presented};
 use crate::clock::unix_now;
-use crate::decision::{Decision, Denial, LoginUrls, Malformed, decide_matches};
-use crate::identity::Caller;
+use crate::decision::{Decision, Denial, Grant, LoginUrls, Malformed, decide_matches};
+use crate::identity::{BearerCaller, Caller, JWT_HEADER, SessionCaller};
 use crate::metrics::Metrics;
-use crate::policy::{Policy, RequestHost, normalize};
+use crate::policy::{Matches, Policy, RequestHost, normalize};
 use crate::request::AuthzRequest;
 use crate::session::Sessions;
 use crate::session::cookie::{self, CookieRewrite, CookieSettings};
+use crate::tokens::Minter;
 
+/// What a check needs besides the request.
 pub struct Gate {
-    policy: Policy,
-    sessions: Sessions,
-    urls: LoginUrls,
-    cookies: CookieSettings,
-    metrics: Arc<Metrics>,
+    pub policy: Policy,
+    pub sessions: Sessions,
+    pub bearer: Arc<Bearer>,
+    /// Present when `[token] enabled`.
+    pub minter: Option<Arc<Minter>>,
+    pub urls: LoginUrls,
+    pub cookies: CookieSettings,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The outcome of one check.
@@ -44,43 +51,32 @@ pub struct UpstreamChanges {
 }
 
 impl Gate {
-    pub fn new(
-        policy: Policy,
-        sessions: Sessions,
-        urls: LoginUrls,
-        cookies: CookieSettings,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        Self {
-            policy,
-            sessions,
-            urls,
-            cookies,
-            metrics,
-        }
-    }
-
     pub async fn check(&self, req: &AuthzRequest) -> Verdict {
         let started = Instant::now();
-        let decision = self.decide(req).await;
+        let now = unix_now();
+        let mut decision = self.decide(req, now).await;
         let upstream = match &decision {
-            Decision::Allow(user) => {
-                let set = user.as_ref().map(|u| u.headers.clone()).unwrap_or_default();
-                let remove = req
-                    .spoofed_identity_headers()
-                    .filter(|name| !set.iter().any(|(n, _)| n == *name))
-                    .cloned()
-                    .collect();
-                Some(UpstreamChanges {
-                    set,
-                    remove,
-                    // gatehouse's cookies are its own: the upstream gets neither.
-                    cookie: cookie::strip(
-                        &req.headers,
-                        &[&self.cookies.session_name, self.cookies.binding_name()],
-                    ),
-                })
-            }
+            Decision::Allow(grant) => match self.identity_headers(grant, now) {
+                Ok(set) => {
+                    let remove = req
+                        .spoofed_identity_headers()
+                        .filter(|name| !set.iter().any(|(n, _)| n == *name))
+                        .cloned()
+                        .collect();
+                    Some(UpstreamChanges {
+                        set,
+                        remove,
+                        // gatehouse's cookies are its own: the upstream gets none of them.
+                        cookie: cookie::strip(&req.headers, &self.cookies.own_names()),
+                    })
+                }
+                Err(e) => {
+                    // Upstreams expect the minted token: without it, fail closed.
+                    tracing::error!(error = %e, "cannot mint the upstream token; denying");
+                    decision = Decision::Deny(Denial::Unavailable { html: false });
+                    None
+                }
+            },
             Decision::Deny(_) => None,
         };
         self.metrics
@@ -95,7 +91,29 @@ impl Gate {
         Verdict { decision, upstream }
     }
 
-    async fn decide(&self, req: &AuthzRequest) -> Decision {
+    /// The headers that tell the upstream who the caller is.
+    fn identity_headers(
+        &self,
+        grant: &Grant,
+        now: i64,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, crate::tokens::TokenError> {
+        Ok(match grant {
+            Grant::Public => Vec::new(),
+            Grant::Token(token) => token.headers.clone(),
+            Grant::User { principal, token } => {
+                let mut set = principal.user.headers.clone();
+                if let Some(token) = token {
+                    set.extend(token.headers.iter().cloned());
+                }
+                if let Some(minter) = &self.minter {
+                    set.push((JWT_HEADER, minter.token_for(principal, now)?));
+                }
+                set
+            }
+        })
+    }
+
+    async fn decide(&self, req: &AuthzRequest, now: i64) -> Decision {
         let target = RequestHost::parse(&req.host)
             .map_err(Malformed::from)
             .and_then(|host| Ok((host, normalize(&req.path)?)));
@@ -104,21 +122,57 @@ impl Gate {
             Err(e) => return Decision::Deny(Denial::BadRequest(e)),
         };
         let matches = self.policy.find(&req.method, &host, &path);
-        let needs_identity = [matches.folded, matches.exact]
-            .into_iter()
-            .flatten()
-            .any(|route| route.needs_identity());
-        let caller = if needs_identity {
-            self.caller(req).await
-        } else {
-            Caller::Anonymous
-        };
+        let caller = self.caller(req, &matches, now).await;
         decide_matches(req, matches, &caller, &self.urls)
     }
 
-    async fn caller(&self, req: &AuthzRequest) -> Caller {
-        self.sessions
-            .caller(&req.headers, &self.cookies.session_name, unix_now())
-            .await
+    /// Looks at the credentials the matched routes accept, and only those.
+    async fn caller(&self, req: &AuthzRequest, matches: &Matches<'_>, now: i64) -> Caller {
+        let routes: Vec<_> = matches.routes().filter(|r| r.needs_identity()).collect();
+        if routes.is_empty() {
+            return Caller::ANONYMOUS;
+        }
+        let bearer = if routes.iter().any(|r| r.bearer.is_some()) {
+            self.bearer_caller(req, now).await
+        } else {
+            BearerCaller::Absent
+        };
+        // A presented bearer token decides bearer routes; the cookie matters only where a
+        // route takes sessions and no token decides it.
+        let token_decides = !matches!(bearer, BearerCaller::Absent);
+        let session = if routes
+            .iter()
+            .any(|r| r.session && !(r.bearer.is_some() && token_decides))
+        {
+            self.sessions
+                .caller(&req.headers, &self.cookies.session_name, now)
+                .await
+        } else {
+            SessionCaller::Anonymous
+        };
+        Caller { session, bearer }
+    }
+
+    async fn bearer_caller(&self, req: &AuthzRequest, now: i64) -> BearerCaller {
+        let token = match bearer::presented(&req.headers) {
+            Presented::None => return BearerCaller::Absent,
+            Presented::Malformed(why) => return BearerCaller::Invalid(why.to_owned()),
+            Presented::Token(token) => token,
+        };
+        let token = match self.bearer.verify(token, now).await {
+            Ok(token) => token,
+            Err(BearerError::Invalid(why)) => return BearerCaller::Invalid(why),
+            Err(e @ BearerError::Unavailable(_)) => {
+                tracing::warn!(error = %e, "bearer token not verifiable now; failing closed");
+                return BearerCaller::Unavailable;
+            }
+        };
+        match self.bearer.principal(&token).await {
+            Ok(principal) => BearerCaller::Token { token, principal },
+            Err(e) => {
+                tracing::warn!(error = %e, "identity lookup failed; failing closed");
+                BearerCaller::Unavailable
+            }
+        }
     }
 }

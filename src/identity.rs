@@ -1,9 +1,11 @@
 //! Who the caller is, as the decision and the upstream see it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use http::{HeaderName, HeaderValue};
 use uuid::Uuid;
+
+use crate::bearer::VerifiedToken;
 
 /// Every header with this prefix is gatehouse's to set: inbound copies are always removed
 /// (see [`poses_as_identity_header`]).
@@ -13,6 +15,7 @@ pub const EMAIL_HEADER: HeaderName = HeaderName::from_static("x-gatehouse-email"
 pub const ORG_ID_HEADER: HeaderName = HeaderName::from_static("x-gatehouse-org-id");
 pub const ROLES_HEADER: HeaderName = HeaderName::from_static("x-gatehouse-roles");
 pub const IMPERSONATOR_HEADER: HeaderName = HeaderName::from_static("x-gatehouse-impersonator-id");
+pub const JWT_HEADER: HeaderName = HeaderName::from_static("x-gatehouse-jwt");
 
 /// A signed-in user behind a valid session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,14 +88,74 @@ fn uuid_value(id: Uuid) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// The caller of one check, as far as the session layer could tell.
+/// A caller with a local identity, and where the token minted for them is cached.
 #[derive(Debug, Clone)]
-pub enum Caller {
+pub struct Principal {
+    pub user: Arc<SignedIn>,
+    /// `sid` of the minted token: a prefix of the session's (or bearer token's) hash.
+    pub sid: Arc<str>,
+    pub minted: Arc<MintSlot>,
+}
+
+/// The token minted for one session or bearer token, re-used until a third of its lifetime is
+/// left. Empty until the first allow that needs one.
+#[derive(Debug, Default)]
+pub struct MintSlot(pub Mutex<Option<Minted>>);
+
+#[derive(Debug, Clone)]
+pub struct Minted {
+    /// Which `SignedIn` it was minted for (its address): a revocation replaces the
+    /// `SignedIn`, and then the claims must be signed again.
+    pub for_user: usize,
+    pub value: HeaderValue,
+    pub expires_at: i64,
+}
+
+/// What the session cookie says about the caller.
+#[derive(Debug, Clone)]
+pub enum SessionCaller {
     /// No session cookie, or one that is unknown, expired, revoked, duplicated or malformed.
     Anonymous,
-    User(Arc<SignedIn>),
+    User(Principal),
     /// The store failed and the session was not cached: we cannot tell, so we must not allow.
     Unavailable,
+}
+
+/// What `Authorization: Bearer` says about the caller (looked at on bearer routes only).
+#[derive(Debug, Clone)]
+pub enum BearerCaller {
+    /// No bearer token.
+    Absent,
+    /// A token that cannot be accepted: why.
+    Invalid(String),
+    /// A verified token, and its local user if `(iss, sub)` is one.
+    Token {
+        token: Arc<VerifiedToken>,
+        principal: Option<Principal>,
+    },
+    /// The issuer's keys or the store cannot be reached: 503.
+    Unavailable,
+}
+
+/// Everything the gate found out about the caller of one check.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub session: SessionCaller,
+    pub bearer: BearerCaller,
+}
+
+impl Caller {
+    pub const ANONYMOUS: Self = Self {
+        session: SessionCaller::Anonymous,
+        bearer: BearerCaller::Absent,
+    };
+
+    pub fn session(session: SessionCaller) -> Self {
+        Self {
+            session,
+            bearer: BearerCaller::Absent,
+        }
+    }
 }
 
 /// An identity plus its precomputed upstream headers.

@@ -20,6 +20,8 @@
 //! | [`gate`] | the check engine used by both edges |
 //! | [`session`] | opaque tokens, cookies, the session cache, revocation sync |
 //! | [`jwt`] | verifying other parties' JWTs: accepted algorithms, JWKS fetch and cache |
+//! | [`bearer`] | bearer-JWT callers: verification cache, issuer keys, `(iss, sub)` → user |
+//! | [`tokens`] | the minted upstream token (`x-gatehouse-jwt`): shared keys, JWKS, caching |
 //! | [`store`] | sqlx over SQLite or PostgreSQL: users, orgs, sessions, login state, audit |
 //! | [`broker`] | OIDC login: home-realm discovery, code flow + PKCE, callback, provisioning, logout |
 //! | [`server`] | listeners: gRPC ext_authz, HTTP (`/authz`, `/auth/*`), admin |
@@ -33,6 +35,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bearer;
 pub mod broker;
 pub mod cli;
 pub mod clock;
@@ -50,3 +53,4 @@ pub mod request;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod tokens;

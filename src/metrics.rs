@@ -8,11 +8,14 @@ use prometheus::{
 };
 
 /// Every decision label ([`crate::decision::Decision::label`]).
-const DECISIONS: [&str; 8] = [
+const DECISIONS: [&str; 11] = [
     "allow",
     "bad_request",
     "login_redirect",
     "unauthenticated",
+    "invalid_token",
+    "insufficient_scope",
+    "unknown_subject",
     "welcome_redirect",
     "account_disabled",
     "forbidden",
@@ -27,6 +30,12 @@ pub struct Metrics {
     cache_misses: IntCounter,
     logins: IntCounterVec,
     login_starts: IntCounterVec,
+    bearer_hits: IntCounter,
+    bearer_misses: IntCounter,
+    bearer_verifications: IntCounter,
+    jwks_refreshes: IntCounter,
+    jwks_failures: IntCounter,
+    tokens_signed: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -85,8 +94,38 @@ impl Metrics {
             &["idp"],
         )
         .expect("static metric definition");
+        let bearer = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_bearer_cache_lookups_total",
+                "Verified-bearer-token cache lookups, by result (hit or miss).",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let bearer_verifications = IntCounter::new(
+            "gatehouse_bearer_verifications_total",
+            "Bearer-token signature verifications (cache misses that reached the crypto).",
+        )
+        .expect("static metric definition");
+        let jwks = IntCounterVec::new(
+            Opts::new(
+                "gatehouse_jwks_refreshes_total",
+                "Background JWKS fetches of bearer issuers, by result.",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let tokens_signed = IntCounter::new(
+            "gatehouse_tokens_signed_total",
+            "Minted upstream tokens (x-gatehouse-jwt) signed; cached ones are not counted.",
+        )
+        .expect("static metric definition");
         for collector in [
             Box::new(checks_vec) as Box<dyn prometheus::core::Collector>,
+            Box::new(bearer.clone()),
+            Box::new(bearer_verifications.clone()),
+            Box::new(jwks.clone()),
+            Box::new(tokens_signed.clone()),
             Box::new(check_seconds.clone()),
             Box::new(cache.clone()),
             Box::new(logins.clone()),
@@ -104,6 +143,12 @@ impl Metrics {
             cache_misses: cache.with_label_values(&["miss"]),
             logins,
             login_starts,
+            bearer_hits: bearer.with_label_values(&["hit"]),
+            bearer_misses: bearer.with_label_values(&["miss"]),
+            bearer_verifications,
+            jwks_refreshes: jwks.with_label_values(&["success"]),
+            jwks_failures: jwks.with_label_values(&["failure"]),
+            tokens_signed,
         }
     }
 
@@ -125,6 +170,30 @@ impl Metrics {
     /// `outcome` is `success` or a failure reason from a fixed set.
     pub fn record_login(&self, outcome: &'static str) {
         self.logins.with_label_values(&[outcome]).inc();
+    }
+
+    pub fn bearer_cache_hit(&self) {
+        self.bearer_hits.inc();
+    }
+
+    pub fn bearer_cache_miss(&self) {
+        self.bearer_misses.inc();
+    }
+
+    pub fn bearer_verification(&self) {
+        self.bearer_verifications.inc();
+    }
+
+    pub fn record_jwks_refresh(&self, ok: bool) {
+        if ok {
+            self.jwks_refreshes.inc();
+        } else {
+            self.jwks_failures.inc();
+        }
+    }
+
+    pub fn token_signed(&self) {
+        self.tokens_signed.inc();
     }
 
     /// `idp` is a configured IdP name: a small fixed set.
@@ -168,6 +237,9 @@ mod tests {
             );
         }
         assert!(text.contains("gatehouse_session_cache_lookups_total{result=\"hit\"} 1"));
-        assert!(text.contains("gatehouse_check_duration_seconds_count 8"));
+        assert!(text.contains(&format!(
+            "gatehouse_check_duration_seconds_count {}",
+            DECISIONS.len()
+        )));
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse::email::Email;
-use gatehouse::identity::Caller;
+use gatehouse::identity::SessionCaller;
 use gatehouse::metrics::Metrics;
 use gatehouse::provisioning::{self, EmailTrust, Vouching};
 use gatehouse::session::revocations::RevocationSync;
@@ -59,11 +59,26 @@ async fn user(store: &Store, email: &str, enabled: bool) -> uuid::Uuid {
     user.id
 }
 
-fn user_id(caller: &Caller) -> Option<uuid::Uuid> {
+fn user_id(caller: &SessionCaller) -> Option<uuid::Uuid> {
     match caller {
-        Caller::User(u) => Some(u.identity.user_id),
+        SessionCaller::User(p) => Some(p.user.identity.user_id),
         _ => None,
     }
+}
+
+/// A bearer service with no issuers, for the revocation sync.
+fn no_bearer(store: &Store) -> Arc<gatehouse::bearer::Bearer> {
+    let settings = gatehouse::config::Settings::from_toml("", Vec::new()).unwrap();
+    Arc::new(gatehouse::bearer::Bearer::new(
+        &settings,
+        store.clone(),
+        Arc::new(Metrics::new()),
+        reqwest_client(),
+    ))
+}
+
+fn reqwest_client() -> reqwest::Client {
+    gatehouse::jwt::http_client().unwrap()
 }
 
 async fn sessions_expire_and_are_cached(backend: Backend) {
@@ -93,7 +108,7 @@ async fn sessions_expire_and_are_cached(backend: Backend) {
     // Idle: no use for 100 s.
     assert!(matches!(
         s.resolve(&token, NOW + 10 + 100).await,
-        Caller::Anonymous
+        SessionCaller::Anonymous
     ));
 
     // Absolute: used every 90 s, still ends at 1000 s.
@@ -109,12 +124,15 @@ async fn sessions_expire_and_are_cached(backend: Backend) {
     }
     assert!(matches!(
         s.resolve(&token, NOW + 1000).await,
-        Caller::Anonymous
+        SessionCaller::Anonymous
     ));
 
     // A token the server never issued is not adopted.
     let stranger = OpaqueToken::generate().unwrap();
-    assert!(matches!(s.resolve(&stranger, NOW).await, Caller::Anonymous));
+    assert!(matches!(
+        s.resolve(&stranger, NOW).await,
+        SessionCaller::Anonymous
+    ));
     // A fresh token at every login.
     let a = s.create(alice, None, None, NOW).await.unwrap();
     let b = s.create(alice, None, None, NOW).await.unwrap();
@@ -125,7 +143,7 @@ async fn revocations_reach_the_cache(backend: Backend) {
     let db = TestDb::create(backend).await;
     let store = db.store().await;
     let s = sessions(&store);
-    let sync = RevocationSync::new(store.clone(), s.clone());
+    let sync = RevocationSync::new(store.clone(), s.clone(), no_bearer(&store));
     let now = gatehouse::clock::unix_now();
     let alice = user(&store, "alice@acme.test", true).await;
     let bob = user(&store, "bob@acme.test", true).await;
@@ -145,7 +163,10 @@ async fn revocations_reach_the_cache(backend: Backend) {
     );
     // ...until it reads the revocation list.
     assert_eq!(sync.sync().await.unwrap(), 1);
-    assert!(matches!(s.resolve(&ta, now).await, Caller::Anonymous));
+    assert!(matches!(
+        s.resolve(&ta, now).await,
+        SessionCaller::Anonymous
+    ));
     assert!(
         user_id(&s.resolve(&tb, now).await).is_some(),
         "bob unaffected"
@@ -162,7 +183,10 @@ async fn revocations_reach_the_cache(backend: Backend) {
         .await
         .unwrap();
     sync.sync().await.unwrap();
-    assert!(matches!(s.resolve(&tb, now).await, Caller::Anonymous));
+    assert!(matches!(
+        s.resolve(&tb, now).await,
+        SessionCaller::Anonymous
+    ));
 }
 
 async fn store_failure_is_unavailable(backend: Backend) {
@@ -176,7 +200,7 @@ async fn store_failure_is_unavailable(backend: Backend) {
     store.close().await;
     assert!(matches!(
         s.resolve(&uncached, NOW).await,
-        Caller::Unavailable
+        SessionCaller::Unavailable
     ));
     assert!(user_id(&s.resolve(&cached, NOW).await).is_some());
 }

@@ -31,7 +31,7 @@ use url::Url;
 use crate::clock::unix_now;
 use crate::config::{ProvisioningConfig, ResponseMode, Settings};
 use crate::email::Email;
-use crate::identity::Caller;
+use crate::identity::SessionCaller;
 use crate::metrics::Metrics;
 use crate::pages;
 use crate::provisioning::{self, EmailTrust, Vouching};
@@ -130,13 +130,7 @@ impl Broker {
         let login_url = Url::parse(&format!("{public_origin}{LOGIN_PATH}"))
             .map_err(|e| LoginError::Config(format!("server.public_url: {e}")))?;
         let callback = format!("{public_origin}{CALLBACK_PATH}");
-        // Never follow redirects from an IdP endpoint (SSRF), and never wait long.
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(10))
-            .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let http = crate::jwt::http_client()
             .map_err(|e| LoginError::Config(format!("HTTP client: {e}")))?;
         let providers = settings
             .idps
@@ -523,7 +517,7 @@ impl Broker {
 
     // === /auth/welcome and /auth/userinfo ===
 
-    async fn caller(&self, headers: &HeaderMap) -> Caller {
+    async fn caller(&self, headers: &HeaderMap) -> SessionCaller {
         self.sessions
             .caller(headers, &self.cookies.session_name, unix_now())
             .await
@@ -531,20 +525,20 @@ impl Broker {
 
     pub async fn welcome(&self, headers: &HeaderMap) -> Reply {
         match self.caller(headers).await {
-            Caller::User(user) if !user.identity.enabled => Reply::Page {
+            SessionCaller::User(p) if !p.user.identity.enabled => Reply::Page {
                 status: StatusCode::OK,
-                html: pages::welcome_page(&user.identity.email, LOGOUT_PATH),
+                html: pages::welcome_page(&p.user.identity.email, LOGOUT_PATH),
                 cookies: Vec::new(),
             },
-            Caller::User(_) => Reply::Redirect {
+            SessionCaller::User(_) => Reply::Redirect {
                 location: "/".into(),
                 cookies: Vec::new(),
             },
-            Caller::Anonymous => Reply::Redirect {
+            SessionCaller::Anonymous => Reply::Redirect {
                 location: format!("{LOGIN_PATH}?rd=%2F"),
                 cookies: Vec::new(),
             },
-            Caller::Unavailable => Reply::Page {
+            SessionCaller::Unavailable => Reply::Page {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 html: pages::message_page(
                     "Temporarily unavailable",
@@ -558,8 +552,8 @@ impl Broker {
 
     pub async fn userinfo(&self, headers: &HeaderMap) -> Reply {
         match self.caller(headers).await {
-            Caller::User(user) => {
-                let id = &user.identity;
+            SessionCaller::User(p) => {
+                let id = &p.user.identity;
                 Reply::Json {
                     status: StatusCode::OK,
                     body: json!({
@@ -572,11 +566,11 @@ impl Broker {
                     }),
                 }
             }
-            Caller::Anonymous => Reply::Json {
+            SessionCaller::Anonymous => Reply::Json {
                 status: StatusCode::UNAUTHORIZED,
                 body: json!({ "error": "unauthenticated" }),
             },
-            Caller::Unavailable => Reply::Json {
+            SessionCaller::Unavailable => Reply::Json {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 body: json!({ "error": "unavailable" }),
             },

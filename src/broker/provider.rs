@@ -465,10 +465,11 @@ pub fn verify_id_token(
         keys,
         &Expect {
             issuer: expect.issuer,
-            audiences: &audiences,
+            audiences: Some(&audiences),
             leeway_seconds: EXP_LEEWAY_SECONDS,
         },
-    )?;
+    )?
+    .claims;
     let invalid = |m: String| Err(JwtError::Invalid(m));
     let others: Vec<&String> = match &claims.aud {
         Audiences::One(a) => vec![a],

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::DateTime;
 
-use super::{AuditArgs, CliError, Command, OrgCommand, SessionCommand, UserCommand};
+use super::{AuditArgs, CliError, Command, KeysCommand, OrgCommand, SessionCommand, UserCommand};
 use crate::clock::unix_now;
 use crate::config::Settings;
 use crate::session::{self, Lifetimes};
@@ -67,6 +67,7 @@ pub async fn run(settings: Settings, command: Command) -> Result<(), CliError> {
             audit(&store, args).await?;
             false
         }
+        Command::Keys(cmd) => keys(&store, &settings, cmd, now).await?,
         Command::Serve | Command::Migrate | Command::CheckConfig => false,
     };
     if changed {
@@ -74,6 +75,65 @@ pub async fn run(settings: Settings, command: Command) -> Result<(), CliError> {
     }
     store.close().await;
     Ok(())
+}
+
+/// `keys rotate` and `keys list`. Returns whether the local server should reload.
+async fn keys(
+    store: &Store,
+    settings: &Settings,
+    cmd: KeysCommand,
+    now: i64,
+) -> Result<bool, CliError> {
+    match cmd {
+        KeysCommand::Rotate { now: at_once } => {
+            let delay = if at_once {
+                0
+            } else {
+                i64::try_from(settings.token.rotation_delay_seconds).unwrap_or(60)
+            };
+            let kid = crate::tokens::rotate(settings, store, now, now + delay)
+                .await
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            store
+                .record_audit(
+                    &AuditEvent::new(AuditKind::KeyRotated, Outcome::Success, now)
+                        .actor(ACTOR)
+                        .detail(format!("kid {kid}, signs from {}", rfc3339(now + delay))),
+                )
+                .await?;
+            println!("{kid}");
+            eprintln!(
+                "added signing key {kid}: published now, signing from {}",
+                rfc3339(now + delay)
+            );
+            Ok(true)
+        }
+        KeysCommand::List => {
+            let keys = store.signing_keys().await?;
+            println!("{:<24}  {:<6}  {:<25}  STATE", "KID", "ALG", "SIGNS FROM");
+            let current = keys
+                .iter()
+                .rev()
+                .find(|k| k.activates_at <= now)
+                .map(|k| k.kid.clone());
+            for k in &keys {
+                let state = if Some(&k.kid) == current.as_ref() {
+                    "current"
+                } else if k.activates_at > now {
+                    "next"
+                } else {
+                    "retired (published until its tokens expire)"
+                };
+                println!(
+                    "{:<24}  {:<6}  {:<25}  {state}",
+                    k.kid,
+                    k.algorithm,
+                    rfc3339(k.activates_at)
+                );
+            }
+            Ok(false)
+        }
+    }
 }
 
 /// Returns whether cached sessions may now be stale.

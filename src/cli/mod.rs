@@ -46,6 +46,23 @@ pub enum Command {
     Session(SessionCommand),
     /// List audit events.
     Audit(AuditArgs),
+    /// Manage the keys that sign minted tokens (`[token] enabled`).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a signing key. It is published at once and signs after
+    /// `token.rotation_delay_seconds` (so verifiers caching the JWKS know it first); old keys
+    /// stay published until their tokens have expired.
+    Rotate {
+        /// Sign with the new key at once (e.g. after a compromise), without the delay.
+        #[arg(long)]
+        now: bool,
+    },
+    /// List the signing keys and their state.
+    List,
 }
 
 #[derive(Debug, Subcommand)]

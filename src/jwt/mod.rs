@@ -22,6 +22,17 @@ use serde::de::DeserializeOwned;
 
 pub use jwks::JwksCache;
 
+/// The HTTP client for talking to issuers (discovery, JWKS, token and userinfo endpoints):
+/// never follows a redirect (SSRF), never waits long.
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(10))
+        .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// Signing algorithms accepted from issuers: asymmetric only.
 pub const ALLOWED_ALGORITHMS: [Algorithm; 9] = [
     Algorithm::RS256,
@@ -165,10 +176,18 @@ impl Key {
 #[derive(Debug, Clone)]
 pub struct Expect<'a> {
     pub issuer: &'a str,
-    /// The token's `aud` must contain one of these.
-    pub audiences: &'a [String],
+    /// The token's `aud` must contain one of these. `None`: the caller checks `aud` itself
+    /// (bearer routes each accept their own audiences).
+    pub audiences: Option<&'a [String]>,
     /// Seconds of clock skew allowed on `exp` and `nbf`.
     pub leeway_seconds: u64,
+}
+
+/// A verified token's claims, and the `typ` of its header.
+#[derive(Debug)]
+pub struct Verified<C> {
+    pub header_typ: Option<String>,
+    pub claims: C,
 }
 
 /// Verifies a compact JWT against `keys` and `expect`, and deserializes its claims.
@@ -176,7 +195,7 @@ pub fn verify<C: DeserializeOwned>(
     token: &str,
     keys: &KeySet,
     expect: &Expect<'_>,
-) -> Result<C, JwtError> {
+) -> Result<Verified<C>, JwtError> {
     let header =
         jsonwebtoken::decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
     if !ALLOWED_ALGORITHMS.contains(&header.alg) {
@@ -187,10 +206,21 @@ pub fn verify<C: DeserializeOwned>(
     validation.leeway = expect.leeway_seconds;
     validation.validate_nbf = true;
     validation.set_issuer(&[expect.issuer]);
-    validation.set_audience(expect.audiences);
-    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    match expect.audiences {
+        Some(audiences) => {
+            validation.set_audience(audiences);
+            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        }
+        None => {
+            validation.validate_aud = false;
+            validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        }
+    }
     jsonwebtoken::decode::<C>(token, &key.decoding, &validation)
-        .map(|data| data.claims)
+        .map(|data| Verified {
+            header_typ: data.header.typ,
+            claims: data.claims,
+        })
         .map_err(|e| JwtError::Invalid(describe(e.kind())))
 }
 

@@ -16,7 +16,7 @@ use std::borrow::Cow;
 
 use regex::{Regex, RegexBuilder};
 
-use crate::config::{Access, RouteConfig};
+use crate::config::{Access, BearerConfig, RouteConfig};
 pub use host::{HostError, RequestHost};
 pub use path::{NormalizedPath, PathError, normalize};
 
@@ -55,6 +55,29 @@ pub struct Route {
     pub api: bool,
     /// Matched with exact letter case in both passes.
     pub case_sensitive: bool,
+    /// Accepts `Authorization: Bearer` tokens by these rules.
+    pub bearer: Option<BearerConfig>,
+    /// Accepts the session cookie (every route but a bearer route with `session = false`).
+    pub session: bool,
+    /// The path must name the caller's own org.
+    pub tenant: Option<TenantRule>,
+}
+
+/// `org_param`: a `path_regex` capture that must be the caller's org id.
+#[derive(Debug, Clone)]
+pub struct TenantRule {
+    /// The capture group's name.
+    pub param: String,
+    /// Roles that reach every org's resources (`org_admin_any`).
+    pub any_org_roles: Vec<String>,
+}
+
+/// A matched route, with the org the path names when the route is tenant-scoped.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteMatch<'a> {
+    pub route: &'a Route,
+    /// The `org_param` capture (`None` when the route has no tenant rule).
+    pub org: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,19 +133,33 @@ enum Pass {
 /// When they differ, the gate applies both and the stricter answer wins.
 #[derive(Debug, Clone, Copy)]
 pub struct Matches<'a> {
-    pub folded: Option<&'a Route>,
-    pub exact: Option<&'a Route>,
+    pub folded: Option<RouteMatch<'a>>,
+    pub exact: Option<RouteMatch<'a>>,
 }
 
 impl<'a> Matches<'a> {
-    /// The one route when both passes agree.
-    pub fn agreed(&self) -> Option<Option<&'a Route>> {
+    /// The one match when both passes agree (same route, same org).
+    pub fn agreed(&self) -> Option<Option<RouteMatch<'a>>> {
         let same = match (self.folded, self.exact) {
-            (Some(a), Some(b)) => a.index == b.index,
+            (Some(a), Some(b)) => {
+                a.route.index == b.route.index
+                    && match (a.org, b.org) {
+                        (Some(x), Some(y)) => x.eq_ignore_ascii_case(y),
+                        (x, y) => x == y,
+                    }
+            }
             (None, None) => true,
             _ => false,
         };
         same.then_some(self.folded)
+    }
+
+    /// The matched routes (one or two).
+    pub fn routes(&self) -> impl Iterator<Item = &'a Route> {
+        [self.folded, self.exact]
+            .into_iter()
+            .flatten()
+            .map(|m| m.route)
     }
 }
 
@@ -173,13 +210,22 @@ impl Policy {
     /// a request must not get laxer access than it would get under either reading: `/ADMIN/`
     /// is held to an `/admin/` rule, and `/PUBLIC/x` is not public to a case-sensitive
     /// upstream's `/PUBLIC/x`.
-    pub fn find(&self, method: &str, host: &RequestHost, path: &NormalizedPath) -> Matches<'_> {
+    pub fn find<'a>(
+        &'a self,
+        method: &str,
+        host: &RequestHost,
+        path: &'a NormalizedPath,
+    ) -> Matches<'a> {
         let raw = path.as_str();
         let folded = fold(raw);
         let first = |pass: Pass| {
             self.routes
                 .iter()
                 .find(|r| r.matches(method, host.as_str(), raw, &folded, pass))
+                .map(|route| RouteMatch {
+                    route,
+                    org: route.org_in(raw, pass),
+                })
         };
         let exact = first(Pass::Exact);
         // Nothing to fold (no lookalike, no upper-case letter in the path or in any route):
@@ -206,12 +252,6 @@ impl Route {
             key,
             message,
         };
-        if c.bearer.is_some() {
-            return Err(err(
-                "bearer",
-                "bearer-token routes are not supported by this version of gatehouse".to_owned(),
-            ));
-        }
         let path_keys = [&c.path_prefix, &c.path_exact, &c.path_regex]
             .iter()
             .filter(|p| p.is_some())
@@ -285,6 +325,46 @@ impl Route {
                 "role names must be non-empty and contain no comma".to_owned(),
             ));
         }
+        if let Some(bearer) = &c.bearer {
+            check_bearer(bearer, c.access).map_err(|(key, m)| err(key, m))?;
+        }
+        let session = c.session.unwrap_or(true);
+        if !session && c.bearer.is_none() {
+            return Err(err(
+                "session",
+                "session = false leaves no way in without a bearer rule".to_owned(),
+            ));
+        }
+        let tenant = match &c.org_param {
+            None if !c.org_admin_any.is_empty() => {
+                return Err(err(
+                    "org_admin_any",
+                    "only applies with org_param".to_owned(),
+                ));
+            }
+            None => None,
+            Some(param) => {
+                let named = c.path_regex.is_some()
+                    && matches!(&path, PathMatch::Regex { exact, .. }
+                        if exact.capture_names().flatten().any(|n| n == param));
+                if !named {
+                    return Err(err(
+                        "org_param",
+                        format!("needs a path_regex with a named group (?P<{param}>...)"),
+                    ));
+                }
+                if c.access != Access::Authenticated {
+                    return Err(err(
+                        "org_param",
+                        "only applies to access = \"authenticated\"".to_owned(),
+                    ));
+                }
+                Some(TenantRule {
+                    param: param.clone(),
+                    any_org_roles: c.org_admin_any.clone(),
+                })
+            }
+        };
         Ok(Self {
             index,
             host,
@@ -294,7 +374,28 @@ impl Route {
             roles: c.roles.clone(),
             api: c.api,
             case_sensitive: c.case_sensitive,
+            bearer: c.bearer.clone(),
+            session,
+            tenant,
         })
+    }
+
+    /// The org the path names, for a tenant-scoped route matched in `pass`.
+    fn org_in<'p>(&self, raw: &'p str, pass: Pass) -> Option<&'p str> {
+        let tenant = self.tenant.as_ref()?;
+        let PathMatch::Regex { exact, folded } = &self.path else {
+            return None;
+        };
+        // Captured from the raw path in both passes: folding only changes lookalikes, which a
+        // UUID cannot contain.
+        let regex = match pass {
+            Pass::Folded if !self.case_sensitive => folded,
+            _ => exact,
+        };
+        regex
+            .captures(raw)
+            .and_then(|c| c.name(&tenant.param))
+            .map(|m| m.as_str())
     }
 
     fn matches(&self, method: &str, host: &str, raw: &str, folded: &str, pass: Pass) -> bool {
@@ -393,6 +494,41 @@ impl PathMatch {
     }
 }
 
+/// A bearer rule's own checks; errors name the key.
+fn check_bearer(b: &BearerConfig, access: Access) -> Result<(), (&'static str, String)> {
+    if access != Access::Authenticated {
+        return Err((
+            "bearer",
+            "only applies to access = \"authenticated\"".to_owned(),
+        ));
+    }
+    if b.issuers.is_empty() {
+        return Err(("bearer", "issuers must list at least one issuer".to_owned()));
+    }
+    for issuer in &b.issuers {
+        match url::Url::parse(issuer) {
+            Ok(u) if matches!(u.scheme(), "https" | "http") => {}
+            _ => return Err(("bearer", format!("issuer {issuer:?} is not an http(s) URL"))),
+        }
+    }
+    if b.audiences.is_empty() || b.audiences.iter().any(String::is_empty) {
+        return Err((
+            "bearer",
+            "audiences must list the audience(s) this API's tokens carry".to_owned(),
+        ));
+    }
+    if b.scopes
+        .iter()
+        .any(|s| s.is_empty() || s.contains(char::is_whitespace))
+    {
+        return Err((
+            "bearer",
+            "scopes must be single words (no spaces)".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 /// Configured paths must already be in normalized form, or they could never match.
 fn check_route_path(key: &str, path: &str) -> Result<(), String> {
     match normalize(path) {
@@ -436,7 +572,10 @@ mod tests {
         let path = normalize(raw_path).unwrap();
         let host = RequestHost::parse(host).unwrap();
         let m = policy.find(method, &host, &path);
-        (m.folded.map(|r| r.index), m.exact.map(|r| r.index))
+        (
+            m.folded.map(|r| r.route.index),
+            m.exact.map(|r| r.route.index),
+        )
     }
 
     #[test]
@@ -604,8 +743,44 @@ mod tests {
             (
                 r#"path_prefix = "/"
                    access = "authenticated"
-                   bearer = { issuers = ["x"] }"#,
+                   bearer = { issuers = ["x"], audiences = ["api"] }"#,
                 "route[0].bearer",
+            ),
+            (
+                r#"path_prefix = "/"
+                   access = "authenticated"
+                   bearer = { issuers = ["https://x/"], audiences = [] }"#,
+                "route[0].bearer",
+            ),
+            (
+                r#"path_prefix = "/"
+                   access = "public"
+                   bearer = { issuers = ["https://x/"], audiences = ["api"] }"#,
+                "route[0].bearer",
+            ),
+            (
+                r#"path_prefix = "/"
+                   access = "authenticated"
+                   session = false"#,
+                "route[0].session",
+            ),
+            (
+                r#"path_prefix = "/orgs/"
+                   access = "authenticated"
+                   org_param = "org""#,
+                "route[0].org_param",
+            ),
+            (
+                r#"path_regex = "/orgs/(?P<tenant>[^/]+)/.*"
+                   access = "authenticated"
+                   org_param = "org""#,
+                "route[0].org_param",
+            ),
+            (
+                r#"path_prefix = "/"
+                   access = "authenticated"
+                   org_admin_any = ["support"]"#,
+                "route[0].org_admin_any",
             ),
         ];
         for (text, key) in cases {

@@ -79,6 +79,12 @@ async fn sync_revocations(State(state): State<AppState>, headers: HeaderMap) -> 
     if !admin_authorized(&state, &headers) {
         return (StatusCode::UNAUTHORIZED, "admin token required\n").into_response();
     }
+    // The CLI's changes: revocations, and signing keys after `keys rotate`.
+    if let Some(minter) = &state.minter
+        && let Err(e) = minter.reload().await
+    {
+        tracing::warn!(error = %e, "could not reload signing keys");
+    }
     match state.revocations.sync().await {
         Ok(applied) => axum::Json(serde_json::json!({ "applied": applied })).into_response(),
         Err(e) => {

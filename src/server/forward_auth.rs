@@ -24,10 +24,11 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use ipnet::IpNet;
 
 use super::AppState;
+use crate::bearer::{ISSUER_HEADER, SCOPE_HEADER, SUBJECT_HEADER};
 use crate::decision::{Decision, Denial};
 use crate::gate::UpstreamChanges;
 use crate::identity::{
-    EMAIL_HEADER, IMPERSONATOR_HEADER, ORG_ID_HEADER, ROLES_HEADER, USER_ID_HEADER,
+    EMAIL_HEADER, IMPERSONATOR_HEADER, JWT_HEADER, ORG_ID_HEADER, ROLES_HEADER, USER_ID_HEADER,
 };
 use crate::request::AuthzRequest;
 use crate::session::cookie::CookieRewrite;
@@ -87,6 +88,10 @@ fn allow_response(changes: UpstreamChanges) -> Response {
         ORG_ID_HEADER,
         ROLES_HEADER,
         IMPERSONATOR_HEADER,
+        JWT_HEADER,
+        ISSUER_HEADER,
+        SUBJECT_HEADER,
+        SCOPE_HEADER,
     ] {
         headers.insert(name, HeaderValue::from_static(""));
     }

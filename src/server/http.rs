@@ -27,7 +27,12 @@ pub fn router(state: AppState) -> Router {
         .route(LOGIN_PATH, get(login))
         .route(CALLBACK_PATH, get(callback_query).post(callback_form_post))
         .route(LOGOUT_PATH, get(logout).post(logout))
-        .route("/auth/userinfo", get(userinfo));
+        .route("/auth/userinfo", get(userinfo))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route(
+            "/.well-known/openid-configuration",
+            get(openid_configuration),
+        );
     // A custom welcome_path may live elsewhere (served by the app); serve ours only at home.
     if welcome.starts_with("/auth/") {
         router = router.route(&welcome, get(welcome_page));
@@ -127,6 +132,31 @@ async fn logout(
     let client = client(&state, peer, &headers);
     let rd = params.get("rd").map(String::as_str);
     respond(state.broker.logout(rd, &headers, &client).await)
+}
+
+/// The keys of the minted tokens (`[token] enabled`), for upstreams and Envoy's `jwt_authn`.
+/// Cached briefly: a new key is published before it signs (see `gatehouse keys rotate`).
+async fn jwks(State(state): State<AppState>) -> Response {
+    match &state.minter {
+        Some(minter) => public_json(minter.jwks(crate::clock::unix_now())),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn openid_configuration(State(state): State<AppState>) -> Response {
+    match &state.minter {
+        Some(minter) => public_json(minter.openid_configuration()),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+fn public_json(body: serde_json::Value) -> Response {
+    let mut response = axum::Json(body).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
+    response
 }
 
 async fn welcome_page(State(state): State<AppState>, headers: HeaderMap) -> Response {

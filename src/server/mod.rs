@@ -18,6 +18,7 @@ use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::bearer::{self, Bearer};
 use crate::broker::{Broker, LoginError};
 use crate::clock::unix_now;
 use crate::config::Settings;
@@ -28,6 +29,7 @@ use crate::session::cookie::CookieSettings;
 use crate::session::revocations::RevocationSync;
 use crate::session::{Lifetimes, Sessions, TouchWriter};
 use crate::store::{Store, StoreError};
+use crate::tokens::{Minter, TokenError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -47,6 +49,8 @@ pub enum ServeError {
     Http(#[source] std::io::Error),
     #[error(transparent)]
     Login(#[from] LoginError),
+    #[error("minted tokens: {0}")]
+    Token(#[from] TokenError),
 }
 
 /// Everything the handlers share. Cheap to clone.
@@ -59,6 +63,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub revocations: Arc<RevocationSync>,
     pub broker: Arc<Broker>,
+    pub bearer: Arc<Bearer>,
+    /// Present when `[token] enabled`.
+    pub minter: Option<Arc<Minter>>,
     pub cookies: CookieSettings,
     /// Bearer token for `/admin/v1/*`, when configured.
     pub admin_token: Option<Arc<secrecy::SecretString>>,
@@ -104,14 +111,31 @@ impl Server {
             session_name: settings.cookie_name().to_owned(),
             secure: settings.is_https(),
         };
-        let gate = Arc::new(Gate::new(
-            settings.policy.clone(),
-            sessions.clone(),
-            urls,
-            cookies.clone(),
+        let http_client =
+            crate::jwt::http_client().map_err(|e| ServeError::Http(std::io::Error::other(e)))?;
+        let bearer = Arc::new(Bearer::new(
+            &settings,
+            store.clone(),
             metrics.clone(),
+            http_client,
         ));
-        let revocations = RevocationSync::new(store.clone(), sessions.clone());
+        let minter = if settings.token.enabled {
+            Some(Arc::new(
+                Minter::start(&settings, store.clone(), metrics.clone(), unix_now()).await?,
+            ))
+        } else {
+            None
+        };
+        let gate = Arc::new(Gate {
+            policy: settings.policy.clone(),
+            sessions: sessions.clone(),
+            bearer: bearer.clone(),
+            minter: minter.clone(),
+            urls,
+            cookies: cookies.clone(),
+            metrics: metrics.clone(),
+        });
+        let revocations = RevocationSync::new(store.clone(), sessions.clone(), bearer.clone());
         let broker = Arc::new(Broker::new(
             &settings,
             store.clone(),
@@ -131,6 +155,8 @@ impl Server {
             metrics,
             revocations,
             broker,
+            bearer,
+            minter,
             cookies,
             admin_token,
             ready: Arc::new(AtomicBool::new(true)),
@@ -177,6 +203,15 @@ impl Server {
                 .run(Duration::from_millis(settings.session.revocation_poll_ms)),
         );
         tokio::spawn(housekeeping(state.store.clone()));
+        tokio::spawn(
+            state
+                .bearer
+                .clone()
+                .keep_keys_fresh(bearer::JWKS_REFRESH_INTERVAL),
+        );
+        if let Some(minter) = &state.minter {
+            tokio::spawn(minter.clone().keep_fresh());
+        }
         state.broker.warm_up();
 
         let (health, health_service) = tonic_health::server::health_reporter();

@@ -169,6 +169,11 @@ impl CookieSettings {
         clear(&self.session_name, self.secure, SameSite::Lax)
     }
 
+    /// Every cookie gatehouse sets: upstreams get none of them.
+    pub fn own_names(&self) -> [&str; 2] {
+        [&self.session_name, self.binding_name()]
+    }
+
     /// The login-binding cookie's name: `__Host-` on https like the session's.
     pub fn binding_name(&self) -> &'static str {
         if self.secure {

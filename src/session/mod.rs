@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::config::SessionConfig;
-use crate::identity::{Caller, Identity, SignedIn};
+use crate::identity::{Identity, MintSlot, Principal, SessionCaller, SignedIn};
 use crate::metrics::Metrics;
 use crate::store::{NewSession, SessionRecord, SessionTouch, Store, StoreError};
 pub use token::{OpaqueToken, TokenHash};
@@ -74,7 +74,7 @@ enum Cached {
 }
 
 struct LiveSession {
-    user: Arc<SignedIn>,
+    principal: Principal,
     absolute_expires_at: i64,
     /// Most recent use seen by this replica.
     last_seen_at: AtomicI64,
@@ -133,17 +133,17 @@ impl Sessions {
     }
 
     /// Who the session cookie `cookie_name` in `headers` belongs to at `now`.
-    pub async fn caller(&self, headers: &HeaderMap, cookie_name: &str, now: i64) -> Caller {
+    pub async fn caller(&self, headers: &HeaderMap, cookie_name: &str, now: i64) -> SessionCaller {
         match cookie::find(headers, cookie_name) {
             cookie::TokenCookie::Present(token) => self.resolve(&token, now).await,
             cookie::TokenCookie::Absent
             | cookie::TokenCookie::Duplicated
-            | cookie::TokenCookie::Malformed => Caller::Anonymous,
+            | cookie::TokenCookie::Malformed => SessionCaller::Anonymous,
         }
     }
 
     /// Who holds `token` at `now`: a cached answer when there is one, else one store lookup.
-    pub async fn resolve(&self, token: &OpaqueToken, now: i64) -> Caller {
+    pub async fn resolve(&self, token: &OpaqueToken, now: i64) -> SessionCaller {
         let hash = token.hash();
         let (cached, fresh) = match self.cache.get(&hash) {
             Some(entry) => {
@@ -156,13 +156,13 @@ impl Sessions {
                     Ok(entry) => (entry, true),
                     Err(e) => {
                         tracing::warn!(error = %e, "session lookup failed; failing closed");
-                        return Caller::Unavailable;
+                        return SessionCaller::Unavailable;
                     }
                 }
             }
         };
         match cached {
-            Cached::Unknown => Caller::Anonymous,
+            Cached::Unknown => SessionCaller::Anonymous,
             Cached::Live(session) => {
                 let last_seen = session.last_seen_at.load(Ordering::Relaxed);
                 if !is_live(last_seen, session.absolute_expires_at, self.lifetimes, now) {
@@ -173,10 +173,10 @@ impl Sessions {
                         // Maybe another replica saw it used since: ask the store next time.
                         self.cache.invalidate(&hash);
                     }
-                    return Caller::Anonymous;
+                    return SessionCaller::Anonymous;
                 }
                 self.touch(&hash, &session, now);
-                Caller::User(session.user.clone())
+                SessionCaller::User(session.principal.clone())
             }
         }
     }
@@ -205,7 +205,7 @@ impl Sessions {
             .map_err(|_| StoreError::Invalid("session lookup timed out".into()))??;
         Ok(match record {
             None => Cached::Unknown,
-            Some(record) => Cached::Live(Arc::new(LiveSession::from_record(record))),
+            Some(record) => Cached::Live(Arc::new(LiveSession::from_record(record, hash))),
         })
     }
 
@@ -254,7 +254,10 @@ impl Sessions {
         let result = self
             .cache
             .invalidate_entries_if(move |_, entry| match entry {
-                Cached::Live(s) => s.user.identity.user_id == user_id,
+                Cached::Live(s) => {
+                    let identity = &s.principal.user.identity;
+                    identity.user_id == user_id || identity.impersonator_id == Some(user_id)
+                }
                 Cached::Unknown => false,
             });
         if result.is_err() {
@@ -271,7 +274,7 @@ impl Sessions {
 }
 
 impl LiveSession {
-    fn from_record(r: SessionRecord) -> Self {
+    fn from_record(r: SessionRecord, hash: &TokenHash) -> Self {
         let identity = Identity {
             user_id: r.user_id,
             email: r.email,
@@ -281,7 +284,11 @@ impl LiveSession {
             impersonator_id: r.impersonator_id,
         };
         Self {
-            user: Arc::new(SignedIn::new(identity)),
+            principal: Principal {
+                user: Arc::new(SignedIn::new(identity)),
+                sid: hash.to_hex()[..16].into(),
+                minted: Arc::new(MintSlot::default()),
+            },
             absolute_expires_at: r.absolute_expires_at,
             last_seen_at: AtomicI64::new(r.last_seen_at),
             last_written_at: AtomicI64::new(r.last_seen_at),

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::{Mutex, Notify};
 
 use super::{Sessions, TokenHash};
+use crate::bearer::Bearer;
 use crate::clock::unix_now;
 use crate::store::{Revocation, RevocationScope, Store, StoreError};
 
@@ -24,6 +25,8 @@ const PG_CHANNEL: &str = "gatehouse_revocations";
 pub struct RevocationSync {
     store: Store,
     sessions: Sessions,
+    /// Bearer callers' users are cached too, and revoked the same way.
+    bearer: Arc<Bearer>,
     state: Mutex<State>,
     wake: Notify,
 }
@@ -36,10 +39,11 @@ struct State {
 }
 
 impl RevocationSync {
-    pub fn new(store: Store, sessions: Sessions) -> Arc<Self> {
+    pub fn new(store: Store, sessions: Sessions, bearer: Arc<Bearer>) -> Arc<Self> {
         Arc::new(Self {
             store,
             sessions,
+            bearer,
             state: Mutex::new(State {
                 started_at: unix_now(),
                 applied: HashMap::new(),
@@ -72,8 +76,14 @@ impl RevocationSync {
                 Some(hash) => self.sessions.forget(&hash),
                 None => self.sessions.forget_all(), // unreadable: be safe
             },
-            RevocationScope::User(user) => self.sessions.forget_user(user),
-            RevocationScope::Everyone => self.sessions.forget_all(),
+            RevocationScope::User(user) => {
+                self.sessions.forget_user(user);
+                self.bearer.forget_user(user);
+            }
+            RevocationScope::Everyone => {
+                self.sessions.forget_all();
+                self.bearer.forget_all();
+            }
         }
     }
 

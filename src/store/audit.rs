@@ -26,10 +26,14 @@ pub enum AuditKind {
     RoleGranted,
     RoleRevoked,
     OrgCreated,
+    KeyRotated,
+    ImpersonationStarted,
+    ImpersonationStopped,
+    ImpersonationRefused,
 }
 
 impl AuditKind {
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 19] = [
         Self::LoginStarted,
         Self::LoginSucceeded,
         Self::LoginFailed,
@@ -45,6 +49,10 @@ impl AuditKind {
         Self::RoleGranted,
         Self::RoleRevoked,
         Self::OrgCreated,
+        Self::KeyRotated,
+        Self::ImpersonationStarted,
+        Self::ImpersonationStopped,
+        Self::ImpersonationRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,6 +72,10 @@ impl AuditKind {
             Self::RoleGranted => "role_granted",
             Self::RoleRevoked => "role_revoked",
             Self::OrgCreated => "org_created",
+            Self::KeyRotated => "key_rotated",
+            Self::ImpersonationStarted => "impersonation_started",
+            Self::ImpersonationStopped => "impersonation_stopped",
+            Self::ImpersonationRefused => "impersonation_refused",
         }
     }
 

@@ -11,6 +11,7 @@ mod login_states;
 mod orgs;
 mod revocations;
 mod sessions;
+mod signing_keys;
 mod users;
 
 use std::str::FromStr;
@@ -26,6 +27,7 @@ pub use login_states::{LoginState, NewLoginState, PendingLoginCaps};
 pub use orgs::Org;
 pub use revocations::{Revocation, RevocationScope};
 pub use sessions::{NewSession, SessionRecord, SessionTouch};
+pub use signing_keys::StoredKey;
 pub use users::{IdentityRow, ProvisionOutcome, ProvisionRequest, User};
 
 #[derive(Debug, thiserror::Error)]

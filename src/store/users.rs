@@ -163,6 +163,26 @@ impl Store {
         self.attach_roles(row).await
     }
 
+    /// The user an IdP identity `(issuer, subject)` belongs to.
+    pub async fn user_by_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<User>, StoreError> {
+        let row: Option<UserRow> = with_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT u.id, u.email, u.name, u.org_id, u.enabled, u.created_at \
+                 FROM identities i JOIN users u ON u.id = i.user_id \
+                 WHERE i.issuer = $1 AND i.subject = $2",
+            )
+            .bind(issuer)
+            .bind(subject)
+            .fetch_optional(pool)
+            .await?
+        });
+        self.attach_roles(row).await
+    }
+
     /// The user with this email, or `NotFound` naming it.
     pub async fn require_user(&self, email: &str) -> Result<User, StoreError> {
         self.user_by_email(email)
