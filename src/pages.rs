@@ -10,7 +10,7 @@ main{background:#fff;border:1px solid #d8dee4;border-radius:12px;padding:2rem 2.
 width:calc(100% - 3rem);box-shadow:0 1px 3px rgba(0,0,0,.06)}\
 h1{font-size:1.35rem;margin:0 0 .75rem}p{margin:.5rem 0}\
 .who{font-weight:600}.muted{color:#59636e;font-size:.9rem}\
-form{margin-top:1.25rem}input[type=email]{width:100%;box-sizing:border-box;padding:.55rem .7rem;\
+form{margin-top:1.25rem}input[type=email],input[type=text]{width:100%;box-sizing:border-box;padding:.55rem .7rem;\
 border:1px solid #d1d9e0;border-radius:6px;font:inherit;margin:.25rem 0 .75rem}\
 button,.button{display:inline-block;background:#1f6feb;color:#fff;border:0;border-radius:6px;\
 padding:.55rem 1rem;font:inherit;cursor:pointer;text-decoration:none}\
@@ -67,6 +67,45 @@ pub fn email_first_page(action: &str, rd: &str, note: Option<&str>) -> String {
              <button type=\"submit\">Continue</button></form>",
             attr(action),
             attr(rd),
+        ),
+    )
+}
+
+/// Support staff: whom to act as.
+pub fn impersonate_page(email: &str, action: &str, csrf: &str) -> String {
+    layout(
+        "Act as a user",
+        &format!(
+            "<h1>Act as a user</h1>\
+             <p>You are signed in as <span class=\"who\">{}</span>.</p>\
+             <p class=\"muted\">Every service will see you as that user (and that you are acting \
+             for them). This is recorded in the audit trail.</p>\
+             <form method=\"post\" action=\"{}\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <label for=\"user\">User (email or id)</label>\
+             <input id=\"user\" type=\"email\" name=\"user\" required autofocus>\
+             <button type=\"submit\">Act as this user</button></form>",
+            text(email),
+            attr(action),
+            attr(csrf),
+        ),
+    )
+}
+
+/// While impersonating: who, for whom, and the way back.
+pub fn impersonating_page(email: &str, by: &str, stop_action: &str, csrf: &str) -> String {
+    layout(
+        "Acting as a user",
+        &format!(
+            "<h1>You are acting as <span class=\"who\">{}</span></h1>\
+             <p>Signed in as <span class=\"who\">{}</span>.</p>\
+             <form method=\"post\" action=\"{}\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <button type=\"submit\">Stop acting as this user</button></form>",
+            text(email),
+            text(by),
+            attr(stop_action),
+            attr(csrf),
         ),
     )
 }

@@ -15,6 +15,7 @@
 //! carry a Lax cookie.
 
 pub mod error;
+pub mod impersonation;
 pub mod provider;
 pub mod realm;
 pub mod redirect;
@@ -29,7 +30,7 @@ use serde_json::json;
 use url::Url;
 
 use crate::clock::unix_now;
-use crate::config::{ProvisioningConfig, ResponseMode, Settings};
+use crate::config::{ImpersonationConfig, ProvisioningConfig, ResponseMode, Settings};
 use crate::email::Email;
 use crate::identity::SessionCaller;
 use crate::metrics::Metrics;
@@ -65,6 +66,7 @@ pub enum Reply {
     Json {
         status: StatusCode,
         body: serde_json::Value,
+        cookies: Vec<String>,
     },
 }
 
@@ -115,6 +117,7 @@ pub struct Broker {
     /// audited in the last minute.
     unmatched_callbacks: moka::sync::Cache<String, ()>,
     provisioning: ProvisioningConfig,
+    impersonation: ImpersonationConfig,
     metrics: Arc<Metrics>,
 }
 
@@ -162,6 +165,7 @@ impl Broker {
                 per_client: i64::from(settings.login.max_pending_per_client_ip),
             },
             provisioning: settings.provisioning.clone(),
+            impersonation: settings.impersonation.clone(),
             metrics,
         })
     }
@@ -554,25 +558,37 @@ impl Broker {
         match self.caller(headers).await {
             SessionCaller::User(p) => {
                 let id = &p.user.identity;
+                let mut body = json!({
+                    "user_id": id.user_id,
+                    "email": id.email,
+                    "org_id": id.org_id,
+                    "roles": id.roles,
+                    "enabled": id.enabled,
+                    "impersonator_id": id.impersonator_id,
+                });
+                if let Some(impersonator) = id.impersonator_id {
+                    let by = self.email_of(impersonator).await;
+                    body["impersonation"] = json!({
+                        "impersonator_id": impersonator,
+                        "impersonator_email": by,
+                        "banner": format!("{by} is acting as {} (impersonation)", id.email),
+                    });
+                }
                 Reply::Json {
                     status: StatusCode::OK,
-                    body: json!({
-                        "user_id": id.user_id,
-                        "email": id.email,
-                        "org_id": id.org_id,
-                        "roles": id.roles,
-                        "enabled": id.enabled,
-                        "impersonator_id": id.impersonator_id,
-                    }),
+                    body,
+                    cookies: Vec::new(),
                 }
             }
             SessionCaller::Anonymous => Reply::Json {
                 status: StatusCode::UNAUTHORIZED,
                 body: json!({ "error": "unauthenticated" }),
+                cookies: Vec::new(),
             },
             SessionCaller::Unavailable => Reply::Json {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 body: json!({ "error": "unavailable" }),
+                cookies: Vec::new(),
             },
         }
     }

@@ -8,10 +8,11 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use super::{AppState, forward_auth};
+use crate::broker::impersonation::{IMPERSONATE_PATH, ImpersonateParams, STOP_PATH};
 use crate::broker::{
     CALLBACK_PATH, CallbackParams, Client, LOGIN_PATH, LOGOUT_PATH, LoginParams, Reply,
 };
@@ -28,6 +29,8 @@ pub fn router(state: AppState) -> Router {
         .route(CALLBACK_PATH, get(callback_query).post(callback_form_post))
         .route(LOGOUT_PATH, get(logout).post(logout))
         .route("/auth/userinfo", get(userinfo))
+        .route(IMPERSONATE_PATH, get(impersonate_page).post(impersonate))
+        .route(STOP_PATH, post(stop_impersonating))
         .route("/.well-known/jwks.json", get(jwks))
         .route(
             "/.well-known/openid-configuration",
@@ -134,6 +137,68 @@ async fn logout(
     respond(state.broker.logout(rd, &headers, &client).await)
 }
 
+async fn impersonate_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    respond(state.broker.impersonate_page(&headers).await)
+}
+
+async fn impersonate(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = impersonate_params(&headers, &body);
+    let client = client(&state, peer, &headers);
+    respond(state.broker.impersonate(params, &headers, &client).await)
+}
+
+async fn stop_impersonating(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = impersonate_params(&headers, &body);
+    let client = client(&state, peer, &headers);
+    respond(
+        state
+            .broker
+            .stop_impersonating(params, &headers, &client)
+            .await,
+    )
+}
+
+/// `user`, `csrf` and `rd` from a JSON body (`Content-Type: application/json`) or a form.
+fn impersonate_params(headers: &HeaderMap, body: &[u8]) -> ImpersonateParams {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().starts_with("application/json"));
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|v| v.to_str().unwrap_or("invalid").to_owned());
+    if json {
+        let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let field = |k: &str| value.get(k).and_then(|v| v.as_str()).map(String::from);
+        ImpersonateParams {
+            user: field("user"),
+            csrf: field("csrf"),
+            rd: field("rd"),
+            json,
+            origin,
+        }
+    } else {
+        let (mut params, _) = unique_params(body);
+        ImpersonateParams {
+            user: params.remove("user"),
+            csrf: params.remove("csrf"),
+            rd: params.remove("rd"),
+            json,
+            origin,
+        }
+    }
+}
+
 /// The keys of the minted tokens (`[token] enabled`), for upstreams and Envoy's `jwt_authn`.
 /// Cached briefly: a new key is published before it signs (see `gatehouse keys rotate`).
 async fn jwks(State(state): State<AppState>) -> Response {
@@ -201,7 +266,11 @@ fn respond(reply: Reply) -> Response {
             h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
             (r, cookies)
         }
-        Reply::Json { status, body } => ((status, axum::Json(body)).into_response(), Vec::new()),
+        Reply::Json {
+            status,
+            body,
+            cookies,
+        } => ((status, axum::Json(body)).into_response(), cookies),
     };
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

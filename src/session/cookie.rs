@@ -170,8 +170,38 @@ impl CookieSettings {
     }
 
     /// Every cookie gatehouse sets: upstreams get none of them.
-    pub fn own_names(&self) -> [&str; 2] {
-        [&self.session_name, self.binding_name()]
+    pub fn own_names(&self) -> [&str; 3] {
+        [
+            &self.session_name,
+            self.binding_name(),
+            self.impersonator_name(),
+        ]
+    }
+
+    /// While impersonating, the impersonator's own session token waits here, to be restored
+    /// by `/auth/impersonate/stop`. `__Host-` on https like the session's.
+    pub fn impersonator_name(&self) -> &'static str {
+        if self.secure {
+            "__Host-gatehouse-impersonator"
+        } else {
+            "gatehouse-impersonator"
+        }
+    }
+
+    /// The impersonator's session token, kept for the way back.
+    pub fn impersonator(&self, token: &OpaqueToken, max_age_seconds: i64) -> String {
+        Cookie::build((self.impersonator_name(), token.as_str().to_owned()))
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(SameSite::Lax)
+            .path("/")
+            .max_age(cookie::time::Duration::seconds(max_age_seconds))
+            .build()
+            .to_string()
+    }
+
+    pub fn clear_impersonator(&self) -> String {
+        clear(self.impersonator_name(), self.secure, SameSite::Lax)
     }
 
     /// The login-binding cookie's name: `__Host-` on https like the session's.

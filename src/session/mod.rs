@@ -286,7 +286,7 @@ impl LiveSession {
         Self {
             principal: Principal {
                 user: Arc::new(SignedIn::new(identity)),
-                sid: hash.to_hex()[..16].into(),
+                sid: hash.short_hex().into(),
                 minted: Arc::new(MintSlot::default()),
             },
             absolute_expires_at: r.absolute_expires_at,
@@ -306,12 +306,44 @@ pub async fn create(
     id_token: Option<String>,
     now: i64,
 ) -> Result<OpaqueToken, SessionError> {
+    insert(store, lifetimes, user_id, None, idp, id_token, now).await
+}
+
+/// Creates a session as `user_id` for `impersonator`, ending after `lifetimes.absolute`.
+pub async fn create_impersonation(
+    store: &Store,
+    lifetimes: Lifetimes,
+    user_id: Uuid,
+    impersonator: Uuid,
+    now: i64,
+) -> Result<OpaqueToken, SessionError> {
+    insert(
+        store,
+        lifetimes,
+        user_id,
+        Some(impersonator),
+        None,
+        None,
+        now,
+    )
+    .await
+}
+
+async fn insert(
+    store: &Store,
+    lifetimes: Lifetimes,
+    user_id: Uuid,
+    impersonator_id: Option<Uuid>,
+    idp: Option<String>,
+    id_token: Option<String>,
+    now: i64,
+) -> Result<OpaqueToken, SessionError> {
     let token = OpaqueToken::generate()?;
     store
         .insert_session(&NewSession {
             id_hash: token.hash().to_hex(),
             user_id,
-            impersonator_id: None,
+            impersonator_id,
             idp,
             id_token,
             created_at: now,

@@ -68,6 +68,12 @@ impl TokenHash {
         Some(Self(bytes))
     }
 
+    /// The first 8 bytes in hex: enough to correlate (`sid` of minted tokens, logs), never
+    /// enough to look a session up.
+    pub fn short_hex(&self) -> String {
+        self.to_hex().chars().take(16).collect()
+    }
+
     pub fn to_hex(&self) -> String {
         use std::fmt::Write;
         self.0.iter().fold(String::with_capacity(64), |mut s, b| {

@@ -165,7 +165,8 @@ impl Store {
         Ok(user.map(|(u,)| u))
     }
 
-    /// Revokes every live session of one user, or of everyone (`None`). Returns how many.
+    /// Revokes every live session of one user (including those in which they impersonate
+    /// someone), or of everyone (`None`). Returns how many.
     pub async fn revoke_sessions(
         &self,
         user_id: Option<Uuid>,
@@ -175,7 +176,8 @@ impl Store {
         let count = with_write_tx!(self, |tx| {
             let done = sqlx::query(
                 "UPDATE sessions SET revoked_at = $2 \
-                 WHERE ($1 IS NULL OR user_id = $1) AND revoked_at IS NULL",
+                 WHERE ($1 IS NULL OR user_id = $1 OR impersonator_id = $1) \
+                 AND revoked_at IS NULL",
             )
             .bind(user_id)
             .bind(now)

@@ -303,8 +303,10 @@ impl Store {
             let changed = done.rows_affected() > 0;
             if changed {
                 if !enabled {
+                    // Their own sessions, and those in which they impersonate someone.
                     sqlx::query(
-                        "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+                        "UPDATE sessions SET revoked_at = $2 \
+                         WHERE (user_id = $1 OR impersonator_id = $1) AND revoked_at IS NULL",
                     )
                     .bind(user_id)
                     .bind(now)
