@@ -32,12 +32,12 @@ impl Store {
         Ok(())
     }
 
-    /// Every key, oldest activation first.
+    /// Every key, oldest activation first (and, within a second, oldest first).
     pub async fn signing_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         let keys = with_pool!(self, |pool| {
             sqlx::query_as(
                 "SELECT kid, algorithm, public_jwk, private_key, created_at, activates_at \
-                 FROM signing_keys ORDER BY activates_at, created_at, kid",
+                 FROM signing_keys ORDER BY activates_at, seq",
             )
             .fetch_all(pool)
             .await?

@@ -20,6 +20,8 @@ use crate::store::StoredKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    #[error("minted tokens need token.encryption_key or token.encryption_key_env; {0}")]
+    NoEncryptionKey(String),
     #[error(
         "token.encryption_key must be 32 bytes, base64-encoded (e.g. `openssl rand -base64 32`)"
     )]

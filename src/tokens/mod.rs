@@ -125,9 +125,7 @@ impl Minter {
         metrics: Arc<Metrics>,
         now: i64,
     ) -> Result<Self, TokenError> {
-        let secret = settings
-            .token_encryption_key()
-            .ok_or(KeyError::BadEncryptionKey)?;
+        let secret = encryption_key(settings)?;
         let minter = Self {
             store,
             vault: KeyVault::new(&secret)?,
@@ -272,6 +270,16 @@ impl Minter {
     }
 }
 
+/// The configured encryption key, or an error saying what is missing.
+fn encryption_key(settings: &Settings) -> Result<secrecy::SecretString, KeyError> {
+    settings.token_encryption_key().ok_or_else(|| {
+        KeyError::NoEncryptionKey(match &settings.token.encryption_key_env {
+            Some(var) => format!("{var} (named by token.encryption_key_env) is not set"),
+            None => "neither is set".to_owned(),
+        })
+    })
+}
+
 /// `gatehouse keys rotate`: adds a key that signs from `activates_at` on (published at once).
 pub async fn rotate(
     settings: &Settings,
@@ -279,9 +287,7 @@ pub async fn rotate(
     now: i64,
     activates_at: i64,
 ) -> Result<String, TokenError> {
-    let secret = settings
-        .token_encryption_key()
-        .ok_or(KeyError::BadEncryptionKey)?;
+    let secret = encryption_key(settings)?;
     let vault = KeyVault::new(&secret)?;
     // The stored keys must open with this encryption key, or every replica would fail.
     for stored in store.signing_keys().await? {

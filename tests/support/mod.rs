@@ -8,6 +8,7 @@ pub mod browser;
 pub mod check;
 pub mod client;
 pub mod db;
+pub mod issuer;
 pub mod processes;
 pub mod upstream;
 
@@ -120,6 +121,8 @@ pub struct StackOptions {
     /// Text replacements applied to the Envoy config (each must match), for variants of the
     /// shipped file such as Envoy's defaults where the shipped config is stricter.
     pub envoy_edits: Vec<(&'static str, &'static str)>,
+    /// Envoy's listener port, when the test must know it before the stack starts.
+    pub listener_port: Option<u16>,
 }
 
 impl Default for StackOptions {
@@ -130,6 +133,7 @@ impl Default for StackOptions {
             envoy_config: "envoy/envoy.yaml",
             env: Vec::new(),
             envoy_edits: Vec::new(),
+            listener_port: None,
         }
     }
 }
@@ -154,7 +158,7 @@ impl Stack {
     pub async fn start_with(backend: Backend, options: StackOptions) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = TestDb::create(backend).await;
-        let listener_port = free_port();
+        let listener_port = options.listener_port.unwrap_or_else(free_port);
         let base = format!("http://127.0.0.1:{listener_port}");
         let mut providers = Vec::new();
         for args in &options.providers {

@@ -38,6 +38,8 @@ pub fn free_port() -> u16 {
 
 pub struct Gatehouse {
     child: Child,
+    /// The environment it was started with, for CLI calls on its config.
+    env: Vec<(String, String)>,
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub admin: SocketAddr,
@@ -121,6 +123,10 @@ impl Gatehouse {
             grpc: addr("grpc"),
             http: addr("http"),
             admin: addr("admin"),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             child,
             config: config_path,
             log,
@@ -135,12 +141,13 @@ impl Gatehouse {
         all.push("--config");
         all.push(&config);
         let admin = self.admin.to_string();
-        run_cli(
-            &all,
-            &[("GATEHOUSE_SERVER_ADMIN_LISTEN", &admin)],
-            self.config.parent().unwrap_or(Path::new(".")),
-        )
-        .await
+        let mut env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        env.push(("GATEHOUSE_SERVER_ADMIN_LISTEN", &admin));
+        run_cli(&all, &env, self.config.parent().unwrap_or(Path::new("."))).await
     }
 
     /// Like [`cli`](Self::cli), panicking on failure; returns stdout trimmed.
