@@ -1,6 +1,6 @@
 //! `gatehouse check-config`: the effective configuration, as gatehouse will use it.
 
-use crate::config::{Access, ResponseMode, Settings};
+use crate::config::{Access, ResponseMode, Settings, UnknownSubjects};
 use crate::policy::HostMatch;
 use crate::store::redact_url;
 
@@ -50,6 +50,31 @@ pub fn describe(s: &Settings) -> String {
         if route.api {
             effect.push_str(", api (no redirects)");
         }
+        if route.case_sensitive {
+            effect.push_str(", case-sensitive");
+        }
+        if let Some(b) = &route.bearer {
+            effect.push_str(&format!(
+                ", bearer from {} for {}",
+                b.issuers.join(","),
+                b.audiences.join(",")
+            ));
+            if !b.scopes.is_empty() {
+                effect.push_str(&format!(" with scopes {}", b.scopes.join(" ")));
+            }
+            if b.unknown_subjects == UnknownSubjects::Anonymous {
+                effect.push_str(", unknown subjects anonymous");
+            }
+            if !route.session {
+                effect.push_str(", no session cookie");
+            }
+        }
+        if let Some(t) = &route.tenant {
+            effect.push_str(&format!(", path names the caller's org ({})", t.param));
+            if !t.any_org_roles.is_empty() {
+                effect.push_str(&format!(" unless role {}", t.any_org_roles.join(",")));
+            }
+        }
         line(format!(
             "  [{}] {} -> {effect}",
             route.index,
@@ -75,6 +100,24 @@ pub fn describe(s: &Settings) -> String {
                 idp.name, idp.issuer, idp.client_id
             ));
         }
+    }
+    if s.token.enabled {
+        line(format!(
+            "minted token: x-gatehouse-jwt, {:?}, aud {}, ttl {}s",
+            s.token.algorithm, s.token.audience, s.token.ttl_seconds
+        ));
+    }
+    if s.impersonation.enabled {
+        line(format!(
+            "impersonation: role {}, sessions {}s{}",
+            s.impersonation.role,
+            s.impersonation.session_ttl_seconds,
+            if s.impersonation.allow_more_privileged {
+                ", more privileged targets allowed"
+            } else {
+                ""
+            }
+        ));
     }
     out
 }
