@@ -27,8 +27,11 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:9191")]
     addr: String,
     /// Session cookie value to send (`gatehouse=<value>`).
-    #[arg(long)]
-    cookie: String,
+    #[arg(long, required_unless_present = "bearer")]
+    cookie: Option<String>,
+    /// A bearer token to send instead (`Authorization: Bearer <value>`).
+    #[arg(long, conflicts_with = "cookie")]
+    bearer: Option<String>,
     /// Open loop: checks per second.
     #[arg(long, conflicts_with = "concurrency")]
     rate: Option<u64>,
@@ -44,9 +47,9 @@ struct Args {
     path: String,
 }
 
-fn check_request(cookie: &str, path: &str) -> CheckRequest {
+fn check_request(credential: (&str, String), path: &str) -> CheckRequest {
     let headers = [
-        ("cookie", format!("theme=dark; gatehouse={cookie}")),
+        credential,
         (
             "accept",
             "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8".to_owned(),
@@ -115,7 +118,12 @@ async fn call(client: &mut AuthorizationClient<Channel>, req: &CheckRequest) -> 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args = Args::parse();
-    let req = Arc::new(check_request(&args.cookie, &args.path));
+    let credential = match (&args.cookie, &args.bearer) {
+        (_, Some(token)) => ("authorization", format!("Bearer {token}")),
+        (Some(cookie), None) => ("cookie", format!("theme=dark; gatehouse={cookie}")),
+        (None, None) => unreachable!("clap requires one"),
+    };
+    let req = Arc::new(check_request(credential, &args.path));
     let mut clients = Vec::new();
     for _ in 0..args.connections.max(1) {
         let channel = Endpoint::from_shared(format!("http://{}", args.addr))

@@ -41,7 +41,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let header = decode_header(&token)?;
     let kid = header.kid.ok_or("the token names no key")?;
-    let jwk = jwks.find(&kid).ok_or("unknown key: refetch the JWKS once")?;
+    let jwk = jwks
+        .find(&kid)
+        .ok_or("unknown key: refetch the JWKS once")?;
     // The algorithm comes from the key gatehouse published, never from the token alone.
     let alg: Algorithm = jwk
         .common

@@ -74,6 +74,8 @@ pub struct VerifiedToken {
     pub sid: Arc<str>,
     /// The token minted for this bearer token's user, cached.
     pub minted: Arc<MintSlot>,
+    /// `(iss, sub)`, shared with the user cache's key, so a lookup allocates nothing.
+    identity: Arc<(String, String)>,
 }
 
 /// The `Authorization` header of a request, as far as bearer routes care.
@@ -188,7 +190,7 @@ enum CachedUser {
 pub struct Bearer {
     issuers: HashMap<String, IssuerKeys>,
     tokens: Cache<[u8; 32], Arc<VerifiedToken>>,
-    users: Cache<(String, String), CachedUser>,
+    users: Cache<Arc<(String, String)>, CachedUser>,
     store: Store,
     metrics: Arc<Metrics>,
     /// Bumped by every `forget*`, like the session cache's.
@@ -362,10 +364,9 @@ impl Bearer {
 
     /// The local user behind a verified token, if any (cached).
     pub async fn principal(&self, token: &VerifiedToken) -> Result<Option<Principal>, StoreError> {
-        let key = (token.issuer.clone(), token.subject.clone());
-        let user = match self.users.get(&key) {
+        let user = match self.users.get(&token.identity) {
             Some(cached) => cached,
-            None => self.load_user(key).await?,
+            None => self.load_user(token.identity.clone()).await?,
         };
         Ok(match user {
             CachedUser::Unknown => None,
@@ -377,7 +378,7 @@ impl Bearer {
         })
     }
 
-    async fn load_user(&self, key: (String, String)) -> Result<CachedUser, StoreError> {
+    async fn load_user(&self, key: Arc<(String, String)>) -> Result<CachedUser, StoreError> {
         let mut loaded = CachedUser::Unknown;
         for _ in 0..2 {
             let before = self.generation.load(Ordering::SeqCst);
@@ -398,7 +399,7 @@ impl Bearer {
             };
             // A revocation during the lookup may predate its answer: cache only a stable one.
             if self.generation.load(Ordering::SeqCst) == before {
-                self.users.insert(key, loaded.clone());
+                self.users.insert(key.clone(), loaded.clone());
                 break;
             }
         }
@@ -495,6 +496,7 @@ impl VerifiedToken {
         ];
         let sid: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
         Self {
+            identity: Arc::new((c.iss.clone(), c.sub.clone())),
             issuer: c.iss,
             subject: c.sub,
             audiences,
@@ -505,6 +507,23 @@ impl VerifiedToken {
             sid: sid.into(),
             minted: Arc::new(MintSlot::default()),
         }
+    }
+}
+
+#[cfg(test)]
+impl VerifiedToken {
+    /// A token with these claims, for decision tables.
+    pub fn for_tests(iss: &str, aud: &[&str], scopes: &[&str], looks_like_id_token: bool) -> Self {
+        let claims = serde_json::json!({
+            "iss": iss, "sub": "sub-1", "aud": aud, "exp": i64::MAX / 2, "scope": scopes.join(" "),
+        });
+        let mut token = Self::new(
+            None,
+            serde_json::from_value(claims).expect("claims"),
+            &[0; 32],
+        );
+        token.looks_like_id_token = looks_like_id_token;
+        token
     }
 }
 

@@ -676,17 +676,7 @@ mod tests {
     }
 
     fn token(iss: &str, aud: &[&str], scopes: &[&str], id_token: bool) -> Arc<VerifiedToken> {
-        Arc::new(VerifiedToken {
-            issuer: iss.into(),
-            subject: "sub-1".into(),
-            audiences: aud.iter().map(|a| a.to_string()).collect(),
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
-            expires_at: i64::MAX,
-            looks_like_id_token: id_token,
-            headers: Vec::new(),
-            sid: "t".into(),
-            minted: Arc::new(MintSlot::default()),
-        })
+        Arc::new(VerifiedToken::for_tests(iss, aud, scopes, id_token))
     }
 
     fn bearer(token: Arc<VerifiedToken>, principal: Option<Principal>) -> Caller {
