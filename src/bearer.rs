@@ -76,6 +76,9 @@ pub struct VerifiedToken {
     pub minted: Arc<MintSlot>,
     /// `(iss, sub)`, shared with the user cache's key, so a lookup allocates nothing.
     identity: Arc<(String, String)>,
+    /// The key it was verified with: once the issuer withdraws it, the cached verification
+    /// no longer counts.
+    kid: Option<String>,
 }
 
 /// The `Authorization` header of a request, as far as bearer routes care.
@@ -207,7 +210,10 @@ impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExpiry {
         token: &Arc<VerifiedToken>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        let left = token.expires_at - crate::clock::unix_now() + LEEWAY_SECONDS as i64;
+        let left = token
+            .expires_at
+            .saturating_add(LEEWAY_SECONDS as i64)
+            .saturating_sub(crate::clock::unix_now());
         Some(Duration::from_secs(u64::try_from(left.max(0)).unwrap_or(0)))
     }
 }
@@ -263,30 +269,26 @@ impl Bearer {
     /// Fetches every issuer's keys now, then refreshes them every `interval`, until the
     /// process ends. A failure is logged and retried on the next round (sooner at first).
     pub async fn keep_keys_fresh(self: Arc<Self>, interval: Duration) {
-        let mut pending: Vec<&String> = self.issuers.keys().collect();
+        // One task per issuer: an issuer that never answers delays no other.
+        for issuer in self.issuers.keys() {
+            let (this, issuer) = (self.clone(), issuer.clone());
+            tokio::spawn(async move { this.keep_issuer_fresh(&issuer, interval).await });
+        }
+    }
+
+    async fn keep_issuer_fresh(&self, issuer: &str, interval: Duration) {
         let mut retry = Duration::from_secs(1);
-        while !pending.is_empty() {
-            let mut failed = Vec::new();
-            for issuer in pending {
-                if let Err(e) = self.refresh(issuer).await {
-                    tracing::warn!(issuer = %issuer, error = %e, "issuer keys not fetched yet; retrying");
-                    failed.push(issuer);
-                }
-            }
-            pending = failed;
-            if !pending.is_empty() {
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(interval);
-            }
+        while let Err(e) = self.refresh(issuer).await {
+            tracing::warn!(issuer = %issuer, error = %e, "issuer keys not fetched yet; retrying");
+            tokio::time::sleep(retry).await;
+            retry = (retry * 2).min(interval);
         }
         let mut tick = tokio::time::interval(interval);
         tick.tick().await;
         loop {
             tick.tick().await;
-            for issuer in self.issuers.keys() {
-                if let Err(e) = self.refresh(issuer).await {
-                    tracing::warn!(issuer = %issuer, error = %e, "issuer keys not refreshed; keeping the last ones");
-                }
+            if let Err(e) = self.refresh(issuer).await {
+                tracing::warn!(issuer = %issuer, error = %e, "issuer keys not refreshed; keeping the last ones");
             }
         }
     }
@@ -295,8 +297,10 @@ impl Bearer {
         let Some(keys) = self.issuers.get(issuer) else {
             return Ok(());
         };
-        let cache = keys.cache().await?;
-        let result = cache.refresh().await.map(|_| ()).map_err(unavailable);
+        let result = match keys.cache().await {
+            Ok(cache) => cache.refresh().await.map(|_| ()).map_err(unavailable),
+            Err(e) => Err(e),
+        };
         self.metrics.record_jwks_refresh(result.is_ok());
         result
     }
@@ -305,17 +309,30 @@ impl Bearer {
     pub async fn verify(&self, token: &str, now: i64) -> Result<Arc<VerifiedToken>, BearerError> {
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(verified) = self.tokens.get(&hash) {
-            if verified.expires_at + LEEWAY_SECONDS as i64 > now {
+            if verified.expires_at.saturating_add(LEEWAY_SECONDS as i64) <= now {
+                self.tokens.invalidate(&hash);
+                return Err(BearerError::Invalid("the token has expired".into()));
+            }
+            if self.key_still_published(&verified) {
                 self.metrics.bearer_cache_hit();
                 return Ok(verified);
             }
+            // The issuer withdrew the key: verify again (against the keys it publishes now).
             self.tokens.invalidate(&hash);
-            return Err(BearerError::Invalid("the token has expired".into()));
         }
         self.metrics.bearer_cache_miss();
         let verified = Arc::new(self.verify_uncached(token, &hash).await?);
         self.tokens.insert(hash, verified.clone());
         Ok(verified)
+    }
+
+    /// Whether the key a cached token was verified with is still in its issuer's JWKS.
+    fn key_still_published(&self, token: &VerifiedToken) -> bool {
+        self.issuers
+            .get(&token.issuer)
+            .and_then(|keys| keys.jwks.get())
+            .and_then(|cache| cache.current())
+            .is_some_and(|current| current.has(token.kid.as_deref()))
     }
 
     async fn verify_uncached(
@@ -355,11 +372,7 @@ impl Bearer {
             other => other,
         }
         .map_err(|e| BearerError::Invalid(e.to_string()))?;
-        Ok(VerifiedToken::new(
-            verified.header_typ,
-            verified.claims,
-            hash,
-        ))
+        VerifiedToken::new(verified.header_typ, verified.kid, verified.claims, hash)
     }
 
     /// The local user behind a verified token, if any (cached).
@@ -374,6 +387,7 @@ impl Bearer {
                 user,
                 sid: token.sid.clone(),
                 minted: token.minted.clone(),
+                expires_at: token.expires_at,
             }),
         })
     }
@@ -408,18 +422,19 @@ impl Bearer {
 
     /// Drops the cached user behind every token of `user_id`.
     pub fn forget_user(&self, user_id: Uuid) {
+        // The generation first (see `Sessions::forget`).
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let result = self.users.invalidate_entries_if(move |_, cached| {
             matches!(cached, CachedUser::Known(u) if u.identity.user_id == user_id)
         });
         if result.is_err() {
             self.users.invalidate_all();
         }
-        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn forget_all(&self) {
-        self.users.invalidate_all();
         self.generation.fetch_add(1, Ordering::SeqCst);
+        self.users.invalidate_all();
     }
 }
 
@@ -460,7 +475,12 @@ struct AccessClaims {
 }
 
 impl VerifiedToken {
-    fn new(header_typ: Option<String>, c: AccessClaims, hash: &[u8; 32]) -> Self {
+    fn new(
+        header_typ: Option<String>,
+        kid: Option<String>,
+        c: AccessClaims,
+        hash: &[u8; 32],
+    ) -> Result<Self, BearerError> {
         let words = |v: &Value| -> Vec<String> {
             match v {
                 Value::String(s) => s.split_whitespace().map(String::from).collect(),
@@ -487,26 +507,32 @@ impl VerifiedToken {
             Some(Audiences::One(a)) => vec![a],
             Some(Audiences::Many(list)) => list,
         };
-        let value =
-            |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""));
+        // Values an upstream could not tell apart (two subjects both sent as "") are refused.
+        let value = |claim: &str, s: &str| {
+            HeaderValue::from_str(s).map_err(|_| {
+                BearerError::Invalid(format!("the {claim} claim cannot be sent as a header"))
+            })
+        };
         let headers = vec![
-            (ISSUER_HEADER, value(&c.iss)),
-            (SUBJECT_HEADER, value(&c.sub)),
-            (SCOPE_HEADER, value(&scopes.join(" "))),
+            (ISSUER_HEADER, value("iss", &c.iss)?),
+            (SUBJECT_HEADER, value("sub", &c.sub)?),
+            (SCOPE_HEADER, value("scope", &scopes.join(" "))?),
         ];
         let sid: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        Self {
+        Ok(Self {
             identity: Arc::new((c.iss.clone(), c.sub.clone())),
+            kid,
             issuer: c.iss,
             subject: c.sub,
             audiences,
             scopes,
+            // `as` saturates: an absurd exp becomes i64::MAX, and every use saturates too.
             expires_at: c.exp.as_f64().map_or(0, |e| e as i64),
             looks_like_id_token: id_token_claims && !declared_access_token,
             headers,
             sid: sid.into(),
             minted: Arc::new(MintSlot::default()),
-        }
+        })
     }
 }
 
@@ -519,9 +545,11 @@ impl VerifiedToken {
         });
         let mut token = Self::new(
             None,
+            None,
             serde_json::from_value(claims).expect("claims"),
             &[0; 32],
-        );
+        )
+        .expect("valid claims");
         token.looks_like_id_token = looks_like_id_token;
         token
     }
@@ -574,39 +602,49 @@ mod tests {
         };
         let t = VerifiedToken::new(
             None,
+            None,
             claims(with(serde_json::json!({"scope": "read write read"}))),
             &[0; 32],
-        );
+        )
+        .unwrap();
         assert_eq!(t.scopes, vec!["read", "write"]);
         assert!(!t.looks_like_id_token);
         let t = VerifiedToken::new(
+            None,
             None,
             claims(with(
                 serde_json::json!({"scp": ["a", "b"], "aud": ["x", "y"]}),
             )),
             &[0; 32],
-        );
+        )
+        .unwrap();
         assert_eq!(
             (t.scopes.clone(), t.audiences.clone()),
             (vec!["a".into(), "b".into()], vec!["x".into(), "y".into()])
         );
         let t = VerifiedToken::new(
             None,
+            None,
             claims(with(serde_json::json!({"nonce": "n", "aud": "client"}))),
             &[0; 32],
-        );
+        )
+        .unwrap();
         assert!(t.looks_like_id_token);
         let t = VerifiedToken::new(
             Some("at+jwt".into()),
+            None,
             claims(with(serde_json::json!({"nonce": "n"}))),
             &[0; 32],
-        );
+        )
+        .unwrap();
         assert!(!t.looks_like_id_token, "declared an access token");
         let t = VerifiedToken::new(
             None,
+            None,
             claims(with(serde_json::json!({"typ": "ID"}))),
             &[0; 32],
-        );
+        )
+        .unwrap();
         assert!(t.looks_like_id_token);
         assert_eq!(t.sid.len(), 16);
     }

@@ -348,9 +348,9 @@ pub struct TokenConfig {
     pub audience: String,
     pub ttl_seconds: u64,
     pub algorithm: SigningAlgorithm,
-    /// `gatehouse keys rotate` publishes the new key at once and signs with it this much later,
-    /// so verifiers that cache the JWKS (for up to 60 s, as gatehouse's `Cache-Control` says)
-    /// know it before they see it.
+    /// `gatehouse keys rotate` publishes the new key at once and signs with it this much later
+    /// (plus the 10 s in which every replica reloads keys), so verifiers that cache the JWKS
+    /// for up to this long (gatehouse's `Cache-Control` says 60 s) know it before they see it.
     pub rotation_delay_seconds: u64,
     /// Encrypts the private signing keys stored in the database: 32 bytes, base64. Prefer
     /// `encryption_key_env`.

@@ -499,6 +499,7 @@ mod tests {
             })),
             sid: "0123456789abcdef".into(),
             minted: Arc::new(MintSlot::default()),
+            expires_at: i64::MAX,
         }
     }
 

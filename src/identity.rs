@@ -95,6 +95,9 @@ pub struct Principal {
     /// `sid` of the minted token: a prefix of the session's (or bearer token's) hash.
     pub sid: Arc<str>,
     pub minted: Arc<MintSlot>,
+    /// When the credential ends (the session's absolute expiry, the bearer token's `exp`): a
+    /// minted token never outlives it.
+    pub expires_at: i64,
 }
 
 /// The token minted for one session or bearer token, re-used until a third of its lifetime is
@@ -104,9 +107,9 @@ pub struct MintSlot(pub Mutex<Option<Minted>>);
 
 #[derive(Debug, Clone)]
 pub struct Minted {
-    /// Which `SignedIn` it was minted for (its address): a revocation replaces the
-    /// `SignedIn`, and then the claims must be signed again.
-    pub for_user: usize,
+    /// The `SignedIn` it was minted for: a revocation replaces the `SignedIn`, and then the
+    /// claims must be signed again. Held (not just its address), so no later one can reuse it.
+    pub for_user: Arc<SignedIn>,
     pub value: HeaderValue,
     pub expires_at: i64,
 }

@@ -83,7 +83,7 @@ pub fn impersonate_page(email: &str, action: &str, csrf: &str) -> String {
              <form method=\"post\" action=\"{}\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
              <label for=\"user\">User (email or id)</label>\
-             <input id=\"user\" type=\"email\" name=\"user\" required autofocus>\
+             <input id=\"user\" type=\"text\" name=\"user\" required autofocus>\
              <button type=\"submit\">Act as this user</button></form>",
             text(email),
             attr(action),

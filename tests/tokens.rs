@@ -400,8 +400,17 @@ bearer = {{ issuers = ["{}"], audiences = ["{API}"], unknown_subjects = "anonymo
         .get("/api/x", &[("authorization", &during_outage)])
         .await;
     assert!(r.reached_upstream(), "cached keys keep working: {r:?}");
+    let r = stack
+        .get("/api/x", &[("authorization", &during_outage)])
+        .await;
+    assert!(
+        r.reached_upstream(),
+        "a verified token stays verified: {r:?}"
+    );
+    // The first token's key was withdrawn by the rotation: its cached verification no longer
+    // counts.
     let r = stack.get("/api/x", &[("authorization", &first)]).await;
-    assert!(r.reached_upstream(), "verified tokens stay verified: {r:?}");
+    assert_eq!(r.status, 401, "a withdrawn key's token: {r:?}");
     // A key the cache never had cannot be checked while the issuer is down: refused.
     let unknown = bearer(&sign_rs256(
         0,
@@ -747,6 +756,62 @@ async fn impersonation_end_to_end(backend: Backend) {
         Some(support_id.clone())
     );
     assert_eq!(r.upstream_header("x-gatehouse-impersonator-id"), None);
+
+    // A role change on either side ends an impersonation: it was allowed for the roles both
+    // had when it started.
+    let again = help.navigate(&url("/auth/impersonate")).await;
+    let form = forms(&again)
+        .into_iter()
+        .find(|f| f.action.path() == "/auth/impersonate")
+        .expect("the form");
+    help.submit(&again, &form, &[("user", "carol@acme.test")])
+        .await;
+    let r = help.navigate(&url("/app")).await.response;
+    assert_eq!(
+        r.upstream_header("x-gatehouse-user-id"),
+        Some(carol_id.clone())
+    );
+    gh.cli_ok(&["user", "grant", "carol@acme.test", "billing"])
+        .await;
+    let r = stack
+        .get(
+            "/app",
+            &[
+                (
+                    "cookie",
+                    &format!("gatehouse={}", help.cookie(host, "gatehouse").unwrap()),
+                ),
+                ("accept", "application/json"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 401, "the impersonation session ended: {r:?}");
+    // Signing out while impersonating ends the impersonator's own session too.
+    let mut other = Browser::new();
+    let own = gh
+        .enabled_session("help2@acme.test", &["impersonator"])
+        .await;
+    other.set_cookie(host, "gatehouse", &own);
+    let page = other.navigate(&url("/auth/impersonate")).await;
+    let form = forms(&page)
+        .into_iter()
+        .find(|f| f.action.path() == "/auth/impersonate")
+        .expect("the form");
+    other
+        .submit(&page, &form, &[("user", "plain@acme.test")])
+        .await;
+    other.navigate(&url("/auth/logout")).await;
+    let r = stack
+        .get(
+            "/app",
+            &[
+                ("cookie", &format!("gatehouse={own}")),
+                ("accept", "application/json"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 401, "the impersonator's session ended: {r:?}");
+    assert_eq!(other.cookie(host, "gatehouse-impersonator"), None);
 
     // The audit trail has both ids for the start, the stop and the refusals.
     let audit = gh.cli_ok(&["audit", "--json"]).await;

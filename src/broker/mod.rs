@@ -483,7 +483,26 @@ impl Broker {
         let now = unix_now();
         let rd = self.redirects.target(rd);
         let mut location = rd.as_str().to_owned();
-        let cookies = vec![self.cookies.clear_session()];
+        let cookies = vec![
+            self.cookies.clear_session(),
+            self.cookies.clear_impersonator(),
+        ];
+        // Signing out while impersonating ends the impersonator's own session too: its token
+        // waits in the impersonator cookie, and a shared workstation must not keep it.
+        if let TokenCookie::Present(original) =
+            cookie::find(headers, self.cookies.impersonator_name())
+        {
+            let hash = original.hash();
+            let event = client.audit(AuditEvent::new(AuditKind::Logout, Outcome::Success, now));
+            if let Err(e) = self
+                .store
+                .revoke_session(&hash.to_hex(), Some(&event), now)
+                .await
+            {
+                tracing::warn!(error = %e, "logout could not revoke the impersonator's session");
+            }
+            self.sessions.forget(&hash);
+        }
         if let TokenCookie::Present(token) = cookie::find(headers, &self.cookies.session_name) {
             let hash = token.hash();
             let record = self.store.load_session(&hash.to_hex(), now).await;

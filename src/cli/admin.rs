@@ -86,25 +86,20 @@ async fn keys(
 ) -> Result<bool, CliError> {
     match cmd {
         KeysCommand::Rotate { now: at_once } => {
-            let delay = if at_once {
-                0
-            } else {
-                i64::try_from(settings.token.rotation_delay_seconds).unwrap_or(60)
-            };
-            let kid = crate::tokens::rotate(settings, store, now, now + delay)
+            let (kid, activates_at) = crate::tokens::rotate(settings, store, now, at_once)
                 .await
                 .map_err(|e| CliError::Usage(e.to_string()))?;
             store
                 .record_audit(
                     &AuditEvent::new(AuditKind::KeyRotated, Outcome::Success, now)
                         .actor(ACTOR)
-                        .detail(format!("kid {kid}, signs from {}", rfc3339(now + delay))),
+                        .detail(format!("kid {kid}, signs from {}", rfc3339(activates_at))),
                 )
                 .await?;
             println!("{kid}");
             eprintln!(
                 "added signing key {kid}: published now, signing from {}",
-                rfc3339(now + delay)
+                rfc3339(activates_at)
             );
             Ok(true)
         }

@@ -54,10 +54,11 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Add a signing key. It is published at once and signs after
-    /// `token.rotation_delay_seconds` (so verifiers caching the JWKS know it first); old keys
-    /// stay published until their tokens have expired.
+    /// `token.rotation_delay_seconds` plus 10 s (so verifiers caching the JWKS, and every
+    /// replica, know it first); old keys stay published until their tokens have expired.
     Rotate {
-        /// Sign with the new key at once (e.g. after a compromise), without the delay.
+        /// Sign with the new key at once (e.g. after a compromise), without the delay; keys
+        /// scheduled by an earlier rotate are withdrawn.
         #[arg(long)]
         now: bool,
     },

@@ -26,7 +26,13 @@ pub struct JwksCache {
     /// Serializes fetches; holds when the last refetch for an unknown key started (the only
     /// kind a client can provoke, so the only kind rate-limited).
     last_refetch: tokio::sync::Mutex<Option<Instant>>,
+    /// When a fetch last failed: while there are no keys yet, requests within
+    /// [`FAILURE_BACKOFF`] of it fail at once instead of each waiting on the issuer.
+    last_failure: RwLock<Option<Instant>>,
 }
+
+/// See `JwksCache::last_failure`.
+const FAILURE_BACKOFF: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for JwksCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,6 +56,7 @@ impl JwksCache {
             max_age,
             current: RwLock::new(None),
             last_refetch: tokio::sync::Mutex::new(None),
+            last_failure: RwLock::new(None),
         }
     }
 
@@ -93,6 +100,17 @@ impl JwksCache {
             }
             return Ok(keys);
         }
+        if self
+            .last_failure
+            .read()
+            .ok()
+            .and_then(|f| *f)
+            .is_some_and(|at| at.elapsed() < FAILURE_BACKOFF)
+        {
+            return Err(JwtError::Fetch(
+                "the issuer's keys could not be fetched a moment ago".into(),
+            ));
+        }
         let _serialized = self.last_refetch.lock().await;
         if let Some(keys) = self.current() {
             return Ok(keys); // fetched while we waited
@@ -127,6 +145,14 @@ impl JwksCache {
 
     /// One fetch; callers hold `last_refetch`.
     async fn fetch(&self) -> Result<Arc<KeySet>, JwtError> {
+        let result = self.fetch_once().await;
+        if let Ok(mut failure) = self.last_failure.write() {
+            *failure = result.is_err().then(Instant::now);
+        }
+        result
+    }
+
+    async fn fetch_once(&self) -> Result<Arc<KeySet>, JwtError> {
         let response = self
             .http
             .get(self.uri.clone())

@@ -114,6 +114,14 @@ impl KeySet {
         self.keys.is_empty()
     }
 
+    /// Whether the set still has the key `kid` (any key, for a token that named none).
+    pub fn has(&self, kid: Option<&str>) -> bool {
+        match kid {
+            Some(kid) => self.keys.iter().any(|k| k.kid.as_deref() == Some(kid)),
+            None => !self.keys.is_empty(),
+        }
+    }
+
     /// The key for a token header: by `kid`, or, for a token without one, the only key that
     /// can verify its algorithm. A key fits when it is of the algorithm's type (RSA, EC, OKP)
     /// and its own `alg`, if stated, is the token's.
@@ -187,6 +195,8 @@ pub struct Expect<'a> {
 #[derive(Debug)]
 pub struct Verified<C> {
     pub header_typ: Option<String>,
+    /// The key it was verified with.
+    pub kid: Option<String>,
     pub claims: C,
 }
 
@@ -219,6 +229,7 @@ pub fn verify<C: DeserializeOwned>(
     jsonwebtoken::decode::<C>(token, &key.decoding, &validation)
         .map(|data| Verified {
             header_typ: data.header.typ,
+            kid: data.header.kid,
             claims: data.claims,
         })
         .map_err(|e| JwtError::Invalid(describe(e.kind())))

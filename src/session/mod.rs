@@ -244,13 +244,16 @@ impl Sessions {
     }
 
     /// Drops one session from this replica's cache.
+    /// (The generation moves first: a load that finishes between the two steps then sees it
+    /// moved and does not cache; one that finished before is removed by the invalidation.)
     pub fn forget(&self, hash: &TokenHash) {
-        self.cache.invalidate(hash);
         self.generation.fetch_add(1, Ordering::SeqCst);
+        self.cache.invalidate(hash);
     }
 
     /// Drops every cached session of a user (and cached misses, which are cheap to redo).
     pub fn forget_user(&self, user_id: Uuid) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let result = self
             .cache
             .invalidate_entries_if(move |_, entry| match entry {
@@ -264,12 +267,11 @@ impl Sessions {
             // Only possible without `support_invalidation_closures`; be safe regardless.
             self.cache.invalidate_all();
         }
-        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn forget_all(&self) {
-        self.cache.invalidate_all();
         self.generation.fetch_add(1, Ordering::SeqCst);
+        self.cache.invalidate_all();
     }
 }
 
@@ -288,6 +290,7 @@ impl LiveSession {
                 user: Arc::new(SignedIn::new(identity)),
                 sid: hash.short_hex().into(),
                 minted: Arc::new(MintSlot::default()),
+                expires_at: r.absolute_expires_at,
             },
             absolute_expires_at: r.absolute_expires_at,
             last_seen_at: AtomicI64::new(r.last_seen_at),

@@ -364,6 +364,17 @@ impl Store {
             };
             let changed = done.rows_affected() > 0;
             if changed {
+                // Impersonation was allowed for the roles both parties had when it started:
+                // any change on either side ends it (the impersonator may have lost the role,
+                // the target may now outrank them).
+                sqlx::query(
+                    "UPDATE sessions SET revoked_at = $2 WHERE impersonator_id IS NOT NULL \
+                     AND (impersonator_id = $1 OR user_id = $1) AND revoked_at IS NULL",
+                )
+                .bind(user_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
                 insert_revocation!(&mut *tx, Some(user_id), None, now);
                 let kind = if grant {
                     AuditKind::RoleGranted

@@ -1,6 +1,8 @@
 //! Signing keys for minted tokens: generated here, stored in the database with the private
-//! part encrypted (XChaCha20-Poly1305 under `token.encryption_key`, the key id as associated
-//! data), and shared by every replica.
+//! part encrypted (XChaCha20-Poly1305 under `token.encryption_key`; the key id, algorithm and
+//! activation time as associated data, so a row cannot be moved or re-timed), and shared by
+//! every replica. The published public key is always derived from the decrypted private key:
+//! someone who can write the table but lacks the encryption key cannot slip in a key of theirs.
 //!
 //! Lifecycle: a key is published in the JWKS from creation; it signs from `activates_at` until
 //! a newer key activates; it stays published until the tokens it signed have expired
@@ -50,25 +52,19 @@ impl KeyVault {
         })
     }
 
-    fn seal(&self, kid: &str, der: &[u8]) -> Result<String, KeyError> {
+    fn seal(&self, aad: &[u8], der: &[u8]) -> Result<String, KeyError> {
         let mut nonce = [0u8; 24];
         getrandom::fill(&mut nonce).map_err(|e| KeyError::Generate(e.to_string()))?;
         let sealed = self
             .cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: der,
-                    aad: kid.as_bytes(),
-                },
-            )
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: der, aad })
             .map_err(|_| KeyError::Generate("encryption failed".into()))?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
         Ok(STANDARD.encode(out))
     }
 
-    fn open(&self, kid: &str, stored: &str) -> Result<Vec<u8>, KeyError> {
+    fn open(&self, kid: &str, aad: &[u8], stored: &str) -> Result<Vec<u8>, KeyError> {
         let bytes = STANDARD
             .decode(stored)
             .map_err(|_| KeyError::Decrypt(kid.to_owned()))?;
@@ -77,13 +73,7 @@ impl KeyVault {
         }
         let (nonce, sealed) = bytes.split_at(24);
         self.cipher
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: kid.as_bytes(),
-                },
-            )
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad })
             .map_err(|_| KeyError::Decrypt(kid.to_owned()))
     }
 }
@@ -166,6 +156,11 @@ fn generate_der(algorithm: SigningAlgorithm) -> Result<Vec<u8>, KeyError> {
     }
 }
 
+/// What the encryption binds a stored key to.
+fn associated_data(kid: &str, algorithm: &str, activates_at: i64) -> Vec<u8> {
+    format!("gatehouse-signing-key-v1\0{kid}\0{algorithm}\0{activates_at}").into_bytes()
+}
+
 /// A new key, sealed for storage. Its id is random (base64url, 16 bytes).
 pub fn generate(
     vault: &KeyVault,
@@ -179,10 +174,12 @@ pub fn generate(
     let alg = jwt_algorithm(algorithm);
     let der = generate_der(algorithm)?;
     let public_jwk = public_jwk(&kid, alg, &encoding_key(alg, &der))?;
+    let algorithm = format!("{alg:?}");
+    let aad = associated_data(&kid, &algorithm, activates_at);
     Ok(StoredKey {
-        private_key: vault.seal(&kid, &der)?,
+        private_key: vault.seal(&aad, &der)?,
         kid,
-        algorithm: format!("{alg:?}"),
+        algorithm,
         public_jwk: public_jwk.to_string(),
         created_at: now,
         activates_at,
@@ -215,13 +212,15 @@ pub fn open(vault: &KeyVault, stored: &StoredKey) -> Result<SigningKey, KeyError
         .algorithm
         .parse()
         .map_err(|_| invalid(format!("unknown algorithm {:?}", stored.algorithm)))?;
-    let der = vault.open(&stored.kid, &stored.private_key)?;
-    let public_jwk =
-        serde_json::from_str(&stored.public_jwk).map_err(|e| invalid(e.to_string()))?;
+    let aad = associated_data(&stored.kid, &stored.algorithm, stored.activates_at);
+    let der = vault.open(&stored.kid, &aad, &stored.private_key)?;
+    let encoding = encoding_key(algorithm, &der);
+    // Derived, never read from the row (whose `public_jwk` is for people reading the table).
+    let public_jwk = public_jwk(&stored.kid, algorithm, &encoding)?;
     Ok(SigningKey {
         kid: stored.kid.clone(),
         algorithm,
-        encoding: encoding_key(algorithm, &der),
+        encoding,
         public_jwk,
         created_at: stored.created_at,
         activates_at: stored.activates_at,
@@ -276,6 +275,17 @@ mod tests {
                 ..stored.clone()
             };
             assert!(matches!(open(&v, &moved), Err(KeyError::Decrypt(_))));
+            let retimed = StoredKey {
+                activates_at: 0,
+                ..stored.clone()
+            };
+            assert!(matches!(open(&v, &retimed), Err(KeyError::Decrypt(_))));
+            // A public key written into the row is ignored: the published one is derived.
+            let swapped = StoredKey {
+                public_jwk: "{\"kty\":\"OKP\",\"x\":\"attacker\"}".into(),
+                ..stored.clone()
+            };
+            assert_eq!(open(&v, &swapped).unwrap().public_jwk, key.public_jwk);
         }
     }
 

@@ -25,6 +25,8 @@ pub use keys::{KeyError, KeyVault, SigningKey};
 
 /// Replicas re-read the key table this often (and when the CLI asks them to).
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+/// How far a replica may lag behind the key table: added to every key-timing margin.
+const RELOAD_LAG_SECONDS: i64 = RELOAD_INTERVAL.as_secs() as i64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -176,7 +178,9 @@ impl Minter {
                 continue;
             }
             let now = crate::clock::unix_now();
-            let expired = self.ring().expired(now, self.settings.ttl);
+            let expired = self
+                .ring()
+                .expired(now, self.settings.ttl + RELOAD_LAG_SECONDS);
             if !expired.is_empty() {
                 match self.store.delete_signing_keys(&expired).await {
                     Ok(n) => tracing::info!(
@@ -192,21 +196,23 @@ impl Minter {
     /// The token for this principal: the cached one while more than a third of its lifetime
     /// is left and it was minted for the same user state, else a newly signed one.
     pub fn token_for(&self, principal: &Principal, now: i64) -> Result<HeaderValue, TokenError> {
-        let for_user = Arc::as_ptr(&principal.user) as usize;
         let mut slot = principal
             .minted
             .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(minted) = slot.as_ref()
-            && minted.for_user == for_user
-            && (minted.expires_at - now) * 3 > self.settings.ttl
+            && Arc::ptr_eq(&minted.for_user, &principal.user)
+            && minted.expires_at > now
+            // A third of its lifetime left, or already as long as the credential allows.
+            && ((minted.expires_at - now) * 3 > self.settings.ttl
+                || minted.expires_at >= principal.expires_at)
         {
             return Ok(minted.value.clone());
         }
         let (value, expires_at) = self.sign(principal, now)?;
         *slot = Some(Minted {
-            for_user,
+            for_user: principal.user.clone(),
             value: value.clone(),
             expires_at,
         });
@@ -217,7 +223,11 @@ impl Minter {
         let ring = self.ring();
         let key = ring.current(now).ok_or(TokenError::NoKey)?;
         let id = &principal.user.identity;
-        let exp = now + self.settings.ttl;
+        // Never longer than the session or bearer token it stands for.
+        let exp = now
+            .saturating_add(self.settings.ttl)
+            .min(principal.expires_at)
+            .max(now + 1);
         let claims = Claims {
             iss: &self.settings.issuer,
             sub: id.user_id,
@@ -243,7 +253,9 @@ impl Minter {
     pub fn jwks(&self, now: i64) -> Value {
         let ring = self.ring();
         let keys: Vec<&Value> = ring
-            .published(now, self.settings.ttl)
+            // A replica that has not reloaded yet may still sign with a retired key for up
+            // to a reload interval.
+            .published(now, self.settings.ttl + RELOAD_LAG_SECONDS)
             .into_iter()
             .map(|k| &k.public_jwk)
             .collect();
@@ -280,22 +292,41 @@ fn encryption_key(settings: &Settings) -> Result<secrecy::SecretString, KeyError
     })
 }
 
-/// `gatehouse keys rotate`: adds a key that signs from `activates_at` on (published at once).
+/// `gatehouse keys rotate`: adds a key, published at once. `at_once`: it signs now, and keys
+/// scheduled but not yet active are withdrawn (an emergency rotation must not be overtaken);
+/// otherwise it signs after `token.rotation_delay_seconds`, plus a reload interval so that
+/// every replica has published it before any signs with it. Returns its kid and activation.
 pub async fn rotate(
     settings: &Settings,
     store: &Store,
     now: i64,
-    activates_at: i64,
-) -> Result<String, TokenError> {
+    at_once: bool,
+) -> Result<(String, i64), TokenError> {
+    let activates_at = if at_once {
+        now
+    } else {
+        let delay = i64::try_from(settings.token.rotation_delay_seconds).unwrap_or(60);
+        now + delay + RELOAD_LAG_SECONDS
+    };
     let secret = encryption_key(settings)?;
     let vault = KeyVault::new(&secret)?;
     // The stored keys must open with this encryption key, or every replica would fail.
     for stored in store.signing_keys().await? {
         keys::open(&vault, &stored)?;
     }
+    if at_once {
+        let pending: Vec<String> = store
+            .signing_keys()
+            .await?
+            .into_iter()
+            .filter(|k| k.activates_at > now)
+            .map(|k| k.kid)
+            .collect();
+        store.delete_signing_keys(&pending).await?;
+    }
     let key = keys::generate(&vault, settings.token.algorithm, now, activates_at)?;
     store.insert_signing_key(&key).await?;
-    Ok(key.kid)
+    Ok((key.kid, activates_at))
 }
 
 #[cfg(test)]
