@@ -399,7 +399,7 @@ impl Bearer {
             let lookup = self.store.user_by_identity(&key.0, &key.1);
             let user = tokio::time::timeout(STORE_LOOKUP_TIMEOUT, lookup)
                 .await
-                .map_err(|_| StoreError::Invalid("identity lookup timed out".into()))??;
+                .map_err(|_| StoreError::Timeout("identity lookup"))??;
             loaded = match user {
                 None => CachedUser::Unknown,
                 Some(u) => CachedUser::Known(Arc::new(SignedIn::new(Identity {

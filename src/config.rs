@@ -33,6 +33,7 @@ const ENV_SECTIONS: &[&str] = &[
     "admin",
     "token",
     "impersonation",
+    "audit",
 ];
 /// `GATEHOUSE_*` variables with their own meaning, never treated as config keys.
 const ENV_RESERVED: &[&str] = &["GATEHOUSE_CONFIG", "GATEHOUSE_LOG", "GATEHOUSE_LOG_FORMAT"];
@@ -93,7 +94,10 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Tokio worker threads; defaults to the number of CPUs.
     pub worker_threads: Option<usize>,
-    /// After SIGTERM: how long in-flight requests may take before the process exits.
+    /// After SIGTERM: how long `/readyz` answers 503 while everything still serves, so load
+    /// balancers and Kubernetes stop sending new traffic before the listeners close.
+    pub shutdown_delay_seconds: u64,
+    /// Then: how long in-flight requests may take before the process exits.
     pub shutdown_grace_seconds: u64,
 }
 
@@ -109,6 +113,7 @@ impl Default for ServerConfig {
                 "::1/128".parse().expect("static CIDR"),
             ],
             worker_threads: None,
+            shutdown_delay_seconds: 5,
             shutdown_grace_seconds: 5,
         }
     }
@@ -144,8 +149,15 @@ pub struct SessionConfig {
     pub absolute_timeout_seconds: u64,
     pub cache_ttl_seconds: u64,
     pub cache_max_entries: u64,
-    /// How often each replica reads the shared list of revoked users and sessions.
+    /// How often each replica reads the shared list of revoked users and sessions; 0 turns
+    /// polling off (PostgreSQL `NOTIFY` and the CLI's nudge remain).
     pub revocation_poll_ms: u64,
+    /// The cache TTL while the PostgreSQL listener is down (revocations may then arrive only
+    /// by polling, or not at all with polling off).
+    pub fallback_cache_ttl_seconds: u64,
+    /// While the database is unreachable, sessions this replica has cached keep working for
+    /// up to this long after the outage began; 0 refuses them (503) at once.
+    pub stale_while_db_down_seconds: u64,
 }
 
 impl Default for SessionConfig {
@@ -157,6 +169,8 @@ impl Default for SessionConfig {
             cache_ttl_seconds: 30,
             cache_max_entries: 100_000,
             revocation_poll_ms: 1000,
+            fallback_cache_ttl_seconds: 2,
+            stale_while_db_down_seconds: 300,
         }
     }
 }
@@ -214,6 +228,19 @@ pub struct AdminConfig {
     pub token: Option<SecretString>,
     /// Name of an environment variable holding the admin token.
     pub token_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Events older than this are deleted (hourly); 0 keeps them forever.
+    pub retention_days: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { retention_days: 90 }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -415,6 +442,7 @@ struct FileConfig {
     admin: AdminConfig,
     token: TokenConfig,
     impersonation: ImpersonationConfig,
+    audit: AuditConfig,
     #[serde(rename = "idp")]
     idps: Vec<IdpConfig>,
     #[serde(rename = "issuer")]
@@ -438,6 +466,7 @@ pub struct Settings {
     pub admin: AdminConfig,
     pub token: TokenConfig,
     pub impersonation: ImpersonationConfig,
+    pub audit: AuditConfig,
     pub idps: Vec<IdpConfig>,
     pub issuers: Vec<IssuerConfig>,
     /// Routes as written (or the built-in default), kept for `check-config`.
@@ -506,6 +535,7 @@ impl Settings {
             admin,
             token,
             impersonation,
+            audit,
             idps,
             issuers,
             mut routes,
@@ -555,7 +585,10 @@ impl Settings {
                 "session.absolute_timeout_seconds",
                 session.absolute_timeout_seconds,
             ),
-            ("session.revocation_poll_ms", session.revocation_poll_ms),
+            (
+                "session.fallback_cache_ttl_seconds",
+                session.fallback_cache_ttl_seconds,
+            ),
             ("login.state_ttl_seconds", login.state_ttl_seconds),
             (
                 "login.max_pending_per_browser",
@@ -643,6 +676,7 @@ impl Settings {
             admin,
             token,
             impersonation,
+            audit,
             idps,
             issuers,
             routes,

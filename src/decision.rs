@@ -300,6 +300,28 @@ pub fn decide_matches(
     }
 }
 
+/// Every `(decision, reason)` pair [`Decision::labels`] can return: metrics resolve them once.
+pub const CHECK_LABELS: [(&str, &str); 18] = [
+    ("allow", "public"),
+    ("allow", "session"),
+    ("allow", "bearer"),
+    ("allow", "anonymous_token"),
+    ("bad_request", "path"),
+    ("bad_request", "host"),
+    ("login_redirect", "none"),
+    ("unauthenticated", "none"),
+    ("invalid_token", "none"),
+    ("insufficient_scope", "none"),
+    ("unknown_subject", "none"),
+    ("welcome_redirect", "none"),
+    ("account_disabled", "none"),
+    ("forbidden", "missing_role"),
+    ("forbidden", "route_denies"),
+    ("forbidden", "no_route"),
+    ("forbidden", "other_org"),
+    ("unavailable", "none"),
+];
+
 impl Decision {
     /// A small fixed set of labels for metrics and logs.
     pub fn label(&self) -> &'static str {
@@ -307,6 +329,26 @@ impl Decision {
             Self::Allow(_) => "allow",
             Self::Deny(d) => d.label(),
         }
+    }
+
+    /// The decision and why, from [`CHECK_LABELS`].
+    pub fn labels(&self) -> (&'static str, &'static str) {
+        let reason = match self {
+            Self::Allow(Grant::Public) => "public",
+            Self::Allow(Grant::User { token: None, .. }) => "session",
+            Self::Allow(Grant::User { token: Some(_), .. }) => "bearer",
+            Self::Allow(Grant::Token(_)) => "anonymous_token",
+            Self::Deny(Denial::BadRequest(Malformed::Path(_))) => "path",
+            Self::Deny(Denial::BadRequest(Malformed::Host(_))) => "host",
+            Self::Deny(Denial::Forbidden { reason, .. }) => match reason {
+                ForbiddenReason::MissingRole => "missing_role",
+                ForbiddenReason::RouteDenies => "route_denies",
+                ForbiddenReason::NoRoute => "no_route",
+                ForbiddenReason::OtherOrg => "other_org",
+            },
+            Self::Deny(_) => "none",
+        };
+        (self.label(), reason)
     }
 }
 

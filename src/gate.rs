@@ -80,7 +80,7 @@ impl Gate {
             Decision::Deny(_) => None,
         };
         self.metrics
-            .record_check(decision.label(), started.elapsed());
+            .record_check(decision.labels(), started.elapsed());
         tracing::debug!(
             method = %req.method,
             host = %req.host,

@@ -10,6 +10,7 @@
 //!
 //! | module | job |
 //! |---|---|
+//! | [`admin`] | the admin operations behind both the CLI and `/admin/v1`; the audit query |
 //! | [`config`] | typed configuration: TOML file + `GATEHOUSE_*` overlay, validation |
 //! | [`policy`] | route table and path normalization: pure, table-tested |
 //! | [`decision`] | `decide()`: pure; also renders denials (status, headers, body) |
@@ -35,6 +36,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod bearer;
 pub mod broker;
 pub mod cli;

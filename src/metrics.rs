@@ -1,33 +1,30 @@
-//! Prometheus metrics. Label values come from small fixed sets; the per-check children are
-//! resolved once at start-up so recording a check is a few atomic adds.
+//! Prometheus metrics, named `gatehouse_<name>_<unit>`. Label values come from small fixed sets
+//! (decisions, reasons, configured IdP names); the per-check children are resolved once at
+//! start-up so recording a check is a few atomic adds. Gauges that describe state owned
+//! elsewhere (the pool, the cache size) are sampled when `/metrics` is scraped.
 
 use std::time::Duration;
 
+use moka::notification::RemovalCause;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
-/// Every decision label ([`crate::decision::Decision::label`]).
-const DECISIONS: [&str; 11] = [
-    "allow",
-    "bad_request",
-    "login_redirect",
-    "unauthenticated",
-    "invalid_token",
-    "insufficient_scope",
-    "unknown_subject",
-    "welcome_redirect",
-    "account_disabled",
-    "forbidden",
-    "unavailable",
-];
+use crate::decision::CHECK_LABELS;
+use crate::store::PoolStats;
 
 pub struct Metrics {
     registry: Registry,
-    checks: Vec<(&'static str, IntCounter)>,
+    checks: Vec<((&'static str, &'static str), IntCounter)>,
     check_seconds: Histogram,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
+    cache_stale: IntCounter,
+    evicted_size: IntCounter,
+    evicted_expired: IntCounter,
+    evicted_revoked: IntCounter,
+    cache_entries: IntGauge,
     logins: IntCounterVec,
     login_starts: IntCounterVec,
     bearer_hits: IntCounter,
@@ -36,6 +33,14 @@ pub struct Metrics {
     jwks_refreshes: IntCounter,
     jwks_failures: IntCounter,
     tokens_signed: IntCounter,
+    pool_connections: IntGaugeVec,
+    pool_waiting: IntGauge,
+    pool_max: IntGauge,
+    db_up: IntGauge,
+    listener_up: IntGauge,
+    notify_lag: Histogram,
+    revocations_applied: IntCounter,
+    reloads: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -44,96 +49,181 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// What `/metrics` samples from state owned elsewhere.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot {
+    pub pool: PoolStats,
+    pub db_up: bool,
+    pub cache_entries: u64,
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition")
+}
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    IntGauge::new(name, help).expect("static metric definition")
+}
+
+fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("static metric definition")
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let checks_vec = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_checks_total",
-                "Authorization checks, by decision.",
-            ),
-            &["decision"],
-        )
-        .expect("static metric definition");
-        let checks = DECISIONS
+        let checks_vec = counter_vec(
+            "gatehouse_checks_total",
+            "Authorization checks, by decision and reason.",
+            &["decision", "reason"],
+        );
+        let checks = CHECK_LABELS
             .iter()
-            .map(|d| (*d, checks_vec.with_label_values(&[d])))
+            .map(|&(d, r)| ((d, r), checks_vec.with_label_values(&[d, r])))
             .collect();
-        let check_seconds = Histogram::with_opts(
-            HistogramOpts::new(
-                "gatehouse_check_duration_seconds",
-                "Time to decide one check, from request decoded to response built.",
-            )
-            .buckets(vec![
+        let check_seconds = histogram(
+            "gatehouse_check_duration_seconds",
+            "Time to decide one check, from request decoded to response built.",
+            vec![
                 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.0025, 0.005, 0.01, 0.025,
                 0.05, 0.1, 0.25, 1.0,
-            ]),
-        )
-        .expect("static metric definition");
-        let cache = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_session_cache_lookups_total",
-                "Session cache lookups, by result (hit or miss).",
-            ),
+            ],
+        );
+        let cache = counter_vec(
+            "gatehouse_session_cache_lookups_total",
+            "Session cache lookups, by result: hit (fresh), miss (read from the database), \
+             stale (served from cache while the database is down).",
             &["result"],
-        )
-        .expect("static metric definition");
-        let logins = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_logins_total",
-                "Browser logins finished at the callback, by outcome.",
-            ),
-            &["outcome"],
-        )
-        .expect("static metric definition");
-        let login_starts = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_login_starts_total",
-                "Logins started at /auth/login (redirects to an IdP), by IdP.",
-            ),
+        );
+        let evictions = counter_vec(
+            "gatehouse_session_cache_evictions_total",
+            "Session cache entries dropped, by cause: size (capacity), expired (TTL), revoked \
+             (a revocation, or the session found to have ended).",
+            &["cause"],
+        );
+        let cache_entries = gauge(
+            "gatehouse_session_cache_entries",
+            "Entries in this replica's session cache (approximate).",
+        );
+        let logins = counter_vec(
+            "gatehouse_logins_total",
+            "Browser logins finished at the callback, by IdP and outcome (success or a failure \
+             reason).",
+            &["idp", "outcome"],
+        );
+        let login_starts = counter_vec(
+            "gatehouse_login_starts_total",
+            "Logins started at /auth/login (redirects to an IdP), by IdP.",
             &["idp"],
-        )
-        .expect("static metric definition");
-        let bearer = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_bearer_cache_lookups_total",
-                "Verified-bearer-token cache lookups, by result (hit or miss).",
-            ),
+        );
+        let bearer = counter_vec(
+            "gatehouse_bearer_cache_lookups_total",
+            "Verified-bearer-token cache lookups, by result (hit or miss).",
             &["result"],
-        )
-        .expect("static metric definition");
+        );
         let bearer_verifications = IntCounter::new(
             "gatehouse_bearer_verifications_total",
             "Bearer-token signature verifications (cache misses that reached the crypto).",
         )
         .expect("static metric definition");
-        let jwks = IntCounterVec::new(
-            Opts::new(
-                "gatehouse_jwks_refreshes_total",
-                "Background JWKS fetches of bearer issuers, by result.",
-            ),
+        let jwks = counter_vec(
+            "gatehouse_jwks_refreshes_total",
+            "Background JWKS fetches of bearer issuers, by result.",
             &["result"],
-        )
-        .expect("static metric definition");
+        );
         let tokens_signed = IntCounter::new(
             "gatehouse_tokens_signed_total",
             "Minted upstream tokens (x-gatehouse-jwt) signed; cached ones are not counted.",
         )
         .expect("static metric definition");
+        let pool_connections = IntGaugeVec::new(
+            Opts::new(
+                "gatehouse_db_pool_connections",
+                "Database connections, by state (in_use or idle).",
+            ),
+            &["state"],
+        )
+        .expect("static metric definition");
+        let pool_waiting = gauge(
+            "gatehouse_db_pool_waiting_requests",
+            "Statements waiting for a database connection (approximate).",
+        );
+        let pool_max = gauge(
+            "gatehouse_db_pool_max_connections",
+            "database.max_connections.",
+        );
+        let db_up = gauge(
+            "gatehouse_db_up",
+            "1 while the database answers reads and writes, 0 during an outage.",
+        );
+        let listener_up = gauge(
+            "gatehouse_revocation_listener_up",
+            "1 while the PostgreSQL LISTEN connection for revocations is up (always 0 on \
+             SQLite, which has none).",
+        );
+        let notify_lag = histogram(
+            "gatehouse_revocation_notify_lag_seconds",
+            "From a revocation's write (database clock) to its notification reaching this \
+             replica.",
+            vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ],
+        );
+        let revocations_applied = IntCounter::new(
+            "gatehouse_revocations_applied_total",
+            "Revocations (logout, disable, role change, session revoke) applied to this \
+             replica's caches.",
+        )
+        .expect("static metric definition");
+        let reloads = counter_vec(
+            "gatehouse_config_reloads_total",
+            "Configuration reloads on SIGHUP, by result.",
+            &["result"],
+        );
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "gatehouse_build_info",
+                "Always 1; the labels name the build.",
+            ),
+            &["version"],
+        )
+        .expect("static metric definition");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         for collector in [
             Box::new(checks_vec) as Box<dyn prometheus::core::Collector>,
+            Box::new(check_seconds.clone()),
+            Box::new(cache.clone()),
+            Box::new(evictions.clone()),
+            Box::new(cache_entries.clone()),
+            Box::new(logins.clone()),
+            Box::new(login_starts.clone()),
             Box::new(bearer.clone()),
             Box::new(bearer_verifications.clone()),
             Box::new(jwks.clone()),
             Box::new(tokens_signed.clone()),
-            Box::new(check_seconds.clone()),
-            Box::new(cache.clone()),
-            Box::new(logins.clone()),
-            Box::new(login_starts.clone()),
+            Box::new(pool_connections.clone()),
+            Box::new(pool_waiting.clone()),
+            Box::new(pool_max.clone()),
+            Box::new(db_up.clone()),
+            Box::new(listener_up.clone()),
+            Box::new(notify_lag.clone()),
+            Box::new(revocations_applied.clone()),
+            Box::new(reloads.clone()),
+            Box::new(build_info),
         ] {
             registry
                 .register(collector)
                 .expect("metric names are unique");
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let process = prometheus::process_collector::ProcessCollector::for_self();
+            if let Err(e) = registry.register(Box::new(process)) {
+                tracing::debug!(error = %e, "no process metrics");
+            }
         }
         Self {
             registry,
@@ -141,6 +231,11 @@ impl Metrics {
             check_seconds,
             cache_hits: cache.with_label_values(&["hit"]),
             cache_misses: cache.with_label_values(&["miss"]),
+            cache_stale: cache.with_label_values(&["stale"]),
+            evicted_size: evictions.with_label_values(&["size"]),
+            evicted_expired: evictions.with_label_values(&["expired"]),
+            evicted_revoked: evictions.with_label_values(&["revoked"]),
+            cache_entries,
             logins,
             login_starts,
             bearer_hits: bearer.with_label_values(&["hit"]),
@@ -149,11 +244,28 @@ impl Metrics {
             jwks_refreshes: jwks.with_label_values(&["success"]),
             jwks_failures: jwks.with_label_values(&["failure"]),
             tokens_signed,
+            pool_connections,
+            pool_waiting,
+            pool_max,
+            db_up,
+            listener_up,
+            notify_lag,
+            revocations_applied,
+            reloads,
         }
     }
 
-    pub fn record_check(&self, decision: &'static str, elapsed: Duration) {
-        if let Some((_, counter)) = self.checks.iter().find(|(d, _)| *d == decision) {
+    /// `decision` and `reason` come from [`crate::decision::Decision::labels`].
+    pub fn record_check(
+        &self,
+        (decision, reason): (&'static str, &'static str),
+        elapsed: Duration,
+    ) {
+        if let Some((_, counter)) = self
+            .checks
+            .iter()
+            .find(|((d, r), _)| *d == decision && *r == reason)
+        {
             counter.inc();
         }
         self.check_seconds.observe(elapsed.as_secs_f64());
@@ -167,9 +279,24 @@ impl Metrics {
         self.cache_misses.inc();
     }
 
-    /// `outcome` is `success` or a failure reason from a fixed set.
-    pub fn record_login(&self, outcome: &'static str) {
-        self.logins.with_label_values(&[outcome]).inc();
+    pub fn session_cache_stale(&self) {
+        self.cache_stale.inc();
+    }
+
+    pub fn session_cache_eviction(&self, cause: RemovalCause) {
+        match cause {
+            RemovalCause::Size => self.evicted_size.inc(),
+            RemovalCause::Expired => self.evicted_expired.inc(),
+            RemovalCause::Explicit => self.evicted_revoked.inc(),
+            // A newer answer for the same session: nothing left the cache.
+            RemovalCause::Replaced => {}
+        }
+    }
+
+    /// `idp` is a configured IdP name (or `unknown`); `outcome` is `success` or a failure
+    /// reason from a fixed set.
+    pub fn record_login(&self, idp: &str, outcome: &'static str) {
+        self.logins.with_label_values(&[idp, outcome]).inc();
     }
 
     pub fn bearer_cache_hit(&self) {
@@ -201,8 +328,39 @@ impl Metrics {
         self.login_starts.with_label_values(&[idp]).inc();
     }
 
-    /// The text exposition format.
-    pub fn render(&self) -> String {
+    pub fn set_listener_up(&self, up: bool) {
+        self.listener_up.set(i64::from(up));
+    }
+
+    pub fn record_notify_lag(&self, lag: Duration) {
+        self.notify_lag.observe(lag.as_secs_f64());
+    }
+
+    pub fn revocations_applied(&self, count: usize) {
+        self.revocations_applied
+            .inc_by(u64::try_from(count).unwrap_or(0));
+    }
+
+    pub fn record_reload(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
+    }
+
+    /// The text exposition format, with the sampled gauges set from `snapshot`.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        let pool = snapshot.pool;
+        self.pool_connections
+            .with_label_values(&["in_use"])
+            .set(i64::from(pool.in_use));
+        self.pool_connections
+            .with_label_values(&["idle"])
+            .set(i64::from(pool.idle));
+        self.pool_waiting.set(i64::from(pool.waiting));
+        self.pool_max.set(i64::from(pool.max));
+        self.db_up.set(i64::from(snapshot.db_up));
+        self.cache_entries
+            .set(i64::try_from(snapshot.cache_entries).unwrap_or(i64::MAX));
         let mut buf = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
             tracing::warn!(error = %e, "could not encode metrics");
@@ -221,25 +379,53 @@ impl Default for Metrics {
 mod tests {
     use super::*;
 
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            pool: PoolStats {
+                in_use: 2,
+                idle: 3,
+                max: 10,
+                waiting: 1,
+            },
+            db_up: true,
+            cache_entries: 7,
+        }
+    }
+
     #[test]
-    fn every_decision_label_is_counted() {
+    fn every_check_label_pair_is_counted() {
         let m = Metrics::new();
-        for d in DECISIONS {
-            m.record_check(d, Duration::from_micros(30));
+        for labels in CHECK_LABELS {
+            m.record_check(labels, Duration::from_micros(30));
         }
         m.session_cache_hit();
         m.session_cache_miss();
-        let text = m.render();
-        for d in DECISIONS {
+        m.session_cache_eviction(RemovalCause::Size);
+        m.record_login("main", "success");
+        let text = m.render(&snapshot());
+        for (d, r) in CHECK_LABELS {
             assert!(
-                text.contains(&format!("gatehouse_checks_total{{decision=\"{d}\"}} 1")),
-                "{d}: {text}"
+                text.contains(&format!(
+                    "gatehouse_checks_total{{decision=\"{d}\",reason=\"{r}\"}} 1"
+                )),
+                "{d}/{r}: {text}"
             );
         }
-        assert!(text.contains("gatehouse_session_cache_lookups_total{result=\"hit\"} 1"));
+        for line in [
+            "gatehouse_session_cache_lookups_total{result=\"hit\"} 1",
+            "gatehouse_session_cache_evictions_total{cause=\"size\"} 1",
+            "gatehouse_session_cache_entries 7",
+            "gatehouse_logins_total{idp=\"main\",outcome=\"success\"} 1",
+            "gatehouse_db_pool_connections{state=\"in_use\"} 2",
+            "gatehouse_db_pool_waiting_requests 1",
+            "gatehouse_db_up 1",
+            "gatehouse_build_info{version=",
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
         assert!(text.contains(&format!(
             "gatehouse_check_duration_seconds_count {}",
-            DECISIONS.len()
+            CHECK_LABELS.len()
         )));
     }
 }

@@ -443,7 +443,15 @@ async fn store_down_fails_closed_postgres() {
         .execute(&mut conn)
         .await
         .expect("allow connections");
-    let r = stack.get("/app", &[("cookie", &uncached)]).await;
+    // The health probe notices within a second or so; no restart.
+    let mut r = stack.get("/app", &[("cookie", &uncached)]).await;
+    for _ in 0..50 {
+        if r.reached_upstream() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        r = stack.get("/app", &[("cookie", &uncached)]).await;
+    }
     assert!(
         r.reached_upstream(),
         "recovers once the database is back: {r:?}"

@@ -1197,7 +1197,7 @@ async fn login_starts_leave_the_state_table_bounded(backend: Backend) {
     assert!(
         metrics
             .body
-            .contains("gatehouse_logins_total{outcome=\"state_invalid\"} 200"),
+            .contains("gatehouse_logins_total{idp=\"unknown\",outcome=\"state_invalid\"} 200"),
         "{}",
         metrics.body
     );

@@ -11,7 +11,7 @@ use gatehouse::identity::SessionCaller;
 use gatehouse::metrics::Metrics;
 use gatehouse::provisioning::{self, EmailTrust, Vouching};
 use gatehouse::session::revocations::RevocationSync;
-use gatehouse::session::{Lifetimes, OpaqueToken, Sessions};
+use gatehouse::session::{CachePolicy, Lifetimes, OpaqueToken, Sessions};
 use gatehouse::store::{
     AuditFilter, AuditKind, NewLoginState, PendingLoginCaps, ProvisionOutcome, ProvisionRequest,
     Store, StoreError,
@@ -43,8 +43,12 @@ fn sessions(store: &Store) -> Sessions {
             idle: 100,
             absolute: 1000,
         },
-        Duration::from_secs(60),
-        1000,
+        CachePolicy {
+            ttl_seconds: 60,
+            fallback_ttl_seconds: 2,
+            stale_seconds: 0,
+            max_entries: 1000,
+        },
         Arc::new(Metrics::new()),
     );
     tokio::spawn(writer.run());
@@ -143,7 +147,12 @@ async fn revocations_reach_the_cache(backend: Backend) {
     let db = TestDb::create(backend).await;
     let store = db.store().await;
     let s = sessions(&store);
-    let sync = RevocationSync::new(store.clone(), s.clone(), no_bearer(&store));
+    let sync = RevocationSync::new(
+        store.clone(),
+        s.clone(),
+        no_bearer(&store),
+        Arc::new(Metrics::new()),
+    );
     let now = gatehouse::clock::unix_now();
     let alice = user(&store, "alice@acme.test", true).await;
     let bob = user(&store, "bob@acme.test", true).await;
@@ -346,7 +355,7 @@ async fn roles_and_enablement_are_idempotent(backend: Backend) {
             .unwrap()
     );
     assert!(store.set_role(id, "a,b", true, "test", NOW).await.is_err());
-    let users = store.list_users().await.unwrap();
+    let users = store.list_users(None, None, 1000).await.unwrap();
     assert_eq!(users.len(), 1);
     assert_eq!(users[0].roles, vec!["dev"]);
 }
@@ -464,7 +473,7 @@ async fn provisioning_rules(backend: Backend) {
         Err(StoreError::Invalid(_))
     ));
     // Nothing of the refused logins was kept.
-    let users = store.list_users().await.unwrap();
+    let users = store.list_users(None, None, 1000).await.unwrap();
     assert_eq!(users.len(), 4, "{users:?}");
     // Someone registers an unverified address at the IdP before its owner signs in: they
     // get a user, but not the org (which auto-enables), and the owner's verified sign-in is
@@ -747,7 +756,7 @@ async fn concurrent_first_logins_make_one_user(backend: Backend) {
     }
     ids.dedup();
     assert_eq!(ids.len(), 1, "{ids:?}");
-    assert_eq!(store.list_users().await.unwrap().len(), 1);
+    assert_eq!(store.list_users(None, None, 1000).await.unwrap().len(), 1);
     assert_eq!(store.identities_of(ids[0]).await.unwrap().len(), 1);
 }
 
@@ -891,10 +900,11 @@ async fn audit_filters(backend: Backend) {
         kinds,
         [
             "user_created",
-            "user_enabled",
             "role_granted",
+            "user_enabled",
             "user_created"
-        ]
+        ],
+        "newest first"
     );
     let mine = store
         .list_audit(&AuditFilter {
@@ -925,4 +935,89 @@ async fn audit_filters(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(recent.len(), 1, "{recent:?}");
+    let until = store
+        .list_audit(&AuditFilter {
+            until: Some(NOW + 10),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(until.len(), 3, "{until:?}");
+
+    // A failed login through an IdP, for the outcome and idp filters.
+    store
+        .record_audit(
+            &gatehouse::store::AuditEvent::new(
+                AuditKind::LoginFailed,
+                gatehouse::store::Outcome::Failure,
+                NOW + 30,
+            )
+            .idp("main")
+            .user(alice),
+        )
+        .await
+        .unwrap();
+    let failures = store
+        .list_audit(&AuditFilter {
+            outcome: Some(gatehouse::store::Outcome::Failure),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].kind, "login_failed");
+    let by_idp = |idp: &str| AuditFilter {
+        idp: Some(idp.to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(store.list_audit(&by_idp("main")).await.unwrap().len(), 1);
+    assert_eq!(store.list_audit(&by_idp("other")).await.unwrap().len(), 0);
+
+    // Part of an email, with LIKE's wildcards taken literally.
+    let search = |text: &str| AuditFilter {
+        email_contains: Some(text.to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(store.list_audit(&search("ALICE@")).await.unwrap().len(), 4);
+    assert_eq!(
+        store.list_audit(&search("@acme.test")).await.unwrap().len(),
+        5
+    );
+    assert_eq!(store.list_audit(&search("%")).await.unwrap().len(), 0);
+    assert_eq!(store.list_audit(&search("_lice")).await.unwrap().len(), 0);
+
+    // Pages: newest first, each strictly older than the cursor.
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .list_audit(&AuditFilter {
+                before_id: before,
+                limit: Some(2),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        before = page.last().map(|e| e.id);
+        seen.extend(page.into_iter().map(|e| e.id));
+    }
+    let mut sorted = seen.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    sorted.dedup();
+    assert_eq!(seen, sorted, "every event once, newest first");
+    assert_eq!(seen.len(), 5);
+
+    // Retention.
+    assert_eq!(store.prune_audit(NOW + 15).await.unwrap(), 3);
+    assert_eq!(
+        store
+            .list_audit(&AuditFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }

@@ -37,9 +37,9 @@ use crate::metrics::Metrics;
 use crate::pages;
 use crate::provisioning::{self, EmailTrust, Vouching};
 use crate::session::cookie::{self, CookieSettings, TokenCookie};
-use crate::session::{OpaqueToken, Sessions};
+use crate::session::{OpaqueToken, SessionError, Sessions};
 use crate::store::{
-    AuditEvent, AuditKind, NewLoginState, Outcome, PendingLoginCaps, ProvisionOutcome,
+    Access, AuditEvent, AuditKind, NewLoginState, Outcome, PendingLoginCaps, ProvisionOutcome,
     ProvisionRequest, Store, StoreError,
 };
 pub use error::LoginError;
@@ -224,6 +224,7 @@ impl Broker {
             Ok(reply) => reply,
             Err(e) => {
                 let now = unix_now();
+                self.observe_store(&e, now);
                 self.record_failure(&e, Some(provider.name()), client, now)
                     .await;
                 self.error_page(e.status(), &e.user_message(), &rd)
@@ -280,6 +281,16 @@ impl Broker {
         })
     }
 
+    /// A login that failed on the database tells the health tracker, so `/readyz` and the
+    /// stale-session window know about the outage.
+    fn observe_store(&self, e: &LoginError, now: i64) {
+        let store_error = match e {
+            LoginError::Store(se) | LoginError::Session(SessionError::Store(se)) => se,
+            _ => return,
+        };
+        self.store.observe_error(Access::Write, store_error, now);
+    }
+
     // === /auth/callback ===
 
     pub async fn callback(
@@ -290,15 +301,17 @@ impl Broker {
     ) -> Reply {
         let now = unix_now();
         match self.finish_login(params, headers, client, now).await {
-            Ok((location, session_cookie)) => {
-                self.metrics.record_login("success");
+            Ok((location, session_cookie, idp)) => {
+                self.metrics.record_login(&idp, "success");
                 Reply::Redirect {
                     location,
                     cookies: vec![session_cookie],
                 }
             }
             Err((e, idp)) => {
-                self.metrics.record_login(e.reason());
+                self.metrics
+                    .record_login(idp.as_deref().unwrap_or("unknown"), e.reason());
+                self.observe_store(&e, now);
                 tracing::info!(reason = e.reason(), error = %e, "login failed");
                 // A callback that matches no login in progress costs a client one request:
                 // audit one per client address a minute, count them all.
@@ -325,7 +338,7 @@ impl Broker {
         headers: &HeaderMap,
         client: &Client,
         now: i64,
-    ) -> Result<(String, String), (LoginError, Option<String>)> {
+    ) -> Result<(String, String, String), (LoginError, Option<String>)> {
         let no_idp = |e: LoginError| (e, None);
         let state = params
             .state
@@ -449,7 +462,11 @@ impl Broker {
                 tracing::warn!(error = %e, "could not audit login");
             }
         }
-        Ok((login.redirect_to, self.cookies.session(&token)))
+        Ok((
+            login.redirect_to,
+            self.cookies.session(&token),
+            provider.name().to_owned(),
+        ))
     }
 
     async fn record_failure(&self, e: &LoginError, idp: Option<&str>, client: &Client, now: i64) {

@@ -8,16 +8,11 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use chrono::DateTime;
-
 use super::{AuditArgs, CliError, Command, KeysCommand, OrgCommand, SessionCommand, UserCommand};
+use crate::admin::{Actor, Admin, AdminError, AuditQuery, UserDetail, rfc3339};
 use crate::clock::unix_now;
 use crate::config::Settings;
-use crate::session::{self, Lifetimes};
-use crate::store::{AuditEvent, AuditFilter, AuditKind, Outcome, Store, User};
-
-/// Who the audit trail says did it.
-const ACTOR: &str = "cli";
+use crate::store::Store;
 
 pub async fn run(settings: Settings, command: Command) -> Result<(), CliError> {
     let store = Store::connect(&settings.database.url, 2).await?;
@@ -33,6 +28,7 @@ pub async fn run(settings: Settings, command: Command) -> Result<(), CliError> {
     if settings.database.migrate {
         store.migrate().await?;
     }
+    let admin = Admin::new(&store, &settings, Actor::cli());
     let now = unix_now();
     let changed = match command {
         Command::Org(OrgCommand::Add {
@@ -40,14 +36,7 @@ pub async fn run(settings: Settings, command: Command) -> Result<(), CliError> {
             domains,
             auto_enable,
         }) => {
-            let org = store.create_org(&name, &domains, auto_enable, now).await?;
-            store
-                .record_audit(
-                    &AuditEvent::new(AuditKind::OrgCreated, Outcome::Success, now)
-                        .actor(ACTOR)
-                        .detail(format!("{} ({})", org.name, org.domains.join(","))),
-                )
-                .await?;
+            let org = admin.create_org(&name, &domains, auto_enable, now).await?;
             println!("{}", org.id);
             eprintln!(
                 "created org {:?} for {}{}",
@@ -61,13 +50,29 @@ pub async fn run(settings: Settings, command: Command) -> Result<(), CliError> {
             );
             false
         }
-        Command::User(cmd) => user(&store, cmd, now).await?,
-        Command::Session(cmd) => session(&store, &settings, cmd, now).await?,
-        Command::Audit(args) => {
-            audit(&store, args).await?;
+        Command::Org(OrgCommand::List) => {
+            println!(
+                "{:<36}  {:<11}  {:<24}  DOMAINS",
+                "ID", "AUTO-ENABLE", "NAME"
+            );
+            for org in admin.list_orgs().await? {
+                println!(
+                    "{:<36}  {:<11}  {:<24}  {}",
+                    org.id,
+                    if org.auto_enable { "yes" } else { "no" },
+                    org.name,
+                    org.domains.join(",")
+                );
+            }
             false
         }
-        Command::Keys(cmd) => keys(&store, &settings, cmd, now).await?,
+        Command::User(cmd) => user(&admin, cmd, now).await?,
+        Command::Session(cmd) => session(&admin, cmd, now).await?,
+        Command::Audit(args) => {
+            audit(&admin, args).await?;
+            false
+        }
+        Command::Keys(cmd) => keys(&admin, cmd, now).await?,
         Command::Serve | Command::Migrate | Command::CheckConfig => false,
     };
     if changed {
@@ -77,47 +82,34 @@ pub async fn run(settings: Settings, command: Command) -> Result<(), CliError> {
     Ok(())
 }
 
+impl From<AdminError> for CliError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::Store(se) => Self::Store(se),
+            other => Self::Usage(other.to_string()),
+        }
+    }
+}
+
 /// `keys rotate` and `keys list`. Returns whether the local server should reload.
-async fn keys(
-    store: &Store,
-    settings: &Settings,
-    cmd: KeysCommand,
-    now: i64,
-) -> Result<bool, CliError> {
+async fn keys(admin: &Admin<'_>, cmd: KeysCommand, now: i64) -> Result<bool, CliError> {
     match cmd {
         KeysCommand::Rotate { now: at_once } => {
-            let (kid, activates_at) = crate::tokens::rotate(settings, store, now, at_once)
-                .await
-                .map_err(|e| CliError::Usage(e.to_string()))?;
-            store
-                .record_audit(
-                    &AuditEvent::new(AuditKind::KeyRotated, Outcome::Success, now)
-                        .actor(ACTOR)
-                        .detail(format!("kid {kid}, signs from {}", rfc3339(activates_at))),
-                )
-                .await?;
-            println!("{kid}");
+            let key = admin.rotate_key(at_once, now).await?;
+            println!("{}", key.kid);
             eprintln!(
-                "added signing key {kid}: published now, signing from {}",
-                rfc3339(activates_at)
+                "added signing key {}: published now, signing from {}",
+                key.kid,
+                rfc3339(key.activates_at)
             );
             Ok(true)
         }
         KeysCommand::List => {
-            let keys = store.signing_keys().await?;
             println!("{:<24}  {:<6}  {:<25}  STATE", "KID", "ALG", "SIGNS FROM");
-            let current = keys
-                .iter()
-                .rev()
-                .find(|k| k.activates_at <= now)
-                .map(|k| k.kid.clone());
-            for k in &keys {
-                let state = if Some(&k.kid) == current.as_ref() {
-                    "current"
-                } else if k.activates_at > now {
-                    "next"
-                } else {
-                    "retired (published until its tokens expire)"
+            for k in admin.keys(now).await? {
+                let state = match k.state {
+                    "retired" => "retired (published until its tokens expire)",
+                    other => other,
                 };
                 println!(
                     "{:<24}  {:<6}  {:<25}  {state}",
@@ -132,106 +124,105 @@ async fn keys(
 }
 
 /// Returns whether cached sessions may now be stale.
-async fn user(store: &Store, cmd: UserCommand, now: i64) -> Result<bool, CliError> {
+async fn user(admin: &Admin<'_>, cmd: UserCommand, now: i64) -> Result<bool, CliError> {
+    let said = |email: &str, changed: bool, yes: &str, no: &str| {
+        eprintln!("{email} {}", if changed { yes } else { no });
+    };
     match cmd {
-        UserCommand::List => {
-            let users = store.list_users().await?;
+        UserCommand::List { search } => {
             println!(
                 "{:<36}  {:<8}  {:<36}  {:<20}  EMAIL",
                 "ID", "ENABLED", "ORG", "ROLES"
             );
-            for u in users {
-                println!(
-                    "{:<36}  {:<8}  {:<36}  {:<20}  {}",
-                    u.id,
-                    if u.enabled { "yes" } else { "no" },
-                    u.org_id
-                        .map(|o| o.to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    if u.roles.is_empty() {
-                        "-".into()
-                    } else {
-                        u.roles.join(",")
-                    },
-                    u.email
-                );
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = admin
+                    .list_users(search.as_deref(), cursor.as_deref(), Some(1000))
+                    .await?;
+                for u in &page.users {
+                    println!(
+                        "{:<36}  {:<8}  {:<36}  {:<20}  {}",
+                        u.id,
+                        if u.enabled { "yes" } else { "no" },
+                        u.org_id.map_or_else(|| "-".into(), |o| o.to_string()),
+                        if u.roles.is_empty() {
+                            "-".into()
+                        } else {
+                            u.roles.join(",")
+                        },
+                        u.email
+                    );
+                }
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
             }
             Ok(false)
         }
-        UserCommand::Show { email } => {
-            let user = store.require_user(&email).await?;
-            show_user(store, &user, now).await?;
+        UserCommand::Show { user } => {
+            print_user(&admin.user_detail(&user, now).await?);
             Ok(false)
         }
-        UserCommand::Enable { email } => {
-            let user = store.require_user(&email).await?;
-            let changed = store.set_user_enabled(user.id, true, ACTOR, now).await?;
-            eprintln!(
-                "{} {}",
-                user.email,
-                if changed {
-                    "enabled"
-                } else {
-                    "was already enabled"
-                }
-            );
-            Ok(changed)
+        UserCommand::Enable { user } => {
+            let c = admin.set_enabled(&user, true, now).await?;
+            said(&c.user.email, c.changed, "enabled", "was already enabled");
+            Ok(c.changed)
         }
-        UserCommand::Disable { email } => {
-            let user = store.require_user(&email).await?;
-            let changed = store.set_user_enabled(user.id, false, ACTOR, now).await?;
-            eprintln!(
-                "{} {}",
-                user.email,
-                if changed {
-                    "disabled; their sessions are revoked"
-                } else {
-                    "was already disabled"
-                }
+        UserCommand::Disable { user } => {
+            let c = admin.set_enabled(&user, false, now).await?;
+            said(
+                &c.user.email,
+                c.changed,
+                "disabled; their sessions are revoked",
+                "was already disabled",
             );
-            Ok(changed)
+            Ok(c.changed)
         }
-        UserCommand::Grant { email, role } => {
-            let user = store.require_user(&email).await?;
-            let changed = store.set_role(user.id, &role, true, ACTOR, now).await?;
-            eprintln!(
-                "{} {} {role:?}",
-                user.email,
-                if changed {
-                    "now has role"
-                } else {
-                    "already had role"
-                }
+        UserCommand::Grant { user, role } => {
+            let c = admin.set_role(&user, &role, true, now).await?;
+            said(
+                &c.user.email,
+                c.changed,
+                &format!("now has role {role:?}"),
+                &format!("already had role {role:?}"),
             );
-            Ok(changed)
+            Ok(c.changed)
         }
-        UserCommand::Revoke { email, role } => {
-            let user = store.require_user(&email).await?;
-            let changed = store.set_role(user.id, &role, false, ACTOR, now).await?;
-            eprintln!(
-                "{} {} {role:?}",
-                user.email,
-                if changed {
-                    "no longer has role"
-                } else {
-                    "did not have role"
-                }
+        UserCommand::Revoke { user, role } => {
+            let c = admin.set_role(&user, &role, false, now).await?;
+            said(
+                &c.user.email,
+                c.changed,
+                &format!("no longer has role {role:?}"),
+                &format!("did not have role {role:?}"),
             );
-            Ok(changed)
+            Ok(c.changed)
+        }
+        UserCommand::Unlink {
+            user,
+            issuer,
+            subject,
+        } => {
+            let u = admin.unlink_identity(&user, &issuer, &subject, now).await?;
+            eprintln!(
+                "{}: identity ({issuer}, {subject}) removed; their sessions are revoked",
+                u.email
+            );
+            Ok(true)
         }
     }
 }
 
-async fn show_user(store: &Store, user: &User, now: i64) -> Result<(), CliError> {
+fn print_user(d: &UserDetail) {
+    let user = &d.user;
     println!("id:       {}", user.id);
     println!("email:    {}", user.email);
     println!("name:     {}", user.name.as_deref().unwrap_or("-"));
-    let org = match user.org_id {
-        Some(id) => match store.org_by_id(id).await? {
-            Some(org) => format!("{} ({})", org.name, org.id),
-            None => id.to_string(),
-        },
-        None => "-".to_owned(),
+    let org = match (&d.org, user.org_id) {
+        (Some(org), _) => format!("{} ({})", org.name, org.id),
+        (None, Some(id)) => id.to_string(),
+        (None, None) => "-".to_owned(),
     };
     println!("org:      {org}");
     println!("enabled:  {}", if user.enabled { "yes" } else { "no" });
@@ -244,16 +235,12 @@ async fn show_user(store: &Store, user: &User, now: i64) -> Result<(), CliError>
         }
     );
     println!("created:  {}", rfc3339(user.created_at));
-    println!(
-        "sessions: {} live",
-        store.count_live_sessions(user.id, now).await?
-    );
-    let identities = store.identities_of(user.id).await?;
-    if identities.is_empty() {
+    println!("sessions: {} live", d.live_sessions);
+    if d.identities.is_empty() {
         println!("identities: none");
     } else {
         println!("identities:");
-        for i in identities {
+        for i in &d.identities {
             println!(
                 "  {} {} (idp {}, email {}, verified {}, last login {})",
                 i.issuer,
@@ -265,97 +252,72 @@ async fn show_user(store: &Store, user: &User, now: i64) -> Result<(), CliError>
             );
         }
     }
-    Ok(())
 }
 
-async fn session(
-    store: &Store,
-    settings: &Settings,
-    cmd: SessionCommand,
-    now: i64,
-) -> Result<bool, CliError> {
+async fn session(admin: &Admin<'_>, cmd: SessionCommand, now: i64) -> Result<bool, CliError> {
     match cmd {
         SessionCommand::Create { email } => {
-            let (user, created) = store
-                .ensure_user(&email, settings.provisioning.new_users_enabled, ACTOR, now)
-                .await?;
-            if created {
+            let created = admin.create_session(&email, now).await?;
+            if created.user_created {
                 eprintln!(
                     "created user {} ({})",
-                    user.email,
-                    if user.enabled {
+                    created.user.email,
+                    if created.user.enabled {
                         "enabled"
                     } else {
                         "not enabled yet: `gatehouse user enable` lets them in"
                     }
                 );
             }
-            let lifetimes = Lifetimes::from_config(&settings.session);
-            let token = session::create(store, lifetimes, user.id, None, None, now).await?;
-            store
-                .record_audit(
-                    &AuditEvent::new(AuditKind::SessionCreated, Outcome::Success, now)
-                        .user(user.id)
-                        .actor(ACTOR),
-                )
-                .await?;
-            println!("{}", token.as_str());
+            println!("{}", created.token);
             eprintln!(
                 "send it as: Cookie: {}={}",
-                settings.cookie_name(),
-                token.as_str()
+                created.cookie_name, created.token
             );
             Ok(false)
         }
         SessionCommand::Revoke { user, all } => {
             let target = match (user, all) {
-                (Some(email), false) => Some(store.require_user(&email).await?),
+                (Some(user), false) => Some(user),
                 (None, true) => None,
-                _ => return Err(CliError::Usage("give --user EMAIL or --all".into())),
+                _ => return Err(CliError::Usage("give --user USER or --all".into())),
             };
-            let count = store
-                .revoke_sessions(target.as_ref().map(|u| u.id), ACTOR, now)
-                .await?;
+            let count = admin.revoke_sessions(target.as_ref(), now).await?;
             eprintln!(
                 "revoked {count} session(s){}",
-                target
-                    .map(|u| format!(" of {}", u.email))
-                    .unwrap_or_default()
+                target.map(|u| format!(" of {u}")).unwrap_or_default()
             );
             Ok(true)
         }
     }
 }
 
-async fn audit(store: &Store, args: AuditArgs) -> Result<(), CliError> {
-    let user_id = match &args.user {
-        Some(email) => Some(store.require_user(email).await?.id),
-        None => None,
+/// Prints the most recent `--limit` matching events, oldest first.
+async fn audit(admin: &Admin<'_>, args: AuditArgs) -> Result<(), CliError> {
+    let mut events = Vec::new();
+    let mut query = AuditQuery {
+        user: args.user,
+        kind: args.kind,
+        outcome: args.outcome,
+        idp: args.idp,
+        since: args.since,
+        until: args.until,
+        limit: None,
+        cursor: None,
     };
-    let kind = match &args.kind {
-        Some(k) => Some(AuditKind::parse(k).ok_or_else(|| {
-            let known: Vec<&str> = AuditKind::ALL.iter().map(|k| k.as_str()).collect();
-            CliError::Usage(format!("unknown kind {k:?}; one of: {}", known.join(", ")))
-        })?),
-        None => None,
-    };
-    let since = match &args.since {
-        Some(s) => Some(
-            DateTime::parse_from_rfc3339(s)
-                .map_err(|e| CliError::Usage(format!("--since {s:?}: {e} (want RFC 3339)")))?
-                .timestamp(),
-        ),
-        None => None,
-    };
-    let records = store
-        .list_audit(&AuditFilter {
-            user_id,
-            kind,
-            since,
-            limit: Some(args.limit),
-        })
-        .await?;
-    for r in records {
+    let wanted = usize::try_from(args.limit.max(0)).unwrap_or(0);
+    while events.len() < wanted {
+        let page_size = (wanted - events.len()).min(1000);
+        query.limit = Some(i64::try_from(page_size).unwrap_or(1000));
+        let page = admin.audit(&query).await?;
+        events.extend(page.events);
+        match page.next_cursor {
+            Some(next) => query.cursor = Some(next),
+            None => break,
+        }
+    }
+    events.reverse();
+    for r in events {
         if args.json {
             let mut value = serde_json::to_value(&r).unwrap_or_default();
             value["time"] = serde_json::Value::String(rfc3339(r.at));
@@ -379,12 +341,6 @@ async fn audit(store: &Store, args: AuditArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
-}
-
-fn rfc3339(unix: i64) -> String {
-    DateTime::from_timestamp(unix, 0)
-        .map(|t| t.to_rfc3339())
-        .unwrap_or_else(|| unix.to_string())
 }
 
 /// Asks a gatehouse running on this machine to apply revocations now. Best effort: with no

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::admin::UserRef;
 use crate::config::{ConfigError, Settings};
 use crate::server::ServeError;
 use crate::session::SessionError;
@@ -78,22 +79,55 @@ pub enum OrgCommand {
         #[arg(long)]
         auto_enable: bool,
     },
+    /// List the organizations and their domains.
+    List,
 }
 
+/// Commands name a user by email or by id (UUID).
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
-    /// List every user.
-    List,
+    /// List users, by email.
+    List {
+        /// Only users whose email contains this.
+        #[arg(long)]
+        search: Option<String>,
+    },
     /// Show one user, with identities and live sessions.
-    Show { email: String },
+    Show {
+        #[arg(value_name = "USER")]
+        user: UserRef,
+    },
     /// Let a user in.
-    Enable { email: String },
+    Enable {
+        #[arg(value_name = "USER")]
+        user: UserRef,
+    },
     /// Keep a user out, and end their sessions now.
-    Disable { email: String },
+    Disable {
+        #[arg(value_name = "USER")]
+        user: UserRef,
+    },
     /// Give a user a role.
-    Grant { email: String, role: String },
+    Grant {
+        #[arg(value_name = "USER")]
+        user: UserRef,
+        role: String,
+    },
     /// Take a role away.
-    Revoke { email: String, role: String },
+    Revoke {
+        #[arg(value_name = "USER")]
+        user: UserRef,
+        role: String,
+    },
+    /// Remove an IdP identity (issuer, subject) from a user, and end the user's sessions.
+    Unlink {
+        #[arg(value_name = "USER")]
+        user: UserRef,
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        subject: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,11 +138,11 @@ pub enum SessionCommand {
     Revoke {
         #[arg(
             long,
-            value_name = "EMAIL",
+            value_name = "USER",
             required_unless_present = "all",
             conflicts_with = "all"
         )]
-        user: Option<String>,
+        user: Option<UserRef>,
         #[arg(long)]
         all: bool,
     },
@@ -116,15 +150,25 @@ pub enum SessionCommand {
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// Only events about this user.
-    #[arg(long, value_name = "EMAIL")]
+    /// Only events about this user: an id, an email, or part of an email.
+    #[arg(long, value_name = "USER")]
     pub user: Option<String>,
     /// Only this kind of event (e.g. login_failed).
     #[arg(long)]
     pub kind: Option<String>,
-    /// Only events at or after this time (RFC 3339, e.g. 2026-11-23T00:00:00Z).
-    #[arg(long, value_name = "RFC3339")]
+    /// Only this outcome: success or failure.
+    #[arg(long)]
+    pub outcome: Option<String>,
+    /// Only events of this identity provider (its configured name).
+    #[arg(long)]
+    pub idp: Option<String>,
+    /// Only events at or after this time (RFC 3339, e.g. 2026-11-23T00:00:00Z, a date, or
+    /// Unix seconds).
+    #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
+    /// Only events at or before this time (same forms; a date means its end).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
     /// At most this many (the most recent).
     #[arg(long, default_value_t = 1000)]
     pub limit: i64,

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use super::CliError;
 use crate::config::Settings;
-use crate::server::Server;
+use crate::server::{Server, Shutdown};
 
 pub fn run(settings: Settings) -> Result<(), CliError> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -31,8 +31,8 @@ pub fn run(settings: Settings) -> Result<(), CliError> {
     })
 }
 
-/// SIGTERM (Kubernetes, systemd) or Ctrl-C.
-async fn shutdown_signal() {
+/// SIGTERM (Kubernetes, systemd): drain with the delay; Ctrl-C: at once.
+async fn shutdown_signal() -> Shutdown {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
@@ -50,7 +50,7 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+        _ = ctrl_c => Shutdown::Now,
+        _ = term => Shutdown::Drain,
     }
 }

@@ -27,8 +27,8 @@ use crate::gate::Gate;
 use crate::metrics::Metrics;
 use crate::session::cookie::CookieSettings;
 use crate::session::revocations::RevocationSync;
-use crate::session::{Lifetimes, Sessions, TouchWriter};
-use crate::store::{Store, StoreError};
+use crate::session::{CachePolicy, Lifetimes, Sessions, TouchWriter};
+use crate::store::{Access, Store, StoreError};
 use crate::tokens::{Minter, TokenError};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +67,8 @@ pub struct AppState {
     /// Present when `[token] enabled`.
     pub minter: Option<Arc<Minter>>,
     pub cookies: CookieSettings,
-    /// Bearer token for `/admin/v1/*`, when configured.
-    pub admin_token: Option<Arc<secrecy::SecretString>>,
+    /// Who may use `/admin/v1/*` and `/admin/audit`.
+    pub admin_auth: Arc<admin::AdminAuth>,
     /// False once shutdown begins, so `/readyz` sends traffic elsewhere.
     pub ready: Arc<AtomicBool>,
 }
@@ -102,8 +102,7 @@ impl Server {
         let (sessions, touch_writer) = Sessions::new(
             store.clone(),
             Lifetimes::from_config(&settings.session),
-            Duration::from_secs(settings.session.cache_ttl_seconds),
-            settings.session.cache_max_entries,
+            CachePolicy::from_config(&settings.session),
             metrics.clone(),
         );
         let urls = LoginUrls::new(&settings.public_origin(), &settings.login.welcome_path)?;
@@ -135,7 +134,12 @@ impl Server {
             cookies: cookies.clone(),
             metrics: metrics.clone(),
         });
-        let revocations = RevocationSync::new(store.clone(), sessions.clone(), bearer.clone());
+        let revocations = RevocationSync::new(
+            store.clone(),
+            sessions.clone(),
+            bearer.clone(),
+            metrics.clone(),
+        );
         let broker = Arc::new(Broker::new(
             &settings,
             store.clone(),
@@ -146,7 +150,7 @@ impl Server {
         let grpc = bind("gRPC", settings.server.grpc_listen).await?;
         let http = bind("HTTP", settings.server.http_listen).await?;
         let admin = bind("admin", settings.server.admin_listen).await?;
-        let admin_token = settings.admin_token().map(Arc::new);
+        let admin_auth = Arc::new(admin::AdminAuth::new(settings.admin_token()));
         let state = AppState {
             settings: Arc::new(settings),
             store,
@@ -158,7 +162,7 @@ impl Server {
             bearer,
             minter,
             cookies,
-            admin_token,
+            admin_auth,
             ready: Arc::new(AtomicBool::new(true)),
         };
         Ok(Self {
@@ -182,9 +186,14 @@ impl Server {
         }
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
-    /// for up to `server.shutdown_grace_seconds`, and returns.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
+    /// Serves until `shutdown` completes. Then, for [`Shutdown::Drain`], `/readyz` and the gRPC
+    /// health service report not-ready for `server.shutdown_delay_seconds` while everything
+    /// still serves; then the listeners stop accepting, in-flight requests get up to
+    /// `server.shutdown_grace_seconds` to finish, and it returns.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = Shutdown> + Send,
+    ) -> Result<(), ServeError> {
         let Self {
             state,
             touch_writer,
@@ -194,6 +203,7 @@ impl Server {
         } = self;
         let settings = state.settings.clone();
         let grace = Duration::from_secs(settings.server.shutdown_grace_seconds);
+        let delay = Duration::from_secs(settings.server.shutdown_delay_seconds);
 
         tokio::spawn(touch_writer.run());
         tokio::spawn(
@@ -202,7 +212,11 @@ impl Server {
                 .clone()
                 .run(Duration::from_millis(settings.session.revocation_poll_ms)),
         );
-        tokio::spawn(housekeeping(state.store.clone()));
+        tokio::spawn(housekeeping(
+            state.store.clone(),
+            settings.audit.retention_days,
+        ));
+        tokio::spawn(probe_while_down(state.store.clone()));
         tokio::spawn(
             state
                 .bearer
@@ -238,19 +252,29 @@ impl Server {
             http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(stopped(stop_rx.clone()));
-        let admin_server = axum::serve(admin, admin::router(state.clone()))
-            .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let admin_server = axum::serve(
+            admin,
+            admin::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
 
         let grpc_task = tokio::spawn(grpc_server);
         let http_task = tokio::spawn(async move { http_server.await });
         let admin_task = tokio::spawn(async move { admin_server.await });
 
-        shutdown.await;
-        tracing::info!(grace_seconds = grace.as_secs(), "shutting down");
+        let how = shutdown.await;
         state.ready.store(false, Ordering::Relaxed);
         health
             .set_not_serving::<AuthorizationServer<grpc::CheckService>>()
             .await;
+        if how == Shutdown::Drain && !delay.is_zero() {
+            tracing::info!(
+                delay_seconds = delay.as_secs(),
+                "shutting down: not ready, still serving while load balancers catch up"
+            );
+            tokio::time::sleep(delay).await;
+        }
+        tracing::info!(grace_seconds = grace.as_secs(), "shutting down: draining");
         let _ = stop_tx.send(true);
 
         let all = async {
@@ -283,16 +307,69 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Serve
         .map_err(|source| ServeError::Bind { what, addr, source })
 }
 
+/// How a shutdown was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// SIGTERM: an orchestrator is replacing this process. Report not-ready first, keep
+    /// serving for `server.shutdown_delay_seconds`, then drain.
+    Drain,
+    /// Ctrl-C: someone at a terminal. Drain at once.
+    Now,
+}
+
 /// Deletes expired sessions, login states and old revocations every minute (one indexed
-/// delete per table, cheap when there is nothing to do).
-async fn housekeeping(store: Store) {
+/// delete per table, cheap when there is nothing to do), and audit events past
+/// `audit.retention_days` every hour.
+async fn housekeeping(store: Store, retention_days: u64) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let retention = i64::try_from(retention_days.saturating_mul(86_400)).unwrap_or(i64::MAX);
+    let mut minutes: u64 = 0;
     loop {
         tick.tick().await;
-        match store.purge_expired(unix_now()).await {
+        let now = unix_now();
+        let result = store.purge_expired(now).await;
+        store.observe(Access::Write, &result, now);
+        match result {
             Ok(0) => {}
             Ok(n) => tracing::debug!(rows = n, "purged expired rows"),
             Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
         }
+        if retention_days > 0 && minutes.is_multiple_of(60) {
+            match store.prune_audit(now.saturating_sub(retention)).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(events = n, retention_days, "pruned old audit events"),
+                Err(e) => tracing::warn!(error = %e, "audit pruning failed"),
+            }
+        }
+        minutes = minutes.wrapping_add(1);
     }
 }
+
+/// While the database is marked down, probes it every second, so that recovery is noticed
+/// without a request having to risk it (and wait out a timeout).
+async fn probe_while_down(store: Store) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if store.health().is_up() {
+            continue;
+        }
+        let _ = probe(&store).await;
+    }
+}
+
+/// One bounded probe of the database; a timeout counts as an outage.
+pub(crate) async fn probe(store: &Store) -> Result<(), StoreError> {
+    let now = unix_now();
+    match tokio::time::timeout(PROBE_TIMEOUT, store.probe(now)).await {
+        Ok(result) => result,
+        Err(_) => {
+            let e = StoreError::Timeout("database probe");
+            store.observe_error(Access::Read, &e, now);
+            Err(e)
+        }
+    }
+}
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);

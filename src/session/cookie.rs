@@ -33,6 +33,13 @@ pub fn find(headers: &HeaderMap, name: &str) -> TokenCookie {
         .map_or(TokenCookie::Malformed, TokenCookie::Present)
 }
 
+/// The value of cookie `name` when it appears exactly once across every `Cookie` header.
+pub fn single<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
+    let mut values = pairs(headers).filter_map(|pair| value_if_named(pair, name));
+    let value = values.next()?;
+    values.next().is_none().then_some(value)
+}
+
 /// How the upstream's `cookie` header must change so it does not see the session cookie.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum CookieRewrite {

@@ -10,7 +10,7 @@ pub mod revocations;
 pub mod token;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::config::SessionConfig;
 use crate::identity::{Identity, MintSlot, Principal, SessionCaller, SignedIn};
 use crate::metrics::Metrics;
-use crate::store::{NewSession, SessionRecord, SessionTouch, Store, StoreError};
+use crate::store::{Access, NewSession, SessionRecord, SessionTouch, Store, StoreError};
 pub use token::{OpaqueToken, TokenHash};
 
 /// `last_seen` is written back at most this often per session.
@@ -64,13 +64,16 @@ pub fn is_live(
     now < absolute_expires_at && now < last_seen_at.saturating_add(lifetimes.idle)
 }
 
+/// A cache entry: what the store said about a token hash, and when.
 #[derive(Clone)]
-enum Cached {
-    /// The store has no live session under this hash. Tokens are never adopted, so a hash that
-    /// is unknown now can never become valid: caching the miss is safe, and keeps a flood of
-    /// random cookies from reaching the database twice.
-    Unknown,
-    Live(Arc<LiveSession>),
+struct Cached {
+    /// Unix seconds of the store read. Past the freshness TTL the entry is re-read; while the
+    /// database is down it may still be served, for a bounded time.
+    loaded_at: i64,
+    /// `None`: the store has no live session under this hash. Tokens are never adopted, so a
+    /// hash that is unknown now can never become valid: caching the miss is safe, and keeps a
+    /// flood of random cookies from reaching the database twice.
+    session: Option<Arc<LiveSession>>,
 }
 
 struct LiveSession {
@@ -82,12 +85,39 @@ struct LiveSession {
     last_written_at: AtomicI64,
 }
 
+/// How long cached answers are trusted.
+#[derive(Debug, Clone, Copy)]
+pub struct CachePolicy {
+    /// `session.cache_ttl_seconds`.
+    pub ttl_seconds: u64,
+    /// `session.fallback_cache_ttl_seconds`: the TTL while revocations may not be pushed.
+    pub fallback_ttl_seconds: u64,
+    /// `session.stale_while_db_down_seconds`.
+    pub stale_seconds: u64,
+    pub max_entries: u64,
+}
+
+impl CachePolicy {
+    pub fn from_config(c: &SessionConfig) -> Self {
+        Self {
+            ttl_seconds: c.cache_ttl_seconds,
+            fallback_ttl_seconds: c.fallback_cache_ttl_seconds.min(c.cache_ttl_seconds),
+            stale_seconds: c.stale_while_db_down_seconds,
+            max_entries: c.cache_max_entries,
+        }
+    }
+}
+
 /// The session service: create, resolve (cached), forget.
 #[derive(Clone)]
 pub struct Sessions {
     store: Store,
     cache: Cache<TokenHash, Cached>,
     lifetimes: Lifetimes,
+    policy: CachePolicy,
+    /// Cleared while revocations cannot be pushed to this replica (the PostgreSQL listener is
+    /// down): entries are then trusted only for the fallback TTL.
+    pushed: Arc<AtomicBool>,
     touches: mpsc::Sender<SessionTouch>,
     metrics: Arc<Metrics>,
     /// Bumped by every `forget*`: a load that overlapped one may have read the revoked state
@@ -101,14 +131,18 @@ impl Sessions {
     pub fn new(
         store: Store,
         lifetimes: Lifetimes,
-        cache_ttl: Duration,
-        cache_max_entries: u64,
+        policy: CachePolicy,
         metrics: Arc<Metrics>,
     ) -> (Self, TouchWriter) {
+        let evictions = metrics.clone();
+        // Entries outlive their freshness by the stale window, to be there when the database
+        // is not; a fresh database read replaces them before that.
+        let keep = Duration::from_secs(policy.ttl_seconds.saturating_add(policy.stale_seconds));
         let cache = Cache::builder()
-            .max_capacity(cache_max_entries)
-            .time_to_live(cache_ttl)
+            .max_capacity(policy.max_entries)
+            .time_to_live(keep.max(Duration::from_secs(1)))
             .support_invalidation_closures()
+            .eviction_listener(move |_, _, cause| evictions.session_cache_eviction(cause))
             .build();
         let (touches, rx) = mpsc::channel(4096);
         let writer = TouchWriter {
@@ -120,6 +154,8 @@ impl Sessions {
                 store,
                 cache,
                 lifetimes,
+                policy,
+                pushed: Arc::new(AtomicBool::new(true)),
                 touches,
                 metrics,
                 generation: Arc::new(AtomicU64::new(0)),
@@ -132,6 +168,36 @@ impl Sessions {
         self.lifetimes
     }
 
+    /// Entries in this replica's cache (approximate), for metrics.
+    pub fn cached_entries(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// Whether revocations reach this replica as they happen. While not, cached sessions are
+    /// re-read after the fallback TTL instead of the normal one.
+    pub fn set_revocations_pushed(&self, pushed: bool) {
+        self.pushed.store(pushed, Ordering::Relaxed);
+    }
+
+    fn is_fresh(&self, entry: &Cached, now: i64) -> bool {
+        let ttl = if self.pushed.load(Ordering::Relaxed) {
+            self.policy.ttl_seconds
+        } else {
+            self.policy.fallback_ttl_seconds
+        };
+        now.saturating_sub(entry.loaded_at) < i64::try_from(ttl).unwrap_or(i64::MAX)
+    }
+
+    /// Whether a stale entry may stand in for the store at `now`: only during an outage, and
+    /// not longer than `stale_while_db_down_seconds` after it began.
+    fn may_serve_stale(&self, now: i64) -> bool {
+        let window = i64::try_from(self.policy.stale_seconds).unwrap_or(i64::MAX);
+        self.store
+            .health()
+            .down_since()
+            .is_some_and(|since| now.saturating_sub(since) < window)
+    }
+
     /// Who the session cookie `cookie_name` in `headers` belongs to at `now`.
     pub async fn caller(&self, headers: &HeaderMap, cookie_name: &str, now: i64) -> SessionCaller {
         match cookie::find(headers, cookie_name) {
@@ -142,43 +208,65 @@ impl Sessions {
         }
     }
 
-    /// Who holds `token` at `now`: a cached answer when there is one, else one store lookup.
+    /// Who holds `token` at `now`: a fresh cached answer when there is one, else one store
+    /// lookup; a stale cached answer only while the database is down, within the window.
     pub async fn resolve(&self, token: &OpaqueToken, now: i64) -> SessionCaller {
         let hash = token.hash();
-        let (cached, fresh) = match self.cache.get(&hash) {
-            Some(entry) => {
+        let (entry, fresh_read) = match self.cache.get(&hash) {
+            Some(entry) if self.is_fresh(&entry, now) => {
                 self.metrics.session_cache_hit();
                 (entry, false)
             }
-            None => {
-                self.metrics.session_cache_miss();
-                match self.load_and_cache(&hash, now).await {
-                    Ok(entry) => (entry, true),
-                    Err(e) => {
+            cached => match self.reload(&hash, now).await {
+                Ok(entry) => {
+                    self.metrics.session_cache_miss();
+                    (entry, true)
+                }
+                Err(e) => match cached {
+                    Some(stale) if self.may_serve_stale(now) => {
+                        self.metrics.session_cache_stale();
+                        (stale, false)
+                    }
+                    _ => {
                         tracing::warn!(error = %e, "session lookup failed; failing closed");
                         return SessionCaller::Unavailable;
                     }
-                }
-            }
+                },
+            },
         };
-        match cached {
-            Cached::Unknown => SessionCaller::Anonymous,
-            Cached::Live(session) => {
-                let last_seen = session.last_seen_at.load(Ordering::Relaxed);
-                if !is_live(last_seen, session.absolute_expires_at, self.lifetimes, now) {
-                    if fresh {
-                        // The store agrees it is over: stop asking it on every request.
-                        self.cache.insert(hash, Cached::Unknown);
-                    } else {
-                        // Maybe another replica saw it used since: ask the store next time.
-                        self.cache.invalidate(&hash);
-                    }
-                    return SessionCaller::Anonymous;
-                }
-                self.touch(&hash, &session, now);
-                SessionCaller::User(session.principal.clone())
+        let Some(session) = entry.session else {
+            return SessionCaller::Anonymous;
+        };
+        let last_seen = session.last_seen_at.load(Ordering::Relaxed);
+        if !is_live(last_seen, session.absolute_expires_at, self.lifetimes, now) {
+            if fresh_read {
+                // The store agrees it is over: stop asking it on every request.
+                self.cache.insert(
+                    hash,
+                    Cached {
+                        loaded_at: now,
+                        session: None,
+                    },
+                );
+            } else {
+                // Maybe another replica saw it used since: ask the store next time.
+                self.cache.invalidate(&hash);
             }
+            return SessionCaller::Anonymous;
         }
+        self.touch(&hash, &session, now);
+        SessionCaller::User(session.principal.clone())
+    }
+
+    /// Reads the store, unless reads are known to fail (then the caller decides at once,
+    /// rather than every check waiting out a timeout; the health probe notices recovery).
+    async fn reload(&self, hash: &TokenHash, now: i64) -> Result<Cached, StoreError> {
+        if self.store.health().reads_down_since().is_some() {
+            return Err(StoreError::Timeout("database unavailable: session lookup"));
+        }
+        let result = self.load_and_cache(hash, now).await;
+        self.store.observe(Access::Read, &result, now);
+        result
     }
 
     /// Loads from the store and caches the result, unless a revocation ran during the load
@@ -194,7 +282,10 @@ impl Sessions {
             }
             entry = Some(loaded);
         }
-        Ok(entry.unwrap_or(Cached::Unknown))
+        Ok(entry.unwrap_or(Cached {
+            loaded_at: now,
+            session: None,
+        }))
     }
 
     async fn load(&self, hash: &TokenHash, now: i64) -> Result<Cached, StoreError> {
@@ -202,10 +293,10 @@ impl Sessions {
         let lookup = self.store.load_session(&id_hash, now);
         let record = tokio::time::timeout(STORE_LOOKUP_TIMEOUT, lookup)
             .await
-            .map_err(|_| StoreError::Invalid("session lookup timed out".into()))??;
-        Ok(match record {
-            None => Cached::Unknown,
-            Some(record) => Cached::Live(Arc::new(LiveSession::from_record(record, hash))),
+            .map_err(|_| StoreError::Timeout("session lookup"))??;
+        Ok(Cached {
+            loaded_at: now,
+            session: record.map(|r| Arc::new(LiveSession::from_record(r, hash))),
         })
     }
 
@@ -256,12 +347,12 @@ impl Sessions {
         self.generation.fetch_add(1, Ordering::SeqCst);
         let result = self
             .cache
-            .invalidate_entries_if(move |_, entry| match entry {
-                Cached::Live(s) => {
+            .invalidate_entries_if(move |_, entry| match &entry.session {
+                Some(s) => {
                     let identity = &s.principal.user.identity;
                     identity.user_id == user_id || identity.impersonator_id == Some(user_id)
                 }
-                Cached::Unknown => false,
+                None => false,
             });
         if result.is_err() {
             // Only possible without `support_invalidation_closures`; be safe regardless.
@@ -376,7 +467,10 @@ impl TouchWriter {
                     .then(b.last_seen_at.cmp(&a.last_seen_at))
             });
             batch.dedup_by(|later, kept| later.id_hash == kept.id_hash);
-            if let Err(e) = self.store.touch_sessions(&batch).await {
+            let result = self.store.touch_sessions(&batch).await;
+            self.store
+                .observe(Access::Write, &result, crate::clock::unix_now());
+            if let Err(e) = result {
                 tracing::warn!(error = %e, count = batch.len(), "could not record session activity");
             }
             batch.clear();

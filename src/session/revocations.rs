@@ -14,19 +14,24 @@ use tokio::sync::{Mutex, Notify};
 
 use super::{Sessions, TokenHash};
 use crate::bearer::Bearer;
-use crate::clock::unix_now;
+use crate::clock::{unix_now, unix_now_millis};
+use crate::metrics::Metrics;
 use crate::store::{Revocation, RevocationScope, Store, StoreError};
 
 /// Rows are re-read for this long, so rows committed out of id order, or stamped by a writer
 /// whose clock lags ours, are still seen.
 const WINDOW_SECONDS: i64 = 300;
 const PG_CHANNEL: &str = "gatehouse_revocations";
+/// Reconnect delays of the listener: doubling from the first to the last.
+const RECONNECT_FIRST: Duration = Duration::from_millis(250);
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
 
 pub struct RevocationSync {
     store: Store,
     sessions: Sessions,
     /// Bearer callers' users are cached too, and revoked the same way.
     bearer: Arc<Bearer>,
+    metrics: Arc<Metrics>,
     state: Mutex<State>,
     wake: Notify,
 }
@@ -39,11 +44,17 @@ struct State {
 }
 
 impl RevocationSync {
-    pub fn new(store: Store, sessions: Sessions, bearer: Arc<Bearer>) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        sessions: Sessions,
+        bearer: Arc<Bearer>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             sessions,
             bearer,
+            metrics,
             state: Mutex::new(State {
                 started_at: unix_now(),
                 applied: HashMap::new(),
@@ -67,6 +78,7 @@ impl RevocationSync {
             self.apply(&row);
         }
         state.applied.retain(|_, at| *at >= now - WINDOW_SECONDS);
+        self.metrics.revocations_applied(applied);
         Ok(applied)
     }
 
@@ -87,39 +99,98 @@ impl RevocationSync {
         }
     }
 
-    /// Polls every `interval` (sooner when woken) until the process ends.
-    pub async fn run(self: Arc<Self>, interval: Duration) {
+    /// Reads revocations every `poll` (never, when zero) and whenever woken, until the process
+    /// ends. With PostgreSQL, a listener wakes it on every new row.
+    pub async fn run(self: Arc<Self>, poll: Duration) {
         if let Some(pool) = self.store.postgres_pool().cloned() {
-            tokio::spawn(listen_postgres(pool, self.clone()));
+            // Until the listener is up, nothing is pushed: trust the cache less.
+            self.set_pushed(false);
+            tokio::spawn(self.clone().listen_postgres(pool));
         }
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = self.wake.notified() => {}
+            if poll.is_zero() {
+                self.wake.notified().await;
+            } else {
+                tokio::select! {
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = self.wake.notified() => {}
+                }
             }
             if let Err(e) = self.sync().await {
                 tracing::warn!(error = %e, "could not read revocations");
             }
         }
     }
+
+    fn set_pushed(&self, up: bool) {
+        self.sessions.set_revocations_pushed(up);
+        self.metrics.set_listener_up(up);
+    }
+
+    /// Holds a `LISTEN gatehouse_revocations` connection (a trigger `NOTIFY`s every new
+    /// revocation) and wakes the reader on each notification. When the connection drops, it
+    /// reconnects with backoff; meanwhile the session cache falls back to its short TTL.
+    async fn listen_postgres(self: Arc<Self>, pool: sqlx::PgPool) {
+        let mut delay = RECONNECT_FIRST;
+        loop {
+            match self.listen_once(&pool, &mut delay).await {
+                Ok(()) => tracing::warn!("LISTEN {PG_CHANNEL}: connection lost; reconnecting"),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    retry_in_ms = delay.as_millis(),
+                    "LISTEN {PG_CHANNEL} failed; caching sessions for the fallback TTL meanwhile"
+                ),
+            }
+            self.set_pushed(false);
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(RECONNECT_MAX);
+        }
+    }
+
+    /// One listening connection, until it fails. Returns `Ok` when the connection was lost.
+    async fn listen_once(
+        &self,
+        pool: &sqlx::PgPool,
+        delay: &mut Duration,
+    ) -> Result<(), sqlx::Error> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        // Report a lost connection instead of reconnecting inside `try_recv`: the replica
+        // must know that notifications may have been missed (and say so in its metrics).
+        listener.eager_reconnect(false);
+        listener.listen(PG_CHANNEL).await?;
+        tracing::info!("LISTEN {PG_CHANNEL}: revocations are pushed to this replica");
+        *delay = RECONNECT_FIRST;
+        self.set_pushed(true);
+        // Whatever was written while nobody listened.
+        self.wake.notify_one();
+        while let Some(notification) = listener.try_recv().await? {
+            if let Some(lag) = notify_lag(notification.payload()) {
+                self.metrics.record_notify_lag(lag);
+            }
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
 }
 
-/// Wakes the poller on every `NOTIFY gatehouse_revocations` (sent by a trigger on insert).
-async fn listen_postgres(pool: sqlx::PgPool, sync: Arc<RevocationSync>) {
-    loop {
-        let listener = async {
-            let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
-            listener.listen(PG_CHANNEL).await?;
-            loop {
-                listener.recv().await?;
-                sync.wake.notify_one();
-            }
-            #[allow(unreachable_code)]
-            Ok::<(), sqlx::Error>(())
-        };
-        if let Err(e) = listener.await {
-            tracing::warn!(error = %e, "LISTEN {PG_CHANNEL} failed; relying on polling, retrying in 5s");
-        }
-        tokio::time::sleep(Duration::from_secs(5)).await;
+/// The payload is `<id> <written at, Unix milliseconds, database clock>`.
+fn notify_lag(payload: &str) -> Option<Duration> {
+    let written_ms: i64 = payload.split_once(' ')?.1.parse().ok()?;
+    // A database clock ahead of ours reads as no lag, not a negative one.
+    let lag_ms = unix_now_millis().saturating_sub(written_ms);
+    Some(Duration::from_millis(u64::try_from(lag_ms).unwrap_or(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_from_payload() {
+        assert_eq!(notify_lag("42"), None, "older triggers send only the id");
+        assert_eq!(notify_lag("42 x"), None);
+        let lag = notify_lag("42 1").unwrap();
+        assert!(lag > Duration::from_secs(1_000_000));
+        assert_eq!(notify_lag("42 99999999999999"), Some(Duration::ZERO));
     }
 }

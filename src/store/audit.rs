@@ -26,6 +26,7 @@ pub enum AuditKind {
     RoleGranted,
     RoleRevoked,
     OrgCreated,
+    IdentityUnlinked,
     KeyRotated,
     ImpersonationStarted,
     ImpersonationStopped,
@@ -33,7 +34,7 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::LoginStarted,
         Self::LoginSucceeded,
         Self::LoginFailed,
@@ -49,6 +50,7 @@ impl AuditKind {
         Self::RoleGranted,
         Self::RoleRevoked,
         Self::OrgCreated,
+        Self::IdentityUnlinked,
         Self::KeyRotated,
         Self::ImpersonationStarted,
         Self::ImpersonationStopped,
@@ -72,6 +74,7 @@ impl AuditKind {
             Self::RoleGranted => "role_granted",
             Self::RoleRevoked => "role_revoked",
             Self::OrgCreated => "org_created",
+            Self::IdentityUnlinked => "identity_unlinked",
             Self::KeyRotated => "key_rotated",
             Self::ImpersonationStarted => "impersonation_started",
             Self::ImpersonationStopped => "impersonation_stopped",
@@ -97,6 +100,12 @@ impl Outcome {
             Self::Success => "success",
             Self::Failure => "failure",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Success, Self::Failure]
+            .into_iter()
+            .find(|o| o.as_str() == s)
     }
 }
 
@@ -207,9 +216,73 @@ mod tests {
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
     pub user_id: Option<Uuid>,
+    /// Events of users whose email contains this text (ASCII case-insensitive).
+    pub email_contains: Option<String>,
     pub kind: Option<AuditKind>,
+    pub outcome: Option<Outcome>,
+    pub idp: Option<String>,
+    /// At or after this time (Unix seconds).
     pub since: Option<i64>,
+    /// At or before this time (Unix seconds).
+    pub until: Option<i64>,
+    /// Only events older than this event id: the paging cursor.
+    pub before_id: Option<i64>,
+    /// At most this many (default 1000).
     pub limit: Option<i64>,
+}
+
+/// A value bound to a dynamically built query.
+enum Param {
+    Uuid(Uuid),
+    Text(String),
+    Int(i64),
+}
+
+impl AuditFilter {
+    /// The `WHERE` clause (with `$n` placeholders, which both backends accept) and its values.
+    /// Built from the filters actually given, so each query can use its index.
+    fn to_sql(&self) -> (String, Vec<Param>) {
+        let mut clauses = Vec::new();
+        let mut params = Vec::new();
+        let mut add = |clause: &str, param: Param| {
+            params.push(param);
+            clauses.push(clause.replace('?', &format!("${}", params.len())));
+        };
+        if let Some(user) = self.user_id {
+            add("a.user_id = ?", Param::Uuid(user));
+        }
+        if let Some(text) = &self.email_contains {
+            add(
+                "u.email LIKE ? ESCAPE '\\'",
+                Param::Text(super::users::like_pattern(text)),
+            );
+        }
+        if let Some(kind) = self.kind {
+            add("a.kind = ?", Param::Text(kind.as_str().to_owned()));
+        }
+        if let Some(outcome) = self.outcome {
+            add("a.outcome = ?", Param::Text(outcome.as_str().to_owned()));
+        }
+        if let Some(idp) = &self.idp {
+            add("a.idp = ?", Param::Text(idp.clone()));
+        }
+        if let Some(since) = self.since {
+            add("a.at >= ?", Param::Int(since));
+        }
+        if let Some(until) = self.until {
+            add("a.at <= ?", Param::Int(until));
+        }
+        if let Some(before) = self.before_id {
+            add("a.id < ?", Param::Int(before));
+        }
+        let limit = self.limit.unwrap_or(1000).clamp(1, 10_000);
+        let filter = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        (format!("{filter} ORDER BY a.id DESC LIMIT {limit}"), params)
+    }
 }
 
 pub(super) const INSERT_AUDIT: &str = "INSERT INTO audit_events \
@@ -243,28 +316,47 @@ impl Store {
         Ok(())
     }
 
-    /// Events matching `filter`, oldest first (the most recent `limit` of them).
+    /// Events matching `filter`, newest first.
     pub async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
-        let limit = filter.limit.unwrap_or(1000);
-        let kind = filter.kind.map(AuditKind::as_str);
-        let mut records: Vec<AuditRecord> = with_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT a.id, a.at, a.kind, a.outcome, a.user_id, u.email, a.actor, a.idp, a.ip, \
-                        a.user_agent, a.detail \
-                 FROM audit_events a LEFT JOIN users u ON u.id = a.user_id \
-                 WHERE ($1 IS NULL OR a.user_id = $1) \
-                   AND ($2 IS NULL OR a.kind = $2) \
-                   AND ($3 IS NULL OR a.at >= $3) \
-                 ORDER BY a.id DESC LIMIT $4",
-            )
-            .bind(filter.user_id)
-            .bind(kind)
-            .bind(filter.since)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?
+        let (tail, params) = filter.to_sql();
+        let sql = format!(
+            "SELECT a.id, a.at, a.kind, a.outcome, a.user_id, u.email, a.actor, a.idp, a.ip, \
+                    a.user_agent, a.detail \
+             FROM audit_events a LEFT JOIN users u ON u.id = a.user_id {tail}"
+        );
+        let records = with_pool!(self, |pool| {
+            let mut query = sqlx::query_as(&sql);
+            for param in &params {
+                query = match param {
+                    Param::Uuid(v) => query.bind(*v),
+                    Param::Text(v) => query.bind(v.as_str()),
+                    Param::Int(v) => query.bind(*v),
+                };
+            }
+            query.fetch_all(pool).await?
         });
-        records.reverse();
         Ok(records)
+    }
+
+    /// Deletes events recorded before `before` (Unix seconds), a bounded batch at a time so a
+    /// first prune of a large table does not hold locks for long. Returns how many.
+    pub async fn prune_audit(&self, before: i64) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let done = with_pool!(self, |pool| {
+                sqlx::query(
+                    "DELETE FROM audit_events WHERE id IN \
+                     (SELECT id FROM audit_events WHERE at < $1 ORDER BY id LIMIT 10000)",
+                )
+                .bind(before)
+                .execute(pool)
+                .await?
+                .rows_affected()
+            });
+            total += done;
+            if done < 10_000 {
+                return Ok(total);
+            }
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! 16-byte `BLOB` in SQLite).
 
 mod audit;
+mod health;
 mod login_states;
 mod orgs;
 mod revocations;
@@ -15,6 +16,8 @@ mod signing_keys;
 mod users;
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -23,6 +26,7 @@ use sqlx::sqlite::{
 };
 
 pub use audit::{AuditEvent, AuditFilter, AuditKind, AuditRecord, Outcome};
+pub use health::{Access, Health};
 pub use login_states::{LoginState, NewLoginState, PendingLoginCaps};
 pub use orgs::Org;
 pub use revocations::{Revocation, RevocationScope};
@@ -44,6 +48,8 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("{0} timed out")]
+    Timeout(&'static str),
 }
 
 impl From<crate::email::EmailError> for StoreError {
@@ -89,6 +95,36 @@ enum Backend {
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
+    health: Arc<Health>,
+    /// Statements running or waiting for a connection (see [`Store::pool_stats`]).
+    in_flight: Arc<AtomicI64>,
+}
+
+/// Counts a statement in flight while alive.
+pub(crate) struct InFlight(Arc<AtomicI64>);
+
+impl InFlight {
+    pub(crate) fn enter(counter: &Arc<AtomicI64>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The connection pool right now, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub in_use: u32,
+    pub idle: u32,
+    pub max: u32,
+    /// Statements waiting for a connection: those in flight beyond the connections in use.
+    /// Approximate, as the two counts are read a moment apart.
+    pub waiting: u32,
 }
 
 impl std::fmt::Debug for Store {
@@ -99,19 +135,21 @@ impl std::fmt::Debug for Store {
 
 /// Runs `$body` with `$pool` bound to the native pool of either backend.
 macro_rules! with_pool {
-    ($store:expr, |$pool:ident| $body:expr) => {
+    ($store:expr, |$pool:ident| $body:expr) => {{
+        let _in_flight = $crate::store::InFlight::enter(&$store.in_flight);
         match &$store.backend {
             $crate::store::Backend::Sqlite($pool) => $body,
             $crate::store::Backend::Postgres($pool) => $body,
         }
-    };
+    }};
 }
 
 /// Runs `$body` inside a write transaction and commits it when `$body` evaluates without an
 /// early `?` return (which rolls back). SQLite takes the write lock up front (`BEGIN
 /// IMMEDIATE`), so a transaction that reads then writes cannot fail halfway on a lock upgrade.
 macro_rules! with_write_tx {
-    ($store:expr, |$tx:ident| $body:expr) => {
+    ($store:expr, |$tx:ident| $body:expr) => {{
+        let _in_flight = $crate::store::InFlight::enter(&$store.in_flight);
         match &$store.backend {
             $crate::store::Backend::Sqlite(pool) => {
                 #[allow(unused_mut)]
@@ -128,7 +166,7 @@ macro_rules! with_write_tx {
                 out
             }
         }
-    };
+    }};
 }
 
 pub(crate) use {with_pool, with_write_tx};
@@ -161,7 +199,11 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(redact_url(url)));
         };
-        Ok(Self { backend })
+        Ok(Self {
+            backend,
+            health: Arc::default(),
+            in_flight: Arc::default(),
+        })
     }
 
     pub fn kind(&self) -> BackendKind {
@@ -180,12 +222,16 @@ impl Store {
         Ok(())
     }
 
-    /// A round trip to the database, for `/readyz`.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        with_pool!(self, |pool| {
-            sqlx::query("SELECT 1").execute(pool).await?;
-        });
-        Ok(())
+    pub fn pool_stats(&self) -> PoolStats {
+        let (size, idle, max) = with_pool_stats(&self.backend);
+        let in_use = size.saturating_sub(idle);
+        let in_flight = u32::try_from(self.in_flight.load(Ordering::Relaxed)).unwrap_or(0);
+        PoolStats {
+            in_use,
+            idle,
+            max,
+            waiting: in_flight.saturating_sub(in_use),
+        }
     }
 
     pub async fn close(&self) {
@@ -198,6 +244,21 @@ impl Store {
             Backend::Postgres(pool) => Some(pool),
             Backend::Sqlite(_) => None,
         }
+    }
+}
+
+fn with_pool_stats(backend: &Backend) -> (u32, u32, u32) {
+    match backend {
+        Backend::Sqlite(p) => (
+            p.size(),
+            u32::try_from(p.num_idle()).unwrap_or(u32::MAX),
+            p.options().get_max_connections(),
+        ),
+        Backend::Postgres(p) => (
+            p.size(),
+            u32::try_from(p.num_idle()).unwrap_or(u32::MAX),
+            p.options().get_max_connections(),
+        ),
     }
 }
 

@@ -4,7 +4,7 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, with_pool, with_write_tx};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Org {
     pub id: Uuid,
     pub name: String,
@@ -91,6 +91,33 @@ impl Store {
             Some(row) => Ok(Some(self.org_with_domains(row).await?)),
             None => Ok(None),
         }
+    }
+
+    /// Every org with its domains, by name.
+    pub async fn list_orgs(&self) -> Result<Vec<Org>, StoreError> {
+        let rows: Vec<OrgRow> = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT id, name, auto_enable FROM organizations ORDER BY name")
+                .fetch_all(pool)
+                .await?
+        });
+        let domains: Vec<(Uuid, String)> = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT org_id, domain FROM org_domains ORDER BY domain")
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|row| Org {
+                domains: domains
+                    .iter()
+                    .filter(|(org, _)| *org == row.id)
+                    .map(|(_, d)| d.clone())
+                    .collect(),
+                id: row.id,
+                name: row.name,
+                auto_enable: row.auto_enable,
+            })
+            .collect())
     }
 
     pub async fn org_by_id(&self, id: Uuid) -> Result<Option<Org>, StoreError> {

@@ -200,16 +200,42 @@ impl Store {
         }
     }
 
-    pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+    /// Users by email, after `after` (the paging cursor), whose email contains `search`
+    /// (ASCII case-insensitive) when given; at most `limit`.
+    pub async fn list_users(
+        &self,
+        search: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<User>, StoreError> {
+        let pattern = search.map(like_pattern);
         let rows: Vec<UserRow> = with_pool!(self, |pool| {
-            sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY email"))
-                .fetch_all(pool)
-                .await?
+            sqlx::query_as(&format!(
+                "SELECT {USER_COLUMNS} FROM users \
+                 WHERE ($1 IS NULL OR email > $1) AND ($2 IS NULL OR email LIKE $2 ESCAPE '\\') \
+                 ORDER BY email LIMIT $3"
+            ))
+            .bind(after)
+            .bind(pattern.as_deref())
+            .bind(limit.clamp(1, 10_000))
+            .fetch_all(pool)
+            .await?
         });
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The page's roles in one query.
+        let placeholders: Vec<String> = (1..=rows.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT user_id, role FROM user_roles WHERE user_id IN ({}) ORDER BY role",
+            placeholders.join(",")
+        );
         let roles: Vec<(Uuid, String)> = with_pool!(self, |pool| {
-            sqlx::query_as("SELECT user_id, role FROM user_roles ORDER BY role")
-                .fetch_all(pool)
-                .await?
+            let mut query = sqlx::query_as(&sql);
+            for row in &rows {
+                query = query.bind(row.id);
+            }
+            query.fetch_all(pool).await?
         });
         Ok(rows
             .into_iter()
@@ -222,6 +248,48 @@ impl Store {
                 row.with_roles(mine)
             })
             .collect())
+    }
+
+    /// Removes an IdP identity from a user and ends the user's sessions (one of them may
+    /// have come through it). Returns whether the identity existed.
+    pub async fn unlink_identity(
+        &self,
+        user_id: Uuid,
+        issuer: &str,
+        subject: &str,
+        actor: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let removed = with_write_tx!(self, |tx| {
+            let done = sqlx::query(
+                "DELETE FROM identities WHERE user_id = $1 AND issuer = $2 AND subject = $3",
+            )
+            .bind(user_id)
+            .bind(issuer)
+            .bind(subject)
+            .execute(&mut *tx)
+            .await?;
+            let removed = done.rows_affected() > 0;
+            if removed {
+                sqlx::query(
+                    "UPDATE sessions SET revoked_at = $2 \
+                     WHERE (user_id = $1 OR impersonator_id = $1) AND revoked_at IS NULL",
+                )
+                .bind(user_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                // Also drops cached bearer lookups of this (iss, sub) on every replica.
+                insert_revocation!(&mut *tx, Some(user_id), None, now);
+                let event = AuditEvent::new(AuditKind::IdentityUnlinked, Outcome::Success, now)
+                    .user(user_id)
+                    .actor(actor)
+                    .detail(format!("{issuer} {subject}"));
+                insert_audit!(&mut *tx, &event);
+            }
+            removed
+        });
+        Ok(removed)
     }
 
     pub async fn roles_of(&self, user_id: Uuid) -> Result<Vec<String>, StoreError> {
@@ -556,4 +624,15 @@ enum Kind {
     Existing,
     Linked,
     Created,
+}
+
+/// A `LIKE` pattern matching `text` anywhere, with `\` as the escape character. Emails are
+/// stored with ASCII lower-cased, so the needle is too.
+pub(super) fn like_pattern(text: &str) -> String {
+    let needle = text
+        .to_ascii_lowercase()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{needle}%")
 }

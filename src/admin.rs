@@ -1,0 +1,592 @@
+//! The admin operations: one implementation behind the CLI (`gatehouse org|user|session|keys|
+//! audit`) and the admin API (`/admin/v1/*`). Each records its actor in the audit trail and
+//! returns plain data, which the CLI prints and the API serializes.
+//!
+//! Changes that cached sessions must not outlive are written together with a revocation (see
+//! [`crate::session::revocations`]); the caller makes its own replica apply it at once.
+
+use std::str::FromStr;
+
+use chrono::DateTime;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::config::Settings;
+use crate::session::{self, Lifetimes};
+use crate::store::{
+    AuditEvent, AuditFilter, AuditKind, AuditRecord, IdentityRow, Org, Outcome, Store, StoreError,
+    User,
+};
+
+/// Page sizes: the default, and the most one request may ask for.
+const DEFAULT_PAGE: i64 = 100;
+const MAX_PAGE: i64 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// The database failed: unavailable, or an internal error (logged, not shown in full).
+    #[error(transparent)]
+    Store(StoreError),
+    #[error("signing keys: {0}")]
+    Keys(String),
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(m) => Self::NotFound(m),
+            StoreError::Conflict(m) => Self::Conflict(m),
+            StoreError::Invalid(m) => Self::Invalid(m),
+            other => Self::Store(other),
+        }
+    }
+}
+
+/// Who acts, as the audit trail records it.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// `cli:<unix user>`, or `admin-api`.
+    pub name: String,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl Actor {
+    /// The CLI, run by the operating-system user in `$USER` (when set).
+    pub fn cli() -> Self {
+        let user = std::env::var("USER").ok().filter(|u| !u.is_empty());
+        Self {
+            name: user.map_or_else(|| "cli".to_owned(), |u| format!("cli:{u}")),
+            ip: None,
+            user_agent: None,
+        }
+    }
+
+    fn event(&self, kind: AuditKind, now: i64) -> AuditEvent {
+        AuditEvent::new(kind, Outcome::Success, now)
+            .actor(self.name.clone())
+            .client(self.ip.clone(), self.user_agent.clone())
+    }
+}
+
+/// A user named by id or by email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserRef {
+    Id(Uuid),
+    Email(String),
+}
+
+impl FromStr for UserRef {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match Uuid::parse_str(s.trim()) {
+            Ok(id) => Self::Id(id),
+            Err(_) => Self::Email(s.trim().to_owned()),
+        })
+    }
+}
+
+impl std::fmt::Display for UserRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Id(id) => write!(f, "{id}"),
+            Self::Email(email) => write!(f, "{email}"),
+        }
+    }
+}
+
+/// One user with everything `user show` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserDetail {
+    #[serde(flatten)]
+    pub user: User,
+    pub org: Option<Org>,
+    pub identities: Vec<IdentityRow>,
+    pub live_sessions: i64,
+}
+
+/// The result of a change: the user after it, and whether anything changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserChange {
+    pub user: User,
+    pub changed: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UserPage {
+    pub users: Vec<User>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct CreatedSession {
+    pub user: User,
+    pub user_created: bool,
+    /// The cookie value: shown once, stored only as a hash.
+    pub token: String,
+    pub cookie_name: String,
+}
+
+impl std::fmt::Debug for CreatedSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedSession")
+            .field("user", &self.user.id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyView {
+    pub kid: String,
+    pub algorithm: String,
+    pub activates_at: i64,
+    /// `current` (signs now), `next` (published, signs from `activates_at`) or `retired`
+    /// (published until its tokens have expired).
+    pub state: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RotatedKey {
+    pub kid: String,
+    pub activates_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditPage {
+    /// Newest first.
+    pub events: Vec<AuditRecord>,
+    /// Pass as `cursor` for older events; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Audit filters as the API, the page and the CLI receive them: text, parsed in one place.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct AuditQuery {
+    /// A user id, an email, or part of an email.
+    pub user: Option<String>,
+    pub kind: Option<String>,
+    pub outcome: Option<String>,
+    pub idp: Option<String>,
+    /// RFC 3339, a date (`2026-11-28`, UTC midnight), or Unix seconds.
+    pub since: Option<String>,
+    /// Same forms; a bare date means the end of that day.
+    pub until: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// The operations, for one actor.
+pub struct Admin<'a> {
+    store: &'a Store,
+    settings: &'a Settings,
+    actor: Actor,
+}
+
+impl<'a> Admin<'a> {
+    pub fn new(store: &'a Store, settings: &'a Settings, actor: Actor) -> Self {
+        Self {
+            store,
+            settings,
+            actor,
+        }
+    }
+
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    // === orgs ===
+
+    pub async fn list_orgs(&self) -> Result<Vec<Org>, AdminError> {
+        Ok(self.store.list_orgs().await?)
+    }
+
+    pub async fn create_org(
+        &self,
+        name: &str,
+        domains: &[String],
+        auto_enable: bool,
+        now: i64,
+    ) -> Result<Org, AdminError> {
+        if domains.is_empty() {
+            return Err(AdminError::Invalid(
+                "an org needs at least one domain".into(),
+            ));
+        }
+        let org = self
+            .store
+            .create_org(name, domains, auto_enable, now)
+            .await?;
+        let event = self.actor.event(AuditKind::OrgCreated, now).detail(format!(
+            "{} ({})",
+            org.name,
+            org.domains.join(",")
+        ));
+        self.store.record_audit(&event).await?;
+        Ok(org)
+    }
+
+    // === users ===
+
+    pub async fn find_user(&self, user: &UserRef) -> Result<User, AdminError> {
+        let found = match user {
+            UserRef::Id(id) => self.store.user_by_id(*id).await?,
+            UserRef::Email(email) => self.store.user_by_email(email).await?,
+        };
+        found.ok_or_else(|| AdminError::NotFound(format!("no user {user}")))
+    }
+
+    /// Users by email: those containing `search` if given, after `cursor`.
+    pub async fn list_users(
+        &self,
+        search: Option<&str>,
+        cursor: Option<&str>,
+        limit: Option<i64>,
+    ) -> Result<UserPage, AdminError> {
+        let limit = page_size(limit)?;
+        let search = search.map(str::trim).filter(|s| !s.is_empty());
+        let mut users = self.store.list_users(search, cursor, limit + 1).await?;
+        let more = users.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+        users.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_cursor = more
+            .then(|| users.last().map(|u| u.email.clone()))
+            .flatten();
+        Ok(UserPage { users, next_cursor })
+    }
+
+    pub async fn user_detail(&self, user: &UserRef, now: i64) -> Result<UserDetail, AdminError> {
+        let user = self.find_user(user).await?;
+        let org = match user.org_id {
+            Some(id) => self.store.org_by_id(id).await?,
+            None => None,
+        };
+        let identities = self.store.identities_of(user.id).await?;
+        let live_sessions = self.store.count_live_sessions(user.id, now).await?;
+        Ok(UserDetail {
+            user,
+            org,
+            identities,
+            live_sessions,
+        })
+    }
+
+    /// Enables or disables a user; disabling ends their sessions.
+    pub async fn set_enabled(
+        &self,
+        user: &UserRef,
+        enabled: bool,
+        now: i64,
+    ) -> Result<UserChange, AdminError> {
+        let found = self.find_user(user).await?;
+        let changed = self
+            .store
+            .set_user_enabled(found.id, enabled, &self.actor.name, now)
+            .await?;
+        Ok(UserChange {
+            user: self.find_user(&UserRef::Id(found.id)).await?,
+            changed,
+        })
+    }
+
+    /// Grants (`grant`) or revokes a role.
+    pub async fn set_role(
+        &self,
+        user: &UserRef,
+        role: &str,
+        grant: bool,
+        now: i64,
+    ) -> Result<UserChange, AdminError> {
+        let found = self.find_user(user).await?;
+        let changed = self
+            .store
+            .set_role(found.id, role, grant, &self.actor.name, now)
+            .await?;
+        Ok(UserChange {
+            user: self.find_user(&UserRef::Id(found.id)).await?,
+            changed,
+        })
+    }
+
+    /// Removes an IdP identity from a user (ending their sessions). Not found when the user
+    /// has no such identity.
+    pub async fn unlink_identity(
+        &self,
+        user: &UserRef,
+        issuer: &str,
+        subject: &str,
+        now: i64,
+    ) -> Result<User, AdminError> {
+        let found = self.find_user(user).await?;
+        let removed = self
+            .store
+            .unlink_identity(found.id, issuer, subject, &self.actor.name, now)
+            .await?;
+        if !removed {
+            return Err(AdminError::NotFound(format!(
+                "{} has no identity ({issuer}, {subject})",
+                found.email
+            )));
+        }
+        Ok(found)
+    }
+
+    // === sessions ===
+
+    /// Creates a session (and the user, if new, by the usual org and enablement rules).
+    pub async fn create_session(
+        &self,
+        email: &str,
+        now: i64,
+    ) -> Result<CreatedSession, AdminError> {
+        let (user, user_created) = self
+            .store
+            .ensure_user(
+                email,
+                self.settings.provisioning.new_users_enabled,
+                &self.actor.name,
+                now,
+            )
+            .await?;
+        let lifetimes = Lifetimes::from_config(&self.settings.session);
+        let token = session::create(self.store, lifetimes, user.id, None, None, now)
+            .await
+            .map_err(|e| match e {
+                session::SessionError::Store(se) => AdminError::from(se),
+                other => AdminError::Invalid(other.to_string()),
+            })?;
+        let event = self
+            .actor
+            .event(AuditKind::SessionCreated, now)
+            .user(user.id);
+        self.store.record_audit(&event).await?;
+        Ok(CreatedSession {
+            user,
+            user_created,
+            token: token.as_str().to_owned(),
+            cookie_name: self.settings.cookie_name().to_owned(),
+        })
+    }
+
+    /// Ends every live session of one user, or of everyone (`None`). Returns how many.
+    pub async fn revoke_sessions(
+        &self,
+        user: Option<&UserRef>,
+        now: i64,
+    ) -> Result<u64, AdminError> {
+        let user_id = match user {
+            Some(u) => Some(self.find_user(u).await?.id),
+            None => None,
+        };
+        Ok(self
+            .store
+            .revoke_sessions(user_id, &self.actor.name, now)
+            .await?)
+    }
+
+    // === signing keys ===
+
+    pub async fn keys(&self, now: i64) -> Result<Vec<KeyView>, AdminError> {
+        let keys = self.store.signing_keys().await?;
+        let current = keys
+            .iter()
+            .rev()
+            .find(|k| k.activates_at <= now)
+            .map(|k| k.kid.clone());
+        Ok(keys
+            .into_iter()
+            .map(|k| KeyView {
+                state: if Some(&k.kid) == current.as_ref() {
+                    "current"
+                } else if k.activates_at > now {
+                    "next"
+                } else {
+                    "retired"
+                },
+                kid: k.kid,
+                algorithm: k.algorithm,
+                activates_at: k.activates_at,
+            })
+            .collect())
+    }
+
+    /// Adds a signing key (see `gatehouse keys rotate`).
+    pub async fn rotate_key(&self, at_once: bool, now: i64) -> Result<RotatedKey, AdminError> {
+        let (kid, activates_at) = crate::tokens::rotate(self.settings, self.store, now, at_once)
+            .await
+            .map_err(|e| match e {
+                crate::tokens::TokenError::Store(se) => AdminError::from(se),
+                other => AdminError::Keys(other.to_string()),
+            })?;
+        let event = self
+            .actor
+            .event(AuditKind::KeyRotated, now)
+            .detail(format!("kid {kid}, signs from {}", rfc3339(activates_at)));
+        self.store.record_audit(&event).await?;
+        Ok(RotatedKey { kid, activates_at })
+    }
+
+    // === audit ===
+
+    /// Events matching `query`, newest first, a page at a time.
+    pub async fn audit(&self, query: &AuditQuery) -> Result<AuditPage, AdminError> {
+        let limit = page_size(query.limit)?;
+        let mut filter = AuditFilter {
+            kind: parse_opt(query.kind.as_deref(), "kind", AuditKind::parse, || {
+                let known: Vec<&str> = AuditKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!("one of: {}", known.join(", "))
+            })?,
+            outcome: parse_opt(query.outcome.as_deref(), "outcome", Outcome::parse, || {
+                "success or failure".into()
+            })?,
+            idp: nonempty(query.idp.as_deref()).map(str::to_owned),
+            since: parse_opt(
+                query.since.as_deref(),
+                "since",
+                |s| parse_time(s, false),
+                || "RFC 3339, a date (YYYY-MM-DD) or Unix seconds".into(),
+            )?,
+            until: parse_opt(
+                query.until.as_deref(),
+                "until",
+                |s| parse_time(s, true),
+                || "RFC 3339, a date (YYYY-MM-DD) or Unix seconds".into(),
+            )?,
+            before_id: parse_opt(
+                query.cursor.as_deref(),
+                "cursor",
+                |c| c.parse().ok(),
+                || "a next_cursor value".into(),
+            )?,
+            limit: Some(limit + 1),
+            ..AuditFilter::default()
+        };
+        if let Some(user) = nonempty(query.user.as_deref()) {
+            // An id, an exact email (canonical form), else part of an email.
+            match user.parse::<UserRef>() {
+                Ok(UserRef::Id(id)) => filter.user_id = Some(id),
+                Ok(UserRef::Email(text)) => {
+                    match self.store.user_by_email(&text).await {
+                        Ok(Some(u)) => filter.user_id = Some(u.id),
+                        // Not a whole address, or nobody's: a search.
+                        Ok(None) | Err(StoreError::Invalid(_)) => {
+                            filter.email_contains = Some(text);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(never) => match never {},
+            }
+        }
+        let mut events = self.store.list_audit(&filter).await?;
+        let more = events.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+        events.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_cursor = more
+            .then(|| events.last().map(|e| e.id.to_string()))
+            .flatten();
+        Ok(AuditPage {
+            events,
+            next_cursor,
+        })
+    }
+}
+
+fn page_size(limit: Option<i64>) -> Result<i64, AdminError> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(n) => Err(AdminError::Invalid(format!(
+            "limit {n}: must be between 1 and {MAX_PAGE}"
+        ))),
+    }
+}
+
+fn nonempty(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// Parses an optional filter value; an empty one means no filter.
+fn parse_opt<T>(
+    value: Option<&str>,
+    name: &str,
+    parse: impl Fn(&str) -> Option<T>,
+    expected: impl Fn() -> String,
+) -> Result<Option<T>, AdminError> {
+    match nonempty(value) {
+        None => Ok(None),
+        Some(v) => parse(v).map(Some).ok_or_else(|| {
+            AdminError::Invalid(format!(
+                "{name}={v:?} is not valid: expected {}",
+                expected()
+            ))
+        }),
+    }
+}
+
+/// RFC 3339, a date (`YYYY-MM-DD`: the start of that day in UTC, or its last second with
+/// `end_of_day`), or Unix seconds.
+pub fn parse_time(value: &str, end_of_day: bool) -> Option<i64> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+        return Some(t.timestamp());
+    }
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+        let start = date.and_hms_opt(0, 0, 0)?.and_utc().timestamp();
+        return Some(if end_of_day { start + 86_399 } else { start });
+    }
+    value.parse::<i64>().ok().filter(|t| *t >= 0)
+}
+
+pub fn rfc3339(unix: i64) -> String {
+    DateTime::from_timestamp(unix, 0)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_else(|| unix.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times() {
+        // (input, end_of_day, expected)
+        let cases = [
+            ("2026-11-28T00:00:00Z", false, Some(1_795_824_000)),
+            ("2026-11-28T01:00:00+01:00", false, Some(1_795_824_000)),
+            ("2026-11-28", false, Some(1_795_824_000)),
+            ("2026-11-28", true, Some(1_795_824_000 + 86_399)),
+            ("1795824000", false, Some(1_795_824_000)),
+            ("-5", false, None),
+            ("yesterday", false, None),
+            ("2026-13-01", false, None),
+        ];
+        for (input, end, expected) in cases {
+            assert_eq!(parse_time(input, end), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn user_refs() {
+        let id = Uuid::new_v4();
+        assert_eq!(id.to_string().parse::<UserRef>(), Ok(UserRef::Id(id)));
+        assert_eq!(
+            " a@b.test ".parse::<UserRef>(),
+            Ok(UserRef::Email("a@b.test".into()))
+        );
+    }
+
+    #[test]
+    fn page_sizes() {
+        assert_eq!(page_size(None).unwrap(), DEFAULT_PAGE);
+        assert_eq!(page_size(Some(1)).unwrap(), 1);
+        assert!(page_size(Some(0)).is_err());
+        assert!(page_size(Some(MAX_PAGE + 1)).is_err());
+    }
+}
