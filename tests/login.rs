@@ -4,6 +4,7 @@
 mod support;
 
 use support::browser::{Browser, Form, Page, Pending, forms};
+use support::op::{account, is_interaction};
 use support::{Backend, Stack, StackOptions, StackUrls, base_config};
 
 on_both_backends!(
@@ -106,18 +107,6 @@ async fn stack_with(backend: Backend, idps: Vec<Idp>, op_args: &[&str]) -> Stack
     .await
 }
 
-fn is_interaction(page: &Page) -> bool {
-    page.body().contains("<p id=\"prompt\">")
-}
-
-/// The OP's form for one predefined account.
-fn account(page: &Page, sub: &str) -> Form {
-    forms(page)
-        .into_iter()
-        .find(|f| f.fields.iter().any(|(k, v)| k == "sub" && v == sub))
-        .unwrap_or_else(|| panic!("no account {sub} on {}: {:#?}", page.url, page.hops))
-}
-
 /// The OP's free-form account (any sub and claims).
 fn custom(page: &Page) -> Form {
     forms(page)
@@ -132,14 +121,7 @@ fn before_callback(_: &str, url: &url::Url) -> bool {
 
 /// Opens `path` through Envoy, expects the OP's account page, and signs in as `sub`.
 async fn sign_in(browser: &mut Browser, stack: &Stack, path: &str, sub: &str) -> Page {
-    let page = browser.navigate(&format!("{}{path}", stack.base)).await;
-    assert!(
-        is_interaction(&page),
-        "expected the OP's login page: {:#?}",
-        page.hops
-    );
-    let form = account(&page, sub);
-    browser.submit(&page, &form, &[]).await
+    support::op::sign_in_at(browser, &format!("{}{path}", stack.base), sub).await
 }
 
 /// Starts a login and stops right before the browser calls gatehouse's callback.

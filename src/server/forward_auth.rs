@@ -46,6 +46,30 @@ pub enum ForwardAuthError {
     Unreadable(&'static str),
     #[error("the request names no URI to authorize (send X-Forwarded-Uri, or call /authz/<path>)")]
     NoTarget,
+    #[error("Gatehouse-Redirect-Status must be 401 (or absent)")]
+    RedirectStatus,
+}
+
+/// Sent by proxies that cannot pass a redirect on to the client (nginx `auth_request` turns
+/// anything but 2xx, 401 and 403 into a 500): with `401`, a redirect decision is answered 401
+/// with its `Location`, and the proxy's 401 handler redirects (see `examples/nginx.conf`).
+const REDIRECT_STATUS: &str = "gatehouse-redirect-status";
+
+/// How to answer redirect decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Redirects {
+    /// 302 with `Location` (Traefik, Caddy, Envoy pass it to the client).
+    Found,
+    /// 401 with `Location` (nginx `auth_request`).
+    Unauthorized,
+}
+
+fn redirects(headers: &HeaderMap) -> Result<Redirects, ForwardAuthError> {
+    match single_value(headers, REDIRECT_STATUS) {
+        Ok(None) => Ok(Redirects::Found),
+        Ok(Some(v)) if v == "401" => Ok(Redirects::Unauthorized),
+        _ => Err(ForwardAuthError::RedirectStatus),
+    }
 }
 
 pub async fn handle(
@@ -55,14 +79,19 @@ pub async fn handle(
 ) -> Response {
     let (parts, _body) = request.into_parts();
     let trusted = &state.settings.server.trusted_proxies;
-    let req = match original_request(
-        parts.method.as_str(),
-        parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-        parts.headers,
-        peer.ip(),
-        trusted,
-    ) {
-        Ok(req) => req,
+    let cookies = joined_cookies(&parts.headers);
+    let parsed = redirects(&parts.headers).and_then(|redirects| {
+        original_request(
+            parts.method.as_str(),
+            parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            parts.headers,
+            peer.ip(),
+            trusted,
+        )
+        .map(|req| (req, redirects))
+    });
+    let (req, redirects) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             tracing::debug!(error = %e, "ambiguous forward-auth request");
             let body = serde_json::json!({ "error": "bad_request", "detail": e.to_string() });
@@ -71,14 +100,32 @@ pub async fn handle(
     };
     let verdict = state.gate.check(&req).await;
     match (verdict.decision, verdict.upstream) {
-        (Decision::Allow(_), Some(changes)) => allow_response(changes),
-        (Decision::Deny(denial), _) => deny_response(&denial),
+        (Decision::Allow(_), Some(changes)) => allow_response(changes, cookies),
+        (Decision::Deny(denial), _) => deny_response(&denial, redirects),
         // An allow always carries its upstream changes; anything else fails closed.
-        (Decision::Allow(_), None) => deny_response(&Denial::Unavailable { html: false }),
+        (Decision::Allow(_), None) => {
+            deny_response(&Denial::Unavailable { html: false }, redirects)
+        }
     }
 }
 
-fn allow_response(changes: UpstreamChanges) -> Response {
+/// Every `Cookie` header of the request as one value (`None` without cookies).
+fn joined_cookies(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut joined = Vec::new();
+    for value in headers.get_all(http::header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    HeaderValue::from_bytes(&joined)
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
+/// `cookies`: the request's own, sent back unchanged when there is nothing to remove, so a
+/// proxy that sets the upstream's `Cookie` from this response (nginx) keeps the others.
+fn allow_response(changes: UpstreamChanges, cookies: Option<HeaderValue>) -> Response {
     let mut response = StatusCode::OK.into_response();
     let headers = response.headers_mut();
     // Every identity header, empty when unset, so a copying proxy overwrites client values.
@@ -104,7 +151,11 @@ fn allow_response(changes: UpstreamChanges) -> Response {
         headers.insert(name, value);
     }
     match changes.cookie {
-        CookieRewrite::Unchanged => {}
+        CookieRewrite::Unchanged => {
+            if let Some(cookies) = cookies {
+                headers.insert(http::header::COOKIE, cookies);
+            }
+        }
         CookieRewrite::Replace(value) => {
             headers.insert(http::header::COOKIE, value);
         }
@@ -118,10 +169,15 @@ fn allow_response(changes: UpstreamChanges) -> Response {
     response
 }
 
-fn deny_response(denial: &Denial) -> Response {
+fn deny_response(denial: &Denial, redirects: Redirects) -> Response {
     let rendered = denial.render();
     let mut response = Response::new(Body::from(rendered.body));
-    *response.status_mut() = rendered.status;
+    *response.status_mut() =
+        if rendered.status.is_redirection() && redirects == Redirects::Unauthorized {
+            StatusCode::UNAUTHORIZED
+        } else {
+            rendered.status
+        };
     response.headers_mut().extend(rendered.headers);
     response
 }
@@ -242,6 +298,26 @@ pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted_proxies: &[IpNet]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirect_status_header() {
+        let cases: [(&[(&str, &str)], Result<Redirects, ForwardAuthError>); 5] = [
+            (&[], Ok(Redirects::Found)),
+            (&[(REDIRECT_STATUS, "401")], Ok(Redirects::Unauthorized)),
+            (&[(REDIRECT_STATUS, " 401 ")], Ok(Redirects::Unauthorized)),
+            (
+                &[(REDIRECT_STATUS, "302")],
+                Err(ForwardAuthError::RedirectStatus),
+            ),
+            (
+                &[(REDIRECT_STATUS, "401"), (REDIRECT_STATUS, "401")],
+                Err(ForwardAuthError::RedirectStatus),
+            ),
+        ];
+        for (pairs, expected) in cases {
+            assert_eq!(redirects(&headers(pairs)), expected, "{pairs:?}");
+        }
+    }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

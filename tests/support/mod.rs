@@ -9,6 +9,7 @@ pub mod check;
 pub mod client;
 pub mod db;
 pub mod issuer;
+pub mod op;
 pub mod processes;
 pub mod upstream;
 

@@ -177,6 +177,11 @@ impl Gatehouse {
     }
 
     /// Whether the process is still running.
+    /// Kills the process (SIGKILL) and waits for it.
+    pub async fn stop(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -298,6 +303,96 @@ impl Envoy {
             listener: SocketAddr::from(([127, 0, 0, 1], ports.listener)),
             admin,
             log,
+        }
+    }
+}
+
+// === nginx ===
+
+pub struct Nginx {
+    child: Child,
+    pub listener: SocketAddr,
+    pub error_log: PathBuf,
+}
+
+/// The nginx binary from Debian's package, which the test script unpacks into `.deps/nginx`.
+pub fn nginx_bin() -> PathBuf {
+    let path = std::env::var_os("GATEHOUSE_TEST_NGINX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".deps/nginx/usr/sbin/nginx"));
+    assert!(
+        path.exists(),
+        "nginx not found at {}: run scripts/test (it unpacks Debian's nginx into .deps/)",
+        path.display()
+    );
+    path
+}
+
+impl Nginx {
+    /// Runs `examples/nginx.conf` inside a minimal `nginx.conf` (temporary files, logs and pid
+    /// in `dir`), with its three addresses replaced: each must appear, so a change to the file
+    /// cannot leave one pointing at the wrong place.
+    pub async fn start(dir: &Path, listener: u16, gatehouse_http: u16, app: u16) -> Self {
+        let mut site = read(&root().join("examples/nginx.conf"));
+        for (from, to) in [
+            (
+                "server 127.0.0.1:8080;",
+                format!("server 127.0.0.1:{gatehouse_http};"),
+            ),
+            ("server 127.0.0.1:9000;", format!("server 127.0.0.1:{app};")),
+            (
+                "listen 127.0.0.1:10000;",
+                format!("listen 127.0.0.1:{listener};"),
+            ),
+        ] {
+            assert_eq!(site.matches(from).count(), 1, "examples/nginx.conf: {from}");
+            site = site.replace(from, &to);
+        }
+        let prefix = dir.join("nginx");
+        std::fs::create_dir_all(prefix.join("tmp")).expect("nginx dir");
+        std::fs::write(prefix.join("gatehouse.conf"), site).expect("write site");
+        let p = prefix.display();
+        let main = format!(
+            "worker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/error.log info;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n  access_log {p}/access.log;\n\
+               client_body_temp_path {p}/tmp/body;\n  proxy_temp_path {p}/tmp/proxy;\n\
+               fastcgi_temp_path {p}/tmp/fastcgi;\n  uwsgi_temp_path {p}/tmp/uwsgi;\n\
+               scgi_temp_path {p}/tmp/scgi;\n  include {p}/gatehouse.conf;\n}}\n"
+        );
+        let config = prefix.join("nginx.conf");
+        std::fs::write(&config, main).expect("write nginx.conf");
+        let error_log = prefix.join("error.log");
+        let mut child = Command::new(nginx_bin())
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&config)
+            .arg("-e")
+            .arg(&error_log)
+            .args(["-g", "daemon off; master_process off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn nginx");
+        let addr = SocketAddr::from(([127, 0, 0, 1], listener));
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("nginx exited with {status}; log:\n{}", read(&error_log));
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nginx not listening; log:\n{}",
+                read(&error_log)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self {
+            child,
+            listener: addr,
+            error_log,
         }
     }
 }
