@@ -32,7 +32,7 @@
 //! | [`clock`] | the one place that reads wall-clock time |
 //!
 //! Pure parts take plain data and `now`; I/O lives at the edges. Each layer has its own
-//! `thiserror` enum; `anyhow` is only in `main`.
+//! `thiserror` enum whose message includes its cause, so `main` and the logs print it once.
 
 #![forbid(unsafe_code)]
 

@@ -16,8 +16,8 @@ fn main() -> ExitCode {
     match gatehouse::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let e = anyhow::Error::from(e);
-            eprintln!("error: {e:#}");
+            // Every error's message includes its cause, as in the logs: print it once.
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

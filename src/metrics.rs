@@ -108,8 +108,8 @@ impl Metrics {
         );
         let logins = counter_vec(
             "gatehouse_logins_total",
-            "Browser logins finished at the callback, by IdP and outcome (success or a failure \
-             reason).",
+            "Browser logins by IdP and outcome: success (at the callback) or a failure reason \
+             (at the start or the callback).",
             &["idp", "outcome"],
         );
         let login_starts = counter_vec(

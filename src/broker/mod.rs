@@ -113,9 +113,10 @@ pub struct Broker {
     welcome_path: String,
     state_ttl: i64,
     pending_caps: PendingLoginCaps,
-    /// Client groups (see [`client_group`]) whose callback without a login in progress was
-    /// audited in the last minute.
-    unmatched_callbacks: moka::sync::Cache<String, ()>,
+    /// Failures audited once a minute rather than each time (they cost the sender one
+    /// request): callbacks without a login in progress, by client group (see
+    /// [`client_group`]), and login starts while an IdP is unreachable, by IdP.
+    sampled_failures: moka::sync::Cache<String, ()>,
     provisioning: ProvisioningConfig,
     impersonation: ImpersonationConfig,
     metrics: Arc<Metrics>,
@@ -156,7 +157,7 @@ impl Broker {
             login_url,
             welcome_path: settings.login.welcome_path.clone(),
             state_ttl: i64::try_from(settings.login.state_ttl_seconds).unwrap_or(600),
-            unmatched_callbacks: moka::sync::Cache::builder()
+            sampled_failures: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(60))
                 .build(),
@@ -225,8 +226,13 @@ impl Broker {
             Err(e) => {
                 let now = unix_now();
                 self.observe_store(&e, now);
-                self.record_failure(&e, Some(provider.name()), client, now)
-                    .await;
+                self.metrics.record_login(provider.name(), e.reason());
+                let sampled_out = matches!(e, LoginError::Unreachable(_))
+                    && self.seen_recently(format!("unreachable {}", provider.name()));
+                if !sampled_out {
+                    self.record_failure(&e, Some(provider.name()), client, now)
+                        .await;
+                }
                 self.error_page(e.status(), &e.user_message(), &rd)
             }
         }
@@ -249,6 +255,7 @@ impl Broker {
         let state = OpaqueToken::generate().map_err(crate::session::SessionError::from)?;
         let nonce = OpaqueToken::generate().map_err(crate::session::SessionError::from)?;
         let (pkce_challenge, pkce_verifier) = PkceCodeChallenge::new_random_sha256();
+        provider.ensure_reachable(now).await?;
         let url = provider
             .authorize_url(AuthorizeRequest {
                 state: state.as_str(),
@@ -279,6 +286,13 @@ impl Broker {
             location: url.to_string(),
             cookies: vec![self.cookies.binding(&binding, cross_site, self.state_ttl)],
         })
+    }
+
+    /// Whether `key` was sampled in the last minute (and marks it now).
+    fn seen_recently(&self, key: String) -> bool {
+        let seen = self.sampled_failures.contains_key(&key);
+        self.sampled_failures.insert(key, ());
+        seen
     }
 
     /// A login that failed on the database tells the health tracker, so `/readyz` and the
@@ -318,9 +332,7 @@ impl Broker {
                 let sampled_out = e.is_unsolicited()
                     && client.ip.is_some_and(|ip| {
                         let group = client_group(ip);
-                        let seen = self.unmatched_callbacks.contains_key(&group);
-                        self.unmatched_callbacks.insert(group, ());
-                        seen
+                        self.seen_recently(group)
                     });
                 if !sampled_out {
                     self.record_failure(&e, idp.as_deref(), client, now).await;

@@ -11,6 +11,7 @@
 //! ext_authz from serving. Keys come only from the issuer's JWKS; a token signed with a `kid`
 //! we do not know triggers one JWKS refetch, at most once a minute.
 
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -73,6 +74,10 @@ type CodeClient = oauth2::Client<
 >;
 
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// A login start checks that the IdP answers, at most this often (seconds), so a browser is
+/// not sent to an IdP that is down; the answer is reused meanwhile.
+const REACHABILITY_TTL_SECONDS: i64 = 5;
+const REACHABILITY_TIMEOUT: Duration = Duration::from_secs(2);
 const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 /// Keys are refreshed once this old, so a key the IdP withdraws stops being trusted.
 const JWKS_MAX_AGE: Duration = Duration::from_secs(3600);
@@ -104,6 +109,9 @@ pub struct Provider {
     discovered: RwLock<Option<Arc<Discovered>>>,
     /// Serializes discovery.
     discovering: tokio::sync::Mutex<()>,
+    /// When reachability was last probed (Unix seconds), and whether the IdP answered.
+    probed_at: AtomicI64,
+    reachable: AtomicBool,
 }
 
 struct Discovered {
@@ -151,6 +159,8 @@ impl Provider {
             http,
             discovered: RwLock::new(None),
             discovering: tokio::sync::Mutex::new(()),
+            probed_at: AtomicI64::new(i64::MIN),
+            reachable: AtomicBool::new(false),
         })
     }
 
@@ -222,6 +232,37 @@ impl Provider {
             code_client,
             jwks,
         })
+    }
+
+    /// Whether the IdP answers its discovery URL, probed at most every few seconds: a login
+    /// start refuses with a clear page rather than sending the browser to an IdP that is down.
+    pub async fn ensure_reachable(&self, now: i64) -> Result<(), LoginError> {
+        let probed_at = self.probed_at.load(Ordering::Relaxed);
+        let reachable = if now.saturating_sub(probed_at) < REACHABILITY_TTL_SECONDS {
+            self.reachable.load(Ordering::Relaxed)
+        } else {
+            let url = format!(
+                "{}/.well-known/openid-configuration",
+                self.config.issuer.trim_end_matches('/')
+            );
+            let answered = tokio::time::timeout(REACHABILITY_TIMEOUT, self.http.get(&url).send())
+                .await
+                .is_ok_and(|r| r.is_ok_and(|r| r.status().is_success()));
+            self.reachable.store(answered, Ordering::Relaxed);
+            self.probed_at.store(now, Ordering::Relaxed);
+            if !answered {
+                tracing::warn!(idp = %self.config.name, %url, "identity provider unreachable");
+            }
+            answered
+        };
+        if reachable {
+            Ok(())
+        } else {
+            Err(LoginError::Unreachable(format!(
+                "{} does not answer",
+                self.config.issuer
+            )))
+        }
     }
 
     /// Discovers in the background, so the first login does not wait.

@@ -301,7 +301,11 @@ mod tests {
 
     #[test]
     fn redirect_status_header() {
-        let cases: [(&[(&str, &str)], Result<Redirects, ForwardAuthError>); 5] = [
+        type Row<'a> = (
+            &'a [(&'a str, &'a str)],
+            Result<Redirects, ForwardAuthError>,
+        );
+        let cases: [Row; 5] = [
             (&[], Ok(Redirects::Found)),
             (&[(REDIRECT_STATUS, "401")], Ok(Redirects::Unauthorized)),
             (&[(REDIRECT_STATUS, " 401 ")], Ok(Redirects::Unauthorized)),

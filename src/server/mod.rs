@@ -361,15 +361,7 @@ async fn probe_while_down(store: Store) {
 
 /// One bounded probe of the database; a timeout counts as an outage.
 pub(crate) async fn probe(store: &Store) -> Result<(), StoreError> {
-    let now = unix_now();
-    match tokio::time::timeout(PROBE_TIMEOUT, store.probe(now)).await {
-        Ok(result) => result,
-        Err(_) => {
-            let e = StoreError::Timeout("database probe");
-            store.observe_error(Access::Read, &e, now);
-            Err(e)
-        }
-    }
+    store.probe(unix_now(), PROBE_TIMEOUT).await
 }
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -6,6 +6,7 @@
 //! bounded time (`session.stale_while_db_down_seconds`), and `/readyz` fails.
 
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use super::{Store, StoreError, with_pool};
 
@@ -147,13 +148,18 @@ impl Store {
     }
 
     /// A round trip to the database (a read, plus a one-row write while writes are failing),
-    /// recorded in [`Health`]. For `/readyz` and the background probe.
-    pub async fn probe(&self, now: i64) -> Result<(), StoreError> {
-        let read = self.ping().await;
+    /// each bounded by `timeout` (which counts as an outage of that kind), recorded in
+    /// [`Health`]. For `/readyz` and the background probe.
+    pub async fn probe(&self, now: i64, timeout: Duration) -> Result<(), StoreError> {
+        let read = tokio::time::timeout(timeout, self.ping())
+            .await
+            .unwrap_or(Err(StoreError::Timeout("database read probe")));
         self.observe(Access::Read, &read, now);
         read?;
         if self.health.writes_failing() {
-            let write = self.write_probe(now).await;
+            let write = tokio::time::timeout(timeout, self.write_probe(now))
+                .await
+                .unwrap_or(Err(StoreError::Timeout("database write probe")));
             self.observe(Access::Write, &write, now);
             write?;
         }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod admin;
 pub mod browser;
 pub mod check;
 pub mod client;

@@ -176,12 +176,31 @@ impl Gatehouse {
         read(&self.log)
     }
 
-    /// Whether the process is still running.
     /// Kills the process (SIGKILL) and waits for it.
     pub async fn stop(&mut self) {
         let _ = self.child.kill().await;
     }
 
+    /// Sends SIGTERM (as Kubernetes does).
+    pub async fn terminate(&self) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub async fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("gatehouse did not exit; log:\n{}", self.logs()))
+            .expect("wait")
+    }
+
+    /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
