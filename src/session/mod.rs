@@ -294,9 +294,15 @@ impl Sessions {
         let record = tokio::time::timeout(STORE_LOOKUP_TIMEOUT, lookup)
             .await
             .map_err(|_| StoreError::Timeout("session lookup"))??;
+        let session = record.map(|r| LiveSession::from_record(r, hash));
+        if let (Some(session), Some(previous)) = (&session, self.cache.get(hash))
+            && let Some(previous) = previous.session
+        {
+            session.remember_use_since(&previous);
+        }
         Ok(Cached {
             loaded_at: now,
-            session: record.map(|r| Arc::new(LiveSession::from_record(r, hash))),
+            session: session.map(Arc::new),
         })
     }
 
@@ -367,6 +373,20 @@ impl Sessions {
 }
 
 impl LiveSession {
+    /// Keeps what this replica knew before a re-read: its own last use may not have reached
+    /// the store yet (writes are batched, off the request path), and dropping it would expire
+    /// a session that is in use.
+    fn remember_use_since(&self, previous: &LiveSession) {
+        self.last_seen_at.fetch_max(
+            previous.last_seen_at.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        self.last_written_at.fetch_max(
+            previous.last_written_at.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+    }
+
     fn from_record(r: SessionRecord, hash: &TokenHash) -> Self {
         let identity = Identity {
             user_id: r.user_id,
