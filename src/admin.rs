@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::config::Settings;
 use crate::session::{self, Lifetimes};
+pub use crate::store::Actor;
 use crate::store::{
     AuditEvent, AuditFilter, AuditKind, AuditRecord, IdentityRow, Org, Outcome, Store, StoreError,
     User,
@@ -48,31 +49,17 @@ impl From<StoreError> for AdminError {
     }
 }
 
-/// Who acts, as the audit trail records it.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    /// `cli:<unix user>`, or `admin-api`.
-    pub name: String,
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
+/// The CLI, run by the operating-system user in `$USER` (when set).
+pub fn cli_actor() -> Actor {
+    let user = std::env::var("USER").ok().filter(|u| !u.is_empty());
+    Actor::from(
+        user.map_or_else(|| "cli".to_owned(), |u| format!("cli:{u}"))
+            .as_str(),
+    )
 }
 
-impl Actor {
-    /// The CLI, run by the operating-system user in `$USER` (when set).
-    pub fn cli() -> Self {
-        let user = std::env::var("USER").ok().filter(|u| !u.is_empty());
-        Self {
-            name: user.map_or_else(|| "cli".to_owned(), |u| format!("cli:{u}")),
-            ip: None,
-            user_agent: None,
-        }
-    }
-
-    fn event(&self, kind: AuditKind, now: i64) -> AuditEvent {
-        AuditEvent::new(kind, Outcome::Success, now)
-            .actor(self.name.clone())
-            .client(self.ip.clone(), self.user_agent.clone())
-    }
+fn event(actor: &Actor, kind: AuditKind, now: i64) -> AuditEvent {
+    AuditEvent::new(kind, Outcome::Success, now).by(actor)
 }
 
 /// A user named by id or by email.
@@ -226,7 +213,7 @@ impl<'a> Admin<'a> {
             .store
             .create_org(name, domains, auto_enable, now)
             .await?;
-        let event = self.actor.event(AuditKind::OrgCreated, now).detail(format!(
+        let event = event(&self.actor, AuditKind::OrgCreated, now).detail(format!(
             "{} ({})",
             org.name,
             org.domains.join(",")
@@ -289,7 +276,7 @@ impl<'a> Admin<'a> {
         let found = self.find_user(user).await?;
         let changed = self
             .store
-            .set_user_enabled(found.id, enabled, &self.actor.name, now)
+            .set_user_enabled(found.id, enabled, &self.actor, now)
             .await?;
         Ok(UserChange {
             user: self.find_user(&UserRef::Id(found.id)).await?,
@@ -308,7 +295,7 @@ impl<'a> Admin<'a> {
         let found = self.find_user(user).await?;
         let changed = self
             .store
-            .set_role(found.id, role, grant, &self.actor.name, now)
+            .set_role(found.id, role, grant, &self.actor, now)
             .await?;
         Ok(UserChange {
             user: self.find_user(&UserRef::Id(found.id)).await?,
@@ -328,7 +315,7 @@ impl<'a> Admin<'a> {
         let found = self.find_user(user).await?;
         let removed = self
             .store
-            .unlink_identity(found.id, issuer, subject, &self.actor.name, now)
+            .unlink_identity(found.id, issuer, subject, &self.actor, now)
             .await?;
         if !removed {
             return Err(AdminError::NotFound(format!(
@@ -352,7 +339,7 @@ impl<'a> Admin<'a> {
             .ensure_user(
                 email,
                 self.settings.provisioning.new_users_enabled,
-                &self.actor.name,
+                &self.actor,
                 now,
             )
             .await?;
@@ -363,10 +350,7 @@ impl<'a> Admin<'a> {
                 session::SessionError::Store(se) => AdminError::from(se),
                 other => AdminError::Invalid(other.to_string()),
             })?;
-        let event = self
-            .actor
-            .event(AuditKind::SessionCreated, now)
-            .user(user.id);
+        let event = event(&self.actor, AuditKind::SessionCreated, now).user(user.id);
         self.store.record_audit(&event).await?;
         Ok(CreatedSession {
             user,
@@ -388,7 +372,7 @@ impl<'a> Admin<'a> {
         };
         Ok(self
             .store
-            .revoke_sessions(user_id, &self.actor.name, now)
+            .revoke_sessions(user_id, &self.actor, now)
             .await?)
     }
 
@@ -426,9 +410,7 @@ impl<'a> Admin<'a> {
                 crate::tokens::TokenError::Store(se) => AdminError::from(se),
                 other => AdminError::Keys(other.to_string()),
             })?;
-        let event = self
-            .actor
-            .event(AuditKind::KeyRotated, now)
+        let event = event(&self.actor, AuditKind::KeyRotated, now)
             .detail(format!("kid {kid}, signs from {}", rfc3339(activates_at)));
         self.store.record_audit(&event).await?;
         Ok(RotatedKey { kid, activates_at })

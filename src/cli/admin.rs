@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use super::{AuditArgs, CliError, Command, KeysCommand, OrgCommand, SessionCommand, UserCommand};
-use crate::admin::{Actor, Admin, AdminError, AuditQuery, UserDetail, rfc3339};
+use crate::admin::{Admin, AdminError, AuditQuery, UserDetail, rfc3339};
 use crate::clock::unix_now;
 use crate::config::Settings;
 use crate::store::Store;
@@ -28,7 +28,7 @@ pub async fn run(settings: Settings, command: Command) -> Result<(), CliError> {
     if settings.database.migrate {
         store.migrate().await?;
     }
-    let admin = Admin::new(&store, &settings, Actor::cli());
+    let admin = Admin::new(&store, &settings, crate::admin::cli_actor());
     let now = unix_now();
     let changed = match command {
         Command::Org(OrgCommand::Add {

@@ -109,6 +109,30 @@ impl Outcome {
     }
 }
 
+/// Who did something, as the audit trail records it: a name (`cli:<unix user>`, `admin-api`,
+/// …) and, for network callers, their address and user agent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Actor {
+    pub name: String,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl From<&Actor> for Actor {
+    fn from(actor: &Actor) -> Self {
+        actor.clone()
+    }
+}
+
+impl From<&str> for Actor {
+    fn from(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            ..Self::default()
+        }
+    }
+}
+
 /// An event to record.
 #[derive(Debug, Clone)]
 pub struct AuditEvent {
@@ -158,6 +182,15 @@ impl AuditEvent {
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(printable(&detail.into(), 512));
         self
+    }
+
+    /// The actor, with their address and user agent when known.
+    pub fn by(self, actor: &Actor) -> Self {
+        let event = self.actor(actor.name.clone());
+        match (&actor.ip, &actor.user_agent) {
+            (None, None) => event,
+            (ip, ua) => event.client(ip.clone(), ua.clone()),
+        }
     }
 
     pub fn client(mut self, ip: Option<String>, user_agent: Option<String>) -> Self {

@@ -25,7 +25,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use audit::{AuditEvent, AuditFilter, AuditKind, AuditRecord, Outcome};
+pub use audit::{Actor, AuditEvent, AuditFilter, AuditKind, AuditRecord, Outcome};
 pub use health::{Access, Health};
 pub use login_states::{LoginState, NewLoginState, PendingLoginCaps};
 pub use orgs::Org;

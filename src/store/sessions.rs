@@ -4,7 +4,7 @@ use uuid::Uuid;
 
 use super::audit::insert_audit;
 use super::revocations::insert_revocation;
-use super::{AuditEvent, AuditKind, Outcome, Store, StoreError, with_pool, with_write_tx};
+use super::{Actor, AuditEvent, AuditKind, Outcome, Store, StoreError, with_pool, with_write_tx};
 
 /// A session to insert.
 #[derive(Debug, Clone)]
@@ -170,9 +170,10 @@ impl Store {
     pub async fn revoke_sessions(
         &self,
         user_id: Option<Uuid>,
-        actor: &str,
+        actor: impl Into<Actor>,
         now: i64,
     ) -> Result<u64, StoreError> {
+        let actor: Actor = actor.into();
         let count = with_write_tx!(self, |tx| {
             let done = sqlx::query(
                 "UPDATE sessions SET revoked_at = $2 \
@@ -185,7 +186,7 @@ impl Store {
             .await?;
             insert_revocation!(&mut *tx, user_id, None, now);
             let mut event = AuditEvent::new(AuditKind::SessionRevoked, Outcome::Success, now)
-                .actor(actor)
+                .by(&actor)
                 .detail(format!("{} session(s)", done.rows_affected()));
             event.user_id = user_id;
             insert_audit!(&mut *tx, &event);

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::audit::insert_audit;
 use super::revocations::insert_revocation;
-use super::{AuditEvent, AuditKind, Outcome, Store, StoreError, with_pool, with_write_tx};
+use super::{Actor, AuditEvent, AuditKind, Outcome, Store, StoreError, with_pool, with_write_tx};
 use crate::email::Email;
 use crate::provisioning::Vouching;
 
@@ -257,9 +257,10 @@ impl Store {
         user_id: Uuid,
         issuer: &str,
         subject: &str,
-        actor: &str,
+        actor: impl Into<Actor>,
         now: i64,
     ) -> Result<bool, StoreError> {
+        let actor: Actor = actor.into();
         let removed = with_write_tx!(self, |tx| {
             let done = sqlx::query(
                 "DELETE FROM identities WHERE user_id = $1 AND issuer = $2 AND subject = $3",
@@ -283,7 +284,7 @@ impl Store {
                 insert_revocation!(&mut *tx, Some(user_id), None, now);
                 let event = AuditEvent::new(AuditKind::IdentityUnlinked, Outcome::Success, now)
                     .user(user_id)
-                    .actor(actor)
+                    .by(&actor)
                     .detail(format!("{issuer} {subject}"));
                 insert_audit!(&mut *tx, &event);
             }
@@ -321,9 +322,10 @@ impl Store {
         &self,
         email: &str,
         new_users_enabled: bool,
-        actor: &str,
+        actor: impl Into<Actor>,
         now: i64,
     ) -> Result<(User, bool), StoreError> {
+        let actor: Actor = actor.into();
         let email = Email::parse(email)?;
         if let Some(user) = self.user_by_email(email.as_str()).await? {
             return Ok((user, false));
@@ -334,7 +336,7 @@ impl Store {
                 let row = insert_user!(tx, &email, None, true, new_users_enabled, now);
                 let event = AuditEvent::new(AuditKind::UserCreated, Outcome::Success, now)
                     .user(row.id)
-                    .actor(actor);
+                    .by(&actor);
                 insert_audit!(&mut *tx, &event);
                 row
             }))
@@ -356,9 +358,10 @@ impl Store {
         &self,
         user_id: Uuid,
         enabled: bool,
-        actor: &str,
+        actor: impl Into<Actor>,
         now: i64,
     ) -> Result<bool, StoreError> {
+        let actor: Actor = actor.into();
         let changed = with_write_tx!(self, |tx| {
             let done = sqlx::query(
                 "UPDATE users SET enabled = $2, updated_at = $3 WHERE id = $1 AND enabled <> $2",
@@ -389,7 +392,7 @@ impl Store {
                 };
                 let event = AuditEvent::new(kind, Outcome::Success, now)
                     .user(user_id)
-                    .actor(actor);
+                    .by(&actor);
                 insert_audit!(&mut *tx, &event);
             }
             changed
@@ -403,9 +406,10 @@ impl Store {
         user_id: Uuid,
         role: &str,
         grant: bool,
-        actor: &str,
+        actor: impl Into<Actor>,
         now: i64,
     ) -> Result<bool, StoreError> {
+        let actor: Actor = actor.into();
         let role = role.trim();
         if role.is_empty() || role.contains(',') || role.chars().any(char::is_control) {
             return Err(StoreError::Invalid(format!(
@@ -451,7 +455,7 @@ impl Store {
                 };
                 let event = AuditEvent::new(kind, Outcome::Success, now)
                     .user(user_id)
-                    .actor(actor)
+                    .by(&actor)
                     .detail(role);
                 insert_audit!(&mut *tx, &event);
             }
