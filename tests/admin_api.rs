@@ -442,7 +442,10 @@ async fn audit_api_and_page(backend: Backend) {
     assert_eq!(alice["email"], "alice@acme.test");
     assert_eq!(alice["idp"], "main");
     assert_eq!(alice["outcome"], "success");
-    assert_eq!(alice["ip"], "127.0.0.1", "who signed in from where: {alice}");
+    assert_eq!(
+        alice["ip"], "127.0.0.1",
+        "who signed in from where: {alice}"
+    );
     let alice_id = alice["user_id"].as_str().unwrap().to_owned();
 
     // Filters: user (id, email, part of an email), kind, outcome, idp, time.
