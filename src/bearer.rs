@@ -266,6 +266,23 @@ impl Bearer {
         }
     }
 
+    /// Bearer issuers that routes in `settings` accept and this service does not know: their
+    /// keys are fetched from start-up on, so adding one needs a restart.
+    pub fn unknown_issuers(&self, settings: &Settings) -> Vec<String> {
+        let mut unknown: Vec<String> = settings
+            .policy
+            .routes()
+            .iter()
+            .filter_map(|r| r.bearer.as_ref())
+            .flat_map(|b| b.issuers.iter())
+            .filter(|issuer| !self.issuers.contains_key(issuer.as_str()))
+            .cloned()
+            .collect();
+        unknown.sort();
+        unknown.dedup();
+        unknown
+    }
+
     /// Fetches every issuer's keys now, then refreshes them every `interval`, until the
     /// process ends. A failure is logged and retried on the next round (sooner at first).
     pub async fn keep_keys_fresh(self: Arc<Self>, interval: Duration) {

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
 
 use crate::bearer::{self, Bearer, BearerError, Presented};
@@ -21,7 +22,8 @@ use crate::tokens::Minter;
 
 /// What a check needs besides the request.
 pub struct Gate {
-    pub policy: Policy,
+    /// Replaced whole on a config reload; a check keeps the policy it started with.
+    pub policy: ArcSwap<Policy>,
     pub sessions: Sessions,
     pub bearer: Arc<Bearer>,
     /// Present when `[token] enabled`.
@@ -121,7 +123,8 @@ impl Gate {
             Ok(target) => target,
             Err(e) => return Decision::Deny(Denial::BadRequest(e)),
         };
-        let matches = self.policy.find(&req.method, &host, &path);
+        let policy = self.policy.load_full();
+        let matches = policy.find(&req.method, &host, &path);
         let caller = self.caller(req, &matches, now).await;
         decide_matches(req, matches, &caller, &self.urls)
     }

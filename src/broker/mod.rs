@@ -24,6 +24,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::{HeaderMap, StatusCode};
 use openidconnect::PkceCodeChallenge;
 use serde_json::json;
@@ -102,7 +103,11 @@ pub struct CallbackParams {
 }
 
 pub struct Broker {
-    providers: Vec<Arc<Provider>>,
+    /// Replaced whole on a config reload; a login keeps the provider it started with.
+    providers: ArcSwap<Vec<Arc<Provider>>>,
+    /// `<public_url>/auth/callback`, for providers built on reload.
+    callback: String,
+    http: reqwest::Client,
     store: Store,
     sessions: Sessions,
     cookies: CookieSettings,
@@ -122,6 +127,21 @@ pub struct Broker {
     metrics: Arc<Metrics>,
 }
 
+fn build_providers(
+    settings: &Settings,
+    callback: &str,
+    http: &reqwest::Client,
+) -> Result<Vec<Arc<Provider>>, LoginError> {
+    settings
+        .idps
+        .iter()
+        .map(|idp| {
+            let trust = EmailTrust::of(idp, &settings.idps);
+            Provider::new(idp.clone(), trust, callback, http.clone()).map(Arc::new)
+        })
+        .collect()
+}
+
 impl Broker {
     pub fn new(
         settings: &Settings,
@@ -136,16 +156,11 @@ impl Broker {
         let callback = format!("{public_origin}{CALLBACK_PATH}");
         let http = crate::jwt::http_client()
             .map_err(|e| LoginError::Config(format!("HTTP client: {e}")))?;
-        let providers = settings
-            .idps
-            .iter()
-            .map(|idp| {
-                let trust = EmailTrust::of(idp, &settings.idps);
-                Provider::new(idp.clone(), trust, &callback, http.clone()).map(Arc::new)
-            })
-            .collect::<Result<_, _>>()?;
+        let providers = build_providers(settings, &callback, &http)?;
         Ok(Self {
-            providers,
+            providers: ArcSwap::from_pointee(providers),
+            callback,
+            http,
             store,
             sessions,
             cookies,
@@ -173,14 +188,31 @@ impl Broker {
 
     /// Discovers every IdP in the background.
     pub fn warm_up(&self) {
-        for provider in &self.providers {
+        for provider in self.providers.load().iter() {
             let provider = provider.clone();
             tokio::spawn(async move { provider.warm_up().await });
         }
     }
 
-    fn provider(&self, name: &str) -> Option<&Arc<Provider>> {
-        self.providers.iter().find(|p| p.name() == name)
+    /// Builds the identity providers of `settings` (which may fail: nothing changes then).
+    pub fn prepare_providers(&self, settings: &Settings) -> Result<Vec<Arc<Provider>>, LoginError> {
+        build_providers(settings, &self.callback, &self.http)
+    }
+
+    /// Serves logins from `providers` from now on, and discovers them in the background.
+    /// Logins already at an IdP finish with the provider of the same name, if there still is
+    /// one.
+    pub fn replace_providers(&self, providers: Vec<Arc<Provider>>) {
+        self.providers.store(Arc::new(providers));
+        self.warm_up();
+    }
+
+    fn provider(&self, name: &str) -> Option<Arc<Provider>> {
+        self.providers
+            .load()
+            .iter()
+            .find(|p| p.name() == name)
+            .cloned()
     }
 
     // === /auth/login ===
@@ -192,9 +224,10 @@ impl Broker {
             .as_deref()
             .map(str::trim)
             .filter(|h| !h.is_empty() && h.len() <= 320);
-        let configs: Vec<_> = self.providers.iter().map(|p| p.config.clone()).collect();
+        let providers = self.providers.load_full();
+        let configs: Vec<_> = providers.iter().map(|p| p.config.clone()).collect();
         let provider = match choose_idp(&configs, params.idp.as_deref(), hint) {
-            IdpChoice::Use(index) => &self.providers[index],
+            IdpChoice::Use(index) => &providers[index],
             IdpChoice::AskEmail { note } => {
                 return Reply::Page {
                     status: StatusCode::OK,

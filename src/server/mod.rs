@@ -7,6 +7,7 @@ pub mod admin;
 pub mod forward_auth;
 pub mod grpc;
 pub mod http;
+pub mod reload;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -126,7 +128,7 @@ impl Server {
             None
         };
         let gate = Arc::new(Gate {
-            policy: settings.policy.clone(),
+            policy: ArcSwap::from_pointee(settings.policy.clone()),
             sessions: sessions.clone(),
             bearer: bearer.clone(),
             minter: minter.clone(),
@@ -227,6 +229,7 @@ impl Server {
             tokio::spawn(minter.clone().keep_fresh());
         }
         state.broker.warm_up();
+        tokio::spawn(reload::on_sighup(state.clone()));
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health

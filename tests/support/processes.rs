@@ -183,9 +183,14 @@ impl Gatehouse {
 
     /// Sends SIGTERM (as Kubernetes does).
     pub async fn terminate(&self) {
+        self.signal("TERM").await;
+    }
+
+    /// Sends a signal by name (`TERM`, `HUP`).
+    pub async fn signal(&self, name: &str) {
         let pid = self.child.id().expect("running").to_string();
         let status = Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{name}"), &pid])
             .status()
             .await
             .expect("kill");
