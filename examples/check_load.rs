@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use envoy_types::ext_authz::v3::pb::CheckRequest;
-use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
-use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use tokio::sync::Mutex;
+
+#[path = "support/check_request.rs"]
+mod check_request;
+use check_request::check_request;
 use tonic::transport::{Channel, Endpoint};
 
 #[derive(Parser)]
@@ -45,46 +46,6 @@ struct Args {
     connections: usize,
     #[arg(long, default_value = "/app/dashboard?tab=1")]
     path: String,
-}
-
-fn check_request(credential: (&str, String), path: &str) -> CheckRequest {
-    let headers = [
-        credential,
-        (
-            "accept",
-            "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8".to_owned(),
-        ),
-        ("user-agent", "check_load".to_owned()),
-        (
-            "x-request-id",
-            "3f2c1b9e-0000-4000-8000-000000000000".to_owned(),
-        ),
-    ];
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    host: "app.example.com".into(),
-                    path: path.into(),
-                    scheme: "https".into(),
-                    header_map: Some(HeaderMap {
-                        headers: headers
-                            .iter()
-                            .map(|(k, v)| HeaderValue {
-                                key: (*k).into(),
-                                raw_value: v.as_bytes().to_vec(),
-                                ..Default::default()
-                            })
-                            .collect(),
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
 }
 
 #[derive(Default)]

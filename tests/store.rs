@@ -342,6 +342,14 @@ async fn roles_and_enablement_are_idempotent(backend: Backend) {
     );
     assert!(store.set_role(id, "dev", true, "test", NOW).await.unwrap());
     assert_eq!(store.roles_of(id).await.unwrap(), vec!["admin", "dev"]);
+    // A session load brings the roles in the same query, in the same order.
+    let token = sessions(&store).create(id, None, None, NOW).await.unwrap();
+    let loaded = store
+        .load_session(&token.hash().to_hex(), NOW)
+        .await
+        .unwrap()
+        .expect("the session");
+    assert_eq!(loaded.roles, vec!["admin", "dev"]);
     assert!(
         store
             .set_role(id, "admin", false, "test", NOW)

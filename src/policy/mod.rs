@@ -11,6 +11,7 @@
 
 pub mod host;
 pub mod path;
+mod regexes;
 
 use std::borrow::Cow;
 
@@ -19,6 +20,7 @@ use regex::{Regex, RegexBuilder};
 use crate::config::{Access, BearerConfig, RouteConfig};
 pub use host::{HostError, RequestHost};
 pub use path::{NormalizedPath, PathError, normalize};
+use regexes::{RegexHits, RegexIndex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -37,6 +39,8 @@ pub struct Policy {
     /// Whether any route's path matcher holds an upper-case ASCII letter or a lookalike (then
     /// folding can matter even for an all-lower-case request path).
     any_upper: bool,
+    /// Every `path_regex`, by slot.
+    regexes: RegexIndex,
 }
 
 /// One compiled `[[route]]`.
@@ -100,6 +104,8 @@ pub enum PathMatch {
         exact: Regex,
         /// Case-insensitive, for the folded pass.
         folded: Regex,
+        /// Position in the policy's [`RegexIndex`].
+        slot: usize,
     },
 }
 
@@ -187,18 +193,31 @@ fn fold(path: &str) -> Cow<'_, str> {
 
 impl Policy {
     pub fn compile(configs: &[RouteConfig]) -> Result<Self, PolicyError> {
-        let routes = configs
+        let mut routes = configs
             .iter()
             .enumerate()
             .map(|(index, c)| Route::compile(index, c))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut patterns = Vec::new();
+        for route in &mut routes {
+            if let PathMatch::Regex { exact, slot, .. } = &mut route.path {
+                *slot = patterns.len();
+                patterns.push(exact.as_str().to_owned());
+            }
+        }
+        let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+        let regexes = RegexIndex::build(&patterns);
         let any_upper = configs.iter().any(|c| {
             [&c.path_prefix, &c.path_exact, &c.path_regex]
                 .into_iter()
                 .flatten()
                 .any(|p| p.bytes().any(|b| b.is_ascii_uppercase()))
         });
-        Ok(Self { routes, any_upper })
+        Ok(Self {
+            routes,
+            any_upper,
+            regexes,
+        })
     }
 
     pub fn routes(&self) -> &[Route] {
@@ -218,10 +237,20 @@ impl Policy {
     ) -> Matches<'a> {
         let raw = path.as_str();
         let folded = fold(raw);
-        let first = |pass: Pass| {
+        let mut exact_hits = self.regexes.exact(raw);
+        let mut folded_hits = self.regexes.folded(&folded);
+        let mut first = |pass: Pass| {
             self.routes
                 .iter()
-                .find(|r| r.matches(method, host.as_str(), raw, &folded, pass))
+                .find(|r| {
+                    r.matches(
+                        method,
+                        host.as_str(),
+                        pass,
+                        &mut exact_hits,
+                        &mut folded_hits,
+                    )
+                })
                 .map(|route| RouteMatch {
                     route,
                     org: route.org_in(raw, pass),
@@ -285,6 +314,7 @@ impl Route {
             PathMatch::Regex {
                 exact: build(false)?,
                 folded: build(true)?,
+                slot: 0,
             }
         } else {
             PathMatch::Any
@@ -383,7 +413,7 @@ impl Route {
     /// The org the path names, for a tenant-scoped route matched in `pass`.
     fn org_in<'p>(&self, raw: &'p str, pass: Pass) -> Option<&'p str> {
         let tenant = self.tenant.as_ref()?;
-        let PathMatch::Regex { exact, folded } = &self.path else {
+        let PathMatch::Regex { exact, folded, .. } = &self.path else {
             return None;
         };
         // Captured from the raw path in both passes: folding only changes lookalikes, which a
@@ -398,7 +428,15 @@ impl Route {
             .map(|m| m.as_str())
     }
 
-    fn matches(&self, method: &str, host: &str, raw: &str, folded: &str, pass: Pass) -> bool {
+    /// `exact` and `folded` answer the regex routes for the raw and the folded path.
+    fn matches(
+        &self,
+        method: &str,
+        host: &str,
+        pass: Pass,
+        exact: &mut RegexHits<'_>,
+        folded: &mut RegexHits<'_>,
+    ) -> bool {
         if let Some(methods) = &self.methods
             && !methods.iter().any(|m| m.eq_ignore_ascii_case(method))
         {
@@ -411,7 +449,7 @@ impl Route {
         }
         match pass {
             Pass::Folded if !self.case_sensitive => self.path.matches_folded(folded),
-            _ => self.path.matches_exact(raw),
+            _ => self.path.matches_exact(exact),
         }
     }
 
@@ -451,7 +489,8 @@ impl HostMatch {
 }
 
 impl PathMatch {
-    fn matches_exact(&self, path: &str) -> bool {
+    fn matches_exact(&self, hits: &mut RegexHits<'_>) -> bool {
+        let path = hits.path();
         match self {
             Self::Any => true,
             Self::Prefix(p) => {
@@ -461,12 +500,13 @@ impl PathMatch {
                         .is_some_and(|bare| !bare.is_empty() && bare == path)
             }
             Self::Exact(p) => p.path == path,
-            Self::Regex { exact, .. } => exact.is_match(path),
+            Self::Regex { exact, slot, .. } => hits.matched(*slot, exact),
         }
     }
 
     /// `folded` is the request path after [`fold`]; ASCII case is ignored.
-    fn matches_folded(&self, folded: &str) -> bool {
+    fn matches_folded(&self, hits: &mut RegexHits<'_>) -> bool {
+        let folded = hits.path();
         let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
         match self {
             Self::Any => true,
@@ -479,7 +519,11 @@ impl PathMatch {
                         .is_some_and(|bare| !bare.is_empty() && same(bare, folded))
             }
             Self::Exact(p) => same(&p.folded, folded),
-            Self::Regex { folded: regex, .. } => regex.is_match(folded),
+            Self::Regex {
+                folded: regex,
+                slot,
+                ..
+            } => hits.matched(*slot, regex),
         }
     }
 

@@ -47,6 +47,7 @@ struct SessionRow {
     created_at: i64,
     last_seen_at: i64,
     absolute_expires_at: i64,
+    roles: Option<String>,
 }
 
 /// A batched `last_seen` write.
@@ -88,8 +89,12 @@ impl Store {
     ) -> Result<Option<SessionRecord>, StoreError> {
         let row: Option<SessionRow> = with_pool!(self, |pool| {
             sqlx::query_as(
+                // One round trip: the roles come along, comma-joined (role names hold no
+                // comma). A cold check is otherwise two queries.
                 "SELECT s.user_id, s.impersonator_id, u.email, u.org_id, u.enabled, s.idp, \
-                        s.id_token, s.created_at, s.last_seen_at, s.absolute_expires_at \
+                        s.id_token, s.created_at, s.last_seen_at, s.absolute_expires_at, \
+                        (SELECT string_agg(r.role, ',' ORDER BY r.role) FROM user_roles r \
+                         WHERE r.user_id = s.user_id) AS roles \
                  FROM sessions s JOIN users u ON u.id = s.user_id \
                  WHERE s.id_hash = $1 AND s.revoked_at IS NULL AND s.absolute_expires_at > $2",
             )
@@ -99,7 +104,11 @@ impl Store {
             .await?
         });
         let Some(row) = row else { return Ok(None) };
-        let roles = self.roles_of(row.user_id).await?;
+        let roles = row
+            .roles
+            .as_deref()
+            .map(|joined| joined.split(',').map(str::to_owned).collect())
+            .unwrap_or_default();
         Ok(Some(SessionRecord {
             user_id: row.user_id,
             impersonator_id: row.impersonator_id,
