@@ -181,6 +181,11 @@ impl Gatehouse {
         let _ = self.child.kill().await;
     }
 
+    /// The process id, for `/proc` figures in benchmarks.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     /// Sends SIGTERM (as Kubernetes does).
     pub async fn terminate(&self) {
         self.signal("TERM").await;
