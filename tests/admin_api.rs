@@ -7,7 +7,7 @@ mod support;
 use serde_json::{Value, json};
 use support::admin::{self, Api};
 use support::browser::Browser;
-use support::{Backend, Gatehouse, OpenIdProvider, StackUrls, TestDb, base_config, send};
+use support::{Backend, DirectStack, Gatehouse, StackUrls, TestDb, base_config, send};
 
 on_both_backends!(
     every_operation_and_401_without_the_token,
@@ -363,23 +363,13 @@ async fn every_operation_and_401_without_the_token(backend: Backend) {
 
 async fn audit_api_and_page(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let db = TestDb::create(backend).await;
-    let port = support::free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let op = OpenIdProvider::start(&base, &[]).await;
-    let urls = StackUrls {
-        base: base.clone(),
-        database: db.url.clone(),
-        issuers: vec![op.issuer.clone()],
-    };
+    let stack = DirectStack::start(backend).await;
+    let base = stack.base.clone();
     let config = format!(
         "{}{}{}{}",
-        base_config(&urls).replace(
-            "http_listen = \"127.0.0.1:0\"",
-            &format!("http_listen = \"127.0.0.1:{port}\"")
-        ),
+        stack.config,
         admin::SECTION,
-        support::op::idp_toml("main", &op.issuer),
+        support::op::idp_toml("main", &stack.op.issuer),
         support::ROUTES
     );
     let gh = Gatehouse::start(dir.path(), &config, &[admin::env()]).await;

@@ -12,7 +12,7 @@ mod support;
 use std::time::Instant;
 
 use support::browser::Browser;
-use support::{Backend, Gatehouse, OpenIdProvider, StackUrls, TestDb, base_config};
+use support::{Backend, DirectStack, Gatehouse};
 
 const LOGINS: u32 = 300;
 
@@ -41,27 +41,16 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 async fn logins_per_second(backend: Backend) {
-    let db = TestDb::create(backend).await;
     let dir = tempfile::tempdir().unwrap();
-    let port = support::free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let op = OpenIdProvider::start(&base, &[]).await;
-    let urls = StackUrls {
-        base: base.clone(),
-        database: db.url.clone(),
-        issuers: vec![op.issuer.clone()],
-    };
+    let stack = DirectStack::start(backend).await;
     let config = format!(
         "{}{}\n[provisioning]\nnew_users_enabled = true\n{}",
-        base_config(&urls).replace(
-            "http_listen = \"127.0.0.1:0\"",
-            &format!("http_listen = \"127.0.0.1:{port}\"")
-        ),
-        support::op::idp_toml("main", &op.issuer),
+        stack.config,
+        support::op::idp_toml("main", &stack.op.issuer),
         support::ROUTES
     );
     let gh = Gatehouse::start(dir.path(), &config, &[("GATEHOUSE_LOG", "warn")]).await;
-    let login_url = format!("{base}/auth/login?rd=/x");
+    let login_url = format!("{}/auth/login?rd=/x", stack.base);
     // The first login provisions the user and warms discovery and the IdP's keys.
     let mut browser = Browser::new();
     support::op::sign_in_at(&mut browser, &login_url, "alice").await;

@@ -10,7 +10,7 @@ use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use support::{Backend, Gatehouse, OpenIdProvider, StackUrls, TestDb, base_config, send};
+use support::{Backend, DirectStack, Gatehouse, send};
 use tokio::net::TcpStream;
 
 on_both_backends!(routes_and_idps_reload_on_sighup);
@@ -86,20 +86,9 @@ async fn reload(gh: &Gatehouse, config: &str, result: &str) {
 }
 
 async fn routes_and_idps_reload_on_sighup(backend: Backend) {
-    let db = TestDb::create(backend).await;
     let dir = tempfile::tempdir().unwrap();
-    let port = support::free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let op = OpenIdProvider::start(&base, &[]).await;
-    let urls = StackUrls {
-        base: base.clone(),
-        database: db.url.clone(),
-        issuers: vec![op.issuer.clone()],
-    };
-    let common = base_config(&urls).replace(
-        "http_listen = \"127.0.0.1:0\"",
-        &format!("http_listen = \"127.0.0.1:{port}\""),
-    );
+    let stack = DirectStack::start(backend).await;
+    let (common, op) = (&stack.config, &stack.op);
     let gh = Gatehouse::start(dir.path(), &format!("{common}{}", routes("public")), &[]).await;
     let mut kept = KeptConnection::open(gh.http).await;
     assert_eq!(kept.status("/open/x").await, 200);

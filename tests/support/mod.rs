@@ -110,6 +110,41 @@ revocation_poll_ms = 600000
     )
 }
 
+/// gatehouse's own HTTP listener as the browser-facing origin (no proxy in front), with an
+/// OpenID Provider that redirects back to it: for tests of the login and admin pages.
+pub struct DirectStack {
+    pub db: TestDb,
+    pub op: OpenIdProvider,
+    /// `http://127.0.0.1:<port>`, where gatehouse's HTTP listener will be.
+    pub base: String,
+    /// [`base_config`] with the HTTP listener on `base`; add `[[idp]]`, routes and the rest.
+    pub config: String,
+}
+
+impl DirectStack {
+    pub async fn start(backend: Backend) -> Self {
+        let db = TestDb::create(backend).await;
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let op = OpenIdProvider::start(&base, &[]).await;
+        let urls = StackUrls {
+            base: base.clone(),
+            database: db.url.clone(),
+            issuers: vec![op.issuer.clone()],
+        };
+        let config = base_config(&urls).replace(
+            "http_listen = \"127.0.0.1:0\"",
+            &format!("http_listen = \"127.0.0.1:{port}\""),
+        );
+        Self {
+            db,
+            op,
+            base,
+            config,
+        }
+    }
+}
+
 /// Options for [`Stack::start`].
 pub struct StackOptions {
     /// OpenID Providers to start: extra arguments for each.
