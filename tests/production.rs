@@ -494,6 +494,117 @@ async fn sqlite_write_lock() {
     assert_eq!(login.status, 302, "{login:?}");
 }
 
+/// A small tmpfs, unmounted on drop: a disk that really fills up.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// `None` when this process may not mount (not root): the test says so and stops.
+    fn mount(path: std::path::PathBuf, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(&path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .ok()?;
+        status.success().then_some(Self { path })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// Writes `file` until the disk refuses more.
+fn fill(file: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(file).unwrap();
+    for chunk in [65536, 512, 1] {
+        let bytes = vec![0u8; chunk];
+        while f.write_all(&bytes).and_then(|()| f.flush()).is_ok() {}
+    }
+}
+
+/// The disk under SQLite fills up: writes (sessions, logins) fail with 503 and a clear page,
+/// reads and cached sessions go on, nothing panics, and freeing space is enough to recover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_disk_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let Some(disk) = SmallDisk::mount(dir.path().join("disk"), "4m") else {
+        assert!(!is_root, "root could not mount a tmpfs");
+        eprintln!("sqlite_disk_full: skipped, mounting a tmpfs needs root");
+        return;
+    };
+    let op = OpenIdProvider::start("http://127.0.0.1:1", &[]).await;
+    let urls = StackUrls {
+        base: "http://127.0.0.1:1".into(),
+        database: format!("sqlite://{}/gh.db?mode=rwc", disk.path.display()),
+        issuers: vec![op.issuer.clone()],
+    };
+    let text = config(&urls, "", &support::op::idp_toml("main", &op.issuer));
+    let gh = Gatehouse::start(dir.path(), &text, &env()).await;
+    let api = Api::new(gh.admin);
+    let cached = session(&api, "alice@acme.test").await;
+    assert_eq!(authz(&gh, "/app", &cached).await.status, 200);
+
+    let filler = disk.path.join("filler");
+    fill(&filler);
+    // Space left inside the database files absorbs a few writes; more must fail.
+    let mut refused = None;
+    for i in 0..2000 {
+        let body = serde_json::json!({ "user": format!("u{i}@acme.test") });
+        let r = api.call("POST", "/admin/v1/sessions", Some(body)).await;
+        if r.status != 201 {
+            refused = Some(r);
+            break;
+        }
+    }
+    let refused = refused.expect("a full disk refuses writes");
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert!(
+        gh.logs().contains("database or disk is full"),
+        "the disk, not something else: {}",
+        gh.logs()
+    );
+    assert_eq!(authz(&gh, "/app", &cached).await.status, 200, "reads go on");
+    let login = send(gh.http, "GET", "/auth/login?rd=/x", &[], None).await;
+    assert_eq!(login.status, 503, "{login:?}");
+    assert!(
+        login.body.contains("temporarily unavailable"),
+        "{}",
+        login.body
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let body = serde_json::json!({ "user": "after@acme.test" });
+        let r = api.call("POST", "/admin/v1/sessions", Some(body)).await;
+        if r.status == 201 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never writable again: {r:?}\n{}",
+            gh.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let login = send(gh.http, "GET", "/auth/login?rd=/x", &[], None).await;
+    assert_eq!(login.status, 302, "{login:?}");
+    assert!(!gh.logs().contains("panicked"), "{}", gh.logs());
+}
+
 /// SIGTERM while checks are flowing: `/readyz` answers 503 first (not a refused connection),
 /// every check keeps getting an answer until the callers stop on seeing it, and the process
 /// exits 0.
