@@ -337,6 +337,17 @@ fn shuffle(items: &mut [u32], seed: u64) {
     }
 }
 
+/// One cached session's check of `path`, over and over with `--concurrency` in flight.
+async fn one_session(server: &Server, args: &Args, seconds: Duration, path: &str) -> Run {
+    drive(
+        server,
+        vec![session_check(1, path)],
+        args.concurrency,
+        Some(seconds),
+    )
+    .await
+}
+
 fn session_check(i: u32, path: &str) -> CheckRequest {
     check_request(("cookie", format!("gatehouse={}", token(i))), path)
 }
@@ -423,31 +434,12 @@ async fn main() {
     let rss_after = server.rss_mib();
     let warm_run = drive(&server, cold, args.concurrency, None).await;
     let seconds = Duration::from_secs(args.seconds);
-    let few = drive(
-        &server,
-        vec![session_check(1, "/r1/42/items/x")],
-        args.concurrency,
-        Some(seconds),
-    )
-    .await;
+    let few = one_session(&server, &args, seconds, "/r1/42/items/x").await;
     drop(server);
-
     let server = Server::start(&args.binary, dir.path(), &database, &many_routes());
     let _ = drive(&server, vec![session_check(1, "/x"); 2000], 4, None).await;
-    let many_regex = drive(
-        &server,
-        vec![session_check(1, "/r498/42/items/x")],
-        args.concurrency,
-        Some(seconds),
-    )
-    .await;
-    let many_fallthrough = drive(
-        &server,
-        vec![session_check(1, "/nothing/here")],
-        args.concurrency,
-        Some(seconds),
-    )
-    .await;
+    let many_regex = one_session(&server, &args, seconds, "/r498/42/items/x").await;
+    let many_fallthrough = one_session(&server, &args, seconds, "/nothing/here").await;
     drop(server);
 
     println!(
@@ -458,20 +450,24 @@ async fn main() {
         "| run | checks | allowed | checks/s | p50 (ms) | p99 (ms) | gatehouse CPU per check (µs) |"
     );
     println!("|---|---|---|---|---|---|---|");
-    println!(
-        "{}",
-        cold_run.row("cold cache: every check a different session (database lookup)")
-    );
-    println!("{}", warm_run.row("the same sessions again (cached)"));
-    println!("{}", few.row("6 routes, one cached session, regex route"));
-    println!(
-        "{}",
-        many_regex.row("1 000 routes, one cached session, matching the last regex route")
-    );
-    println!(
-        "{}",
-        many_fallthrough.row("1 000 routes, one cached session, no route but the catch-all")
-    );
+    for (run, what) in [
+        (
+            &cold_run,
+            "cold cache: every check a different session (database lookup)",
+        ),
+        (&warm_run, "the same sessions again (cached)"),
+        (&few, "6 routes, one cached session, regex route"),
+        (
+            &many_regex,
+            "1 000 routes, one cached session, matching the last regex route",
+        ),
+        (
+            &many_fallthrough,
+            "1 000 routes, one cached session, no route but the catch-all",
+        ),
+    ] {
+        println!("{}", run.row(what));
+    }
     println!(
         "\nRSS: {rss_before:.1} MiB before the cold run, {rss_after:.1} MiB with {} sessions cached ({:.0} bytes per session).",
         args.cold_checks,

@@ -189,6 +189,16 @@ enum CachedUser {
     Known(Arc<SignedIn>),
 }
 
+/// Every issuer some route of `settings` accepts bearer tokens from (with repeats).
+fn route_issuers(settings: &Settings) -> impl Iterator<Item = &String> {
+    settings
+        .policy
+        .routes()
+        .iter()
+        .filter_map(|r| r.bearer.as_ref())
+        .flat_map(|b| b.issuers.iter())
+}
+
 /// The bearer service: verification with a cache, and `(iss, sub)` → local user.
 pub struct Bearer {
     issuers: HashMap<String, IssuerKeys>,
@@ -231,12 +241,7 @@ impl Bearer {
             .iter()
             .map(|i| (i.issuer.as_str(), i))
             .collect();
-        let issuers = settings
-            .policy
-            .routes()
-            .iter()
-            .filter_map(|r| r.bearer.as_ref())
-            .flat_map(|b| b.issuers.iter())
+        let issuers = route_issuers(settings)
             .map(|issuer| {
                 (
                     issuer.clone(),
@@ -269,12 +274,7 @@ impl Bearer {
     /// Bearer issuers that routes in `settings` accept and this service does not know: their
     /// keys are fetched from start-up on, so adding one needs a restart.
     pub fn unknown_issuers(&self, settings: &Settings) -> Vec<String> {
-        let mut unknown: Vec<String> = settings
-            .policy
-            .routes()
-            .iter()
-            .filter_map(|r| r.bearer.as_ref())
-            .flat_map(|b| b.issuers.iter())
+        let mut unknown: Vec<String> = route_issuers(settings)
             .filter(|issuer| !self.issuers.contains_key(issuer.as_str()))
             .cloned()
             .collect();
