@@ -15,7 +15,8 @@ use crate::config::Settings;
 use crate::session::{self, Lifetimes};
 pub use crate::store::Actor;
 use crate::store::{
-    AuditEvent, AuditFilter, AuditKind, AuditRecord, IdentityRow, Org, Outcome, Store, StoreError,
+    AuditEvent, AuditFilter, AuditKind, AuditRecord, IdentityRow, Org, OrgSignInChange, Outcome, Store,
+    StoreError,
     User,
 };
 
@@ -222,6 +223,36 @@ impl<'a> Admin<'a> {
         Ok(org)
     }
 
+    /// One org, by name or id.
+    pub async fn find_org(&self, org: &str) -> Result<Org, AdminError> {
+        self.store
+            .org_by_name_or_id(org)
+            .await?
+            .ok_or_else(|| AdminError::NotFound(format!("no org {org:?}")))
+    }
+
+    /// Changes an org's sign-in settings (`gatehouse org set`, `PATCH /admin/v1/orgs/{org}`).
+    /// A named IdP must be configured. Audited as `org_updated`.
+    pub async fn set_org_signin(
+        &self,
+        org: &str,
+        change: &OrgSignInChange,
+        now: i64,
+    ) -> Result<Org, AdminError> {
+        if let Some(idp) = change.idp.as_deref().map(str::trim).filter(|i| !i.is_empty())
+            && !self.settings.idps.iter().any(|i| i.name == idp)
+        {
+            let known: Vec<&str> = self.settings.idps.iter().map(|i| i.name.as_str()).collect();
+            return Err(AdminError::Invalid(format!(
+                "no [[idp]] is called {idp:?} (configured: {known:?})"
+            )));
+        }
+        Ok(self
+            .store
+            .set_org_signin(org, change, self.actor.clone(), now)
+            .await?)
+    }
+
     // === users ===
 
     pub async fn find_user(&self, user: &UserRef) -> Result<User, AdminError> {
@@ -344,7 +375,7 @@ impl<'a> Admin<'a> {
             )
             .await?;
         let lifetimes = Lifetimes::from_config(&self.settings.session);
-        let token = session::create(self.store, lifetimes, user.id, None, None, now)
+        let token = session::create(self.store, lifetimes, user.id, now)
             .await
             .map_err(|e| match e {
                 session::SessionError::Store(se) => AdminError::from(se),

@@ -31,6 +31,7 @@ use crate::identity::{Identity, MintSlot, Principal, SignedIn};
 use crate::jwt::{self, JwksCache, JwtError};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
+use crate::strength::Authentication;
 
 pub const ISSUER_HEADER: HeaderName = HeaderName::from_static("x-gatehouse-issuer");
 pub const SUBJECT_HEADER: HeaderName = HeaderName::from_static("x-gatehouse-subject");
@@ -74,6 +75,8 @@ pub struct VerifiedToken {
     pub sid: Arc<str>,
     /// The token minted for this bearer token's user, cached.
     pub minted: Arc<MintSlot>,
+    /// What the token says about how its user authenticated.
+    pub auth: Arc<Authentication>,
     /// `(iss, sub)`, shared with the user cache's key, so a lookup allocates nothing.
     identity: Arc<(String, String)>,
     /// The key it was verified with: once the issuer withdraws it, the cached verification
@@ -186,7 +189,10 @@ async fn discover_jwks_uri(http: &reqwest::Client, issuer: &str) -> Result<Url, 
 #[derive(Clone)]
 enum CachedUser {
     Unknown,
-    Known(Arc<SignedIn>),
+    Known {
+        user: Arc<SignedIn>,
+        org_requires_mfa: bool,
+    },
 }
 
 /// Every issuer some route of `settings` accepts bearer tokens from (with repeats).
@@ -400,11 +406,22 @@ impl Bearer {
         };
         Ok(match user {
             CachedUser::Unknown => None,
-            CachedUser::Known(user) => Some(Principal {
+            CachedUser::Known {
+                user,
+                org_requires_mfa,
+            } => Some(Principal {
                 user,
                 sid: token.sid.clone(),
                 minted: token.minted.clone(),
                 expires_at: token.expires_at,
+                auth: if org_requires_mfa {
+                    Arc::new(Authentication {
+                        org_requires_mfa,
+                        ..(*token.auth).clone()
+                    })
+                } else {
+                    token.auth.clone()
+                },
             }),
         })
     }
@@ -419,14 +436,23 @@ impl Bearer {
                 .map_err(|_| StoreError::Timeout("identity lookup"))??;
             loaded = match user {
                 None => CachedUser::Unknown,
-                Some(u) => CachedUser::Known(Arc::new(SignedIn::new(Identity {
-                    user_id: u.id,
-                    email: u.email,
-                    org_id: u.org_id,
-                    roles: u.roles,
-                    enabled: u.enabled,
-                    impersonator_id: None,
-                }))),
+                Some(u) => {
+                    let org_requires_mfa = match u.org_id {
+                        Some(org) => self.store.org_requires_mfa(org).await?,
+                        None => false,
+                    };
+                    CachedUser::Known {
+                        user: Arc::new(SignedIn::new(Identity {
+                            user_id: u.id,
+                            email: u.email,
+                            org_id: u.org_id,
+                            roles: u.roles,
+                            enabled: u.enabled,
+                            impersonator_id: None,
+                        })),
+                        org_requires_mfa,
+                    }
+                }
             };
             // A revocation during the lookup may predate its answer: cache only a stable one.
             if self.generation.load(Ordering::SeqCst) == before {
@@ -442,7 +468,7 @@ impl Bearer {
         // The generation first (see `Sessions::forget`).
         self.generation.fetch_add(1, Ordering::SeqCst);
         let result = self.users.invalidate_entries_if(move |_, cached| {
-            matches!(cached, CachedUser::Known(u) if u.identity.user_id == user_id)
+            matches!(cached, CachedUser::Known { user, .. } if user.identity.user_id == user_id)
         });
         if result.is_err() {
             self.users.invalidate_all();
@@ -489,6 +515,14 @@ struct AccessClaims {
     /// Keycloak marks token types in a claim: `ID` for ID tokens.
     #[serde(default)]
     typ: Option<Value>,
+    /// How the user authenticated, for step-up rules (RFC 9470: many IdPs copy these from
+    /// the login into access tokens).
+    #[serde(default)]
+    amr: Option<Value>,
+    #[serde(default)]
+    acr: Option<Value>,
+    #[serde(default)]
+    auth_time: Option<Value>,
 }
 
 impl VerifiedToken {
@@ -536,7 +570,18 @@ impl VerifiedToken {
             (SCOPE_HEADER, value("scope", &scopes.join(" "))?),
         ];
         let sid: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let mut amr = c.amr.as_ref().map(words).unwrap_or_default();
+        amr.sort();
+        amr.dedup();
+        let auth = Authentication {
+            idp: None,
+            amr,
+            acr: c.acr.as_ref().and_then(Value::as_str).map(String::from),
+            auth_time: c.auth_time.as_ref().and_then(Value::as_i64),
+            org_requires_mfa: false,
+        };
         Ok(Self {
+            auth: Arc::new(auth),
             identity: Arc::new((c.iss.clone(), c.sub.clone())),
             kid,
             issuer: c.iss,

@@ -210,6 +210,10 @@ pub struct ProvisioningConfig {
     pub new_users_enabled: bool,
     /// Link a new `(issuer, subject)` to an existing user only if `email_verified` is `true`.
     pub link_by_verified_email: bool,
+    /// Provision anyone the IdP signs in. Off by default: a new user whose email domain
+    /// belongs to no org and to no `[[idp]] domains` is only provisioned when the login was
+    /// started with `signup=1`; otherwise they are told they have no account.
+    pub open_signup: bool,
 }
 
 impl Default for ProvisioningConfig {
@@ -217,6 +221,45 @@ impl Default for ProvisioningConfig {
         Self {
             new_users_enabled: false,
             link_by_verified_email: true,
+            open_signup: false,
+        }
+    }
+}
+
+/// Brute-force and flood limits: token buckets in memory, per replica. Each is a number of
+/// requests per minute (the bucket refills evenly and holds that many); 0 turns it off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// `/auth/login` starts per client address (IPv4, or IPv6 /64).
+    pub login_starts_per_ip: u32,
+    /// `/auth/login` starts per account (`login_hint`).
+    pub login_starts_per_account: u32,
+    /// Failed `/auth/callback`s per client address.
+    pub failed_callbacks_per_ip: u32,
+    /// `/auth/token` and `/auth/revoke` calls per client address.
+    pub token_calls_per_ip: u32,
+    /// `/auth/token` calls per account (the user a code or refresh token is for).
+    pub token_calls_per_account: u32,
+    /// `/auth/impersonate` attempts per impersonator.
+    pub impersonations_per_account: u32,
+    /// This many failed sign-ins for one account within `suspicious_window_seconds` raise a
+    /// `suspicious_login` audit event.
+    pub suspicious_failures: u32,
+    pub suspicious_window_seconds: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            login_starts_per_ip: 60,
+            login_starts_per_account: 20,
+            failed_callbacks_per_ip: 20,
+            token_calls_per_ip: 120,
+            token_calls_per_account: 60,
+            impersonations_per_account: 10,
+            suspicious_failures: 5,
+            suspicious_window_seconds: 900,
         }
     }
 }
@@ -278,6 +321,24 @@ pub struct IdpConfig {
     /// On logout, also end the IdP session (RP-initiated logout) when the IdP supports it.
     #[serde(default)]
     pub logout_at_idp: bool,
+    /// `acr` values that prove multi-factor authentication at this IdP: sent as `acr_values`
+    /// when a route needs MFA, and an ID token with one of them counts as MFA (as does `amr`
+    /// holding `mfa`).
+    #[serde(default = "default_mfa_acr_values")]
+    pub mfa_acr_values: Vec<String>,
+    /// IdP claims to local roles, re-applied at each login: claim name → claim value → role.
+    /// `{ groups = { engineering = "dev" } }` grants `dev` while the `groups` claim holds
+    /// `engineering`. Roles granted by hand are never touched.
+    #[serde(default)]
+    pub role_claims: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// The PAPE multi-factor policy (OpenID Provider Authentication Policy Extension), which Auth0
+/// and others use as the MFA `acr`.
+pub const PAPE_MULTI_FACTOR: &str = "http://schemas.openid.net/pape/policies/2007/06/multi-factor";
+
+fn default_mfa_acr_values() -> Vec<String> {
+    vec![PAPE_MULTI_FACTOR.to_owned()]
 }
 
 fn default_scopes() -> Vec<String> {
@@ -330,6 +391,15 @@ pub struct RouteConfig {
     /// Roles that may reach any org's resources on an `org_param` route.
     #[serde(default)]
     pub org_admin_any: Vec<String>,
+    /// Step-up: the caller must have used multiple factors (`amr` has `mfa`).
+    #[serde(default)]
+    pub mfa: bool,
+    /// Step-up: the session's `acr` must be one of these.
+    #[serde(default)]
+    pub acr_values: Vec<String>,
+    /// Step-up: the caller must have authenticated at most this long ago.
+    #[serde(default)]
+    pub max_auth_age_seconds: Option<u64>,
 }
 
 /// What a route accepts as a bearer token.
@@ -443,6 +513,7 @@ struct FileConfig {
     token: TokenConfig,
     impersonation: ImpersonationConfig,
     audit: AuditConfig,
+    limits: LimitsConfig,
     #[serde(rename = "idp")]
     idps: Vec<IdpConfig>,
     #[serde(rename = "issuer")]
@@ -467,6 +538,7 @@ pub struct Settings {
     pub token: TokenConfig,
     pub impersonation: ImpersonationConfig,
     pub audit: AuditConfig,
+    pub limits: LimitsConfig,
     pub idps: Vec<IdpConfig>,
     pub issuers: Vec<IssuerConfig>,
     /// Routes as written (or the built-in default), kept for `check-config`.
@@ -536,6 +608,7 @@ impl Settings {
             token,
             impersonation,
             audit,
+            limits,
             idps,
             issuers,
             mut routes,
@@ -641,6 +714,9 @@ impl Settings {
                 session: None,
                 org_param: None,
                 org_admin_any: Vec::new(),
+                mfa: false,
+                acr_values: Vec::new(),
+                max_auth_age_seconds: None,
             });
         }
         let policy = Policy::compile(&routes).map_err(|e| match e {
@@ -677,6 +753,7 @@ impl Settings {
             token,
             impersonation,
             audit,
+            limits,
             idps,
             issuers,
             routes,
@@ -803,6 +880,16 @@ fn validate_idps(idps: &[IdpConfig]) -> Result<(), ConfigError> {
         }
         if idp.client_id.is_empty() {
             return Err(ConfigError::invalid(key("client_id"), "must not be empty"));
+        }
+        for (claim, values) in &idp.role_claims {
+            for (value, role) in values {
+                if claim.is_empty() || value.is_empty() || role.is_empty() || role.contains(',') {
+                    return Err(ConfigError::invalid(
+                        key("role_claims"),
+                        format!("{claim:?} = {{ {value:?} = {role:?} }}: claim, value and role must be non-empty, and role names hold no comma"),
+                    ));
+                }
+            }
         }
         if idp.client_secret.is_some() && idp.client_secret_env.is_some() {
             return Err(ConfigError::invalid(

@@ -17,6 +17,7 @@ use crate::config::{Access, BearerConfig, UnknownSubjects};
 use crate::identity::{BearerCaller, Caller, Principal, SessionCaller};
 use crate::policy::{HostError, Matches, PathError, Route, RouteMatch};
 use crate::request::AuthzRequest;
+use crate::strength::StepUp;
 
 /// Where denied browsers are sent. Absolute URLs under `public_url`.
 #[derive(Debug, Clone)]
@@ -36,6 +37,26 @@ impl LoginUrls {
     fn login_for(&self, req: &AuthzRequest) -> String {
         let mut url = self.login.clone();
         url.query_pairs_mut().append_pair("rd", &req.original_url());
+        url.into()
+    }
+
+    /// The login that raises a session to `step_up` (see [`crate::strength`]).
+    fn step_up_for(&self, req: &AuthzRequest, step_up: &StepUp) -> String {
+        let mut url = self.login.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("rd", &req.original_url());
+            query.append_pair("step_up", "1");
+            if step_up.mfa {
+                query.append_pair("mfa", "1");
+            }
+            if !step_up.acr_values.is_empty() {
+                query.append_pair("acr_values", &step_up.acr_values.join(" "));
+            }
+            if let Some(max_age) = step_up.max_age {
+                query.append_pair("max_age", &max_age.to_string());
+            }
+        }
         url.into()
     }
 }
@@ -97,6 +118,12 @@ pub enum Denial {
     WelcomeRedirect { location: String },
     /// API caller whose account is not enabled: 403.
     AccountDisabled,
+    /// Browser whose session is not strong enough for the route (MFA, `acr`, recent login):
+    /// 302 to a step-up login.
+    StepUpRedirect { location: String },
+    /// API caller whose authentication is not strong enough: 401 with
+    /// `error="insufficient_user_authentication"` (RFC 9470) and what is missing.
+    InsufficientAuthentication(StepUp),
     /// 403: a role is missing, the route denies, or no route matches.
     Forbidden { reason: ForbiddenReason, html: bool },
     /// The store failed and the session was not cached: 503, never allow.
@@ -120,13 +147,14 @@ pub struct DenyResponse {
     pub body: String,
 }
 
-/// Decides one request. `matched` is the matched route (`None`: no route matched); `caller` is
-/// only consulted on authenticated routes.
+/// Decides one request at `now`. `matched` is the matched route (`None`: no route matched);
+/// `caller` is only consulted on authenticated routes.
 pub fn decide(
     req: &AuthzRequest,
     matched: Option<RouteMatch<'_>>,
     caller: &Caller,
     urls: &LoginUrls,
+    now: i64,
 ) -> Decision {
     let Some(RouteMatch { route, org }) = matched else {
         return Decision::Deny(Denial::Forbidden {
@@ -150,10 +178,10 @@ pub fn decide(
                 Decision::Deny(Denial::Unavailable { html: false })
             }
             (Some(rule), BearerCaller::Token { token, principal }) => {
-                bearer_decision(route, org, rule, token, principal.as_ref())
+                bearer_decision(route, org, rule, token, principal.as_ref(), now)
             }
             (_, _) if route.session => {
-                session_decision(req, route, org, &caller.session, browser, urls)
+                session_decision(req, route, org, &caller.session, browser, urls, now)
             }
             // A bearer-only route and no token.
             (_, _) => Decision::Deny(Denial::Unauthenticated),
@@ -169,6 +197,7 @@ fn session_decision(
     session: &SessionCaller,
     browser: bool,
     urls: &LoginUrls,
+    now: i64,
 ) -> Decision {
     match session {
         SessionCaller::Unavailable => Decision::Deny(Denial::Unavailable { html: browser }),
@@ -177,8 +206,8 @@ fn session_decision(
         }),
         SessionCaller::Anonymous => Decision::Deny(Denial::Unauthenticated),
         SessionCaller::User(principal) => {
-            let welcome = browser.then_some(urls.welcome.as_str());
-            match user_denial(route, org, principal, welcome) {
+            let to = browser.then_some(BrowserTo { req, urls });
+            match user_denial(route, org, principal, to, now) {
                 Some(denial) => Decision::Deny(denial),
                 None => Decision::Allow(Grant::User {
                     principal: principal.clone(),
@@ -197,6 +226,7 @@ fn bearer_decision(
     rule: &BearerConfig,
     token: &Arc<VerifiedToken>,
     principal: Option<&Principal>,
+    now: i64,
 ) -> Decision {
     let invalid = |why: &str| Decision::Deny(Denial::InvalidToken(why.to_owned()));
     if !rule.issuers.iter().any(|i| *i == token.issuer) {
@@ -219,7 +249,7 @@ fn bearer_decision(
         return Decision::Deny(Denial::InsufficientScope(rule.scopes.clone()));
     }
     match principal {
-        Some(principal) => match user_denial(route, org, principal, None) {
+        Some(principal) => match user_denial(route, org, principal, None, now) {
             Some(denial) => Decision::Deny(denial),
             None => Decision::Allow(Grant::User {
                 principal: principal.clone(),
@@ -240,20 +270,29 @@ fn bearer_decision(
     }
 }
 
-/// What stops a signed-in user on an authenticated route: not enabled, a missing role, or
-/// another org's path. `welcome`: where a browser is sent (`None`: API-style answers).
+/// Where a browser is sent when it must act (log in, step up, wait for enabling).
+#[derive(Clone, Copy)]
+struct BrowserTo<'a> {
+    req: &'a AuthzRequest,
+    urls: &'a LoginUrls,
+}
+
+/// What stops a signed-in user on an authenticated route: not enabled, a missing role,
+/// another org's path, or too weak an authentication. `to`: where a browser is sent (`None`:
+/// API-style answers).
 fn user_denial(
     route: &Route,
     org: Option<&str>,
     principal: &Principal,
-    welcome: Option<&str>,
+    to: Option<BrowserTo<'_>>,
+    now: i64,
 ) -> Option<Denial> {
     let user = &principal.user.identity;
-    let browser = welcome.is_some();
+    let browser = to.is_some();
     if !user.enabled {
-        return Some(match welcome {
-            Some(location) => Denial::WelcomeRedirect {
-                location: location.to_owned(),
+        return Some(match to {
+            Some(to) => Denial::WelcomeRedirect {
+                location: to.urls.welcome.clone(),
             },
             None => Denial::AccountDisabled,
         });
@@ -275,6 +314,18 @@ fn user_denial(
             });
         }
     }
+    // Last: stepping up is pointless for a request that would be refused anyway.
+    let auth = &principal.auth;
+    if (!route.step_up.is_empty() || auth.org_requires_mfa)
+        && let Some(missing) = route.step_up.with_org(auth).unmet(auth, now)
+    {
+        return Some(match to {
+            Some(to) => Denial::StepUpRedirect {
+                location: to.urls.step_up_for(to.req, &missing),
+            },
+            None => Denial::InsufficientAuthentication(missing),
+        });
+    }
     None
 }
 
@@ -286,12 +337,13 @@ pub fn decide_matches(
     matches: Matches<'_>,
     caller: &Caller,
     urls: &LoginUrls,
+    now: i64,
 ) -> Decision {
     if let Some(route) = matches.agreed() {
-        return decide(req, route, caller, urls);
+        return decide(req, route, caller, urls, now);
     }
-    let folded = decide(req, matches.folded, caller, urls);
-    let exact = decide(req, matches.exact, caller, urls);
+    let folded = decide(req, matches.folded, caller, urls, now);
+    let exact = decide(req, matches.exact, caller, urls, now);
     match (folded, exact) {
         (Decision::Deny(d), _) | (Decision::Allow(_), Decision::Deny(d)) => Decision::Deny(d),
         // Both allow: pass on the identity if either route established one.
@@ -301,7 +353,7 @@ pub fn decide_matches(
 }
 
 /// Every `(decision, reason)` pair [`Decision::labels`] can return: metrics resolve them once.
-pub const CHECK_LABELS: [(&str, &str); 18] = [
+pub const CHECK_LABELS: [(&str, &str); 20] = [
     ("allow", "public"),
     ("allow", "session"),
     ("allow", "bearer"),
@@ -315,6 +367,8 @@ pub const CHECK_LABELS: [(&str, &str); 18] = [
     ("unknown_subject", "none"),
     ("welcome_redirect", "none"),
     ("account_disabled", "none"),
+    ("step_up_redirect", "none"),
+    ("insufficient_user_authentication", "none"),
     ("forbidden", "missing_role"),
     ("forbidden", "route_denies"),
     ("forbidden", "no_route"),
@@ -363,6 +417,8 @@ impl Denial {
             Self::UnknownSubject => "unknown_subject",
             Self::WelcomeRedirect { .. } => "welcome_redirect",
             Self::AccountDisabled => "account_disabled",
+            Self::StepUpRedirect { .. } => "step_up_redirect",
+            Self::InsufficientAuthentication(_) => "insufficient_user_authentication",
             Self::Forbidden { .. } => "forbidden",
             Self::Unavailable { .. } => "unavailable",
         }
@@ -371,8 +427,12 @@ impl Denial {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::LoginRedirect { .. } | Self::WelcomeRedirect { .. } => StatusCode::FOUND,
-            Self::Unauthenticated | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Self::LoginRedirect { .. }
+            | Self::WelcomeRedirect { .. }
+            | Self::StepUpRedirect { .. } => StatusCode::FOUND,
+            Self::Unauthenticated | Self::InvalidToken(_) | Self::InsufficientAuthentication(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::AccountDisabled
             | Self::Forbidden { .. }
             | Self::InsufficientScope(_)
@@ -384,7 +444,9 @@ impl Denial {
     pub fn render(&self) -> DenyResponse {
         let mut headers = vec![(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))];
         let body = match self {
-            Self::LoginRedirect { location } | Self::WelcomeRedirect { location } => {
+            Self::LoginRedirect { location }
+            | Self::WelcomeRedirect { location }
+            | Self::StepUpRedirect { location } => {
                 // Built from our own origin plus a percent-encoded rd: always a valid value.
                 if let Ok(value) = HeaderValue::from_str(location) {
                     headers.push((header::LOCATION, value));
@@ -419,6 +481,24 @@ impl Denial {
                     ]),
                 ));
                 json(&mut headers, "insufficient_scope")
+            }
+            Self::InsufficientAuthentication(missing) => {
+                // RFC 9470 §3: what the client must ask the authorization server for.
+                let description = format!("this resource needs {}", missing.describe());
+                let acr_values = missing.acr_values.join(" ");
+                let max_age = missing.max_age.map(|m| m.to_string());
+                let mut params = vec![
+                    ("error", "insufficient_user_authentication"),
+                    ("error_description", description.as_str()),
+                ];
+                if !acr_values.is_empty() {
+                    params.push(("acr_values", acr_values.as_str()));
+                }
+                if let Some(max_age) = &max_age {
+                    params.push(("max_age", max_age.as_str()));
+                }
+                headers.push((header::WWW_AUTHENTICATE, challenge(&params)));
+                json(&mut headers, "insufficient_user_authentication")
             }
             Self::UnknownSubject => json(&mut headers, "unknown_subject"),
             Self::AccountDisabled => json(&mut headers, "account_disabled"),
@@ -487,6 +567,7 @@ mod tests {
     use crate::config::RouteConfig;
     use crate::identity::{Identity, MintSlot, SignedIn};
     use crate::policy::{Policy, RequestHost};
+    use crate::strength::Authentication;
     use uuid::Uuid;
 
     const BROWSER: &str = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8";
@@ -509,6 +590,14 @@ mod tests {
                api = true"#,
             r#"path_prefix = "/app/"
                access = "authenticated""#,
+            r#"path_prefix = "/vault/"
+               access = "authenticated"
+               mfa = true"#,
+            r#"path_prefix = "/vault-api/"
+               access = "authenticated"
+               api = true
+               acr_values = ["urn:gold"]
+               max_auth_age_seconds = 300"#,
         ]
         .iter()
         .map(|t| toml::from_str(t).unwrap())
@@ -529,7 +618,18 @@ mod tests {
         }
     }
 
+    const NOW: i64 = 1_000_000;
+
     fn principal(enabled: bool, roles: &[&str], org: Option<Uuid>) -> Principal {
+        principal_with(enabled, roles, org, Authentication::default())
+    }
+
+    fn principal_with(
+        enabled: bool,
+        roles: &[&str],
+        org: Option<Uuid>,
+        auth: Authentication,
+    ) -> Principal {
         Principal {
             user: Arc::new(SignedIn::new(Identity {
                 user_id: Uuid::nil(),
@@ -542,7 +642,19 @@ mod tests {
             sid: "0123456789abcdef".into(),
             minted: Arc::new(MintSlot::default()),
             expires_at: i64::MAX,
+            auth: Arc::new(auth),
         }
+    }
+
+    fn authenticated(amr: &[&str], acr: Option<&str>, age: i64, org_requires_mfa: bool) -> Caller {
+        let auth = Authentication {
+            idp: Some("main".into()),
+            amr: amr.iter().map(|a| (*a).to_owned()).collect(),
+            acr: acr.map(String::from),
+            auth_time: Some(NOW - age),
+            org_requires_mfa,
+        };
+        Caller::session(SessionCaller::User(principal_with(true, &[], None, auth)))
     }
 
     fn user(enabled: bool, roles: &[&str]) -> Caller {
@@ -572,6 +684,13 @@ mod tests {
         let enabled = user(true, &[]);
         let admin = user(true, &["admin"]);
         let disabled = user(false, &["admin"]);
+        let pwd = authenticated(&["pwd"], Some("urn:silver"), 60, false);
+        let mfa = authenticated(&["mfa", "pwd"], Some("urn:gold"), 60, false);
+        let stale_gold = authenticated(&["mfa"], Some("urn:gold"), 301, false);
+        let org_mfa = authenticated(&["pwd"], None, 60, true);
+        let org_mfa_done = authenticated(&["mfa"], None, 60, true);
+        let step_up_mfa = "http://gw.test:10000/auth/login?rd=http%3A%2F%2Fgw.test%3A10000%2Fvault%2Fx&step_up=1&mfa=1";
+        let step_up_app = "http://gw.test:10000/auth/login?rd=http%3A%2F%2Fgw.test%3A10000%2Fapp%2Fpage%3Fq%3D1&step_up=1&mfa=1";
         #[rustfmt::skip]
         let cases: Vec<Row> = vec![
             // method, path, accept, caller, status, location, label
@@ -600,13 +719,26 @@ mod tests {
             ("GET", "/ADMIN/x", "*/*", &admin, 403, None, "forbidden"),
             ("GET", "/PUBLIC/x", "*/*", &anon, 403, None, "forbidden"),
             ("GET", "/BLOCKED/x", "*/*", &admin, 403, None, "forbidden"),
+            // Step-up: a route's MFA, acr and age rules, and an org that requires MFA.
+            ("GET", "/vault/x", BROWSER, &pwd, 302, Some(step_up_mfa), "step_up_redirect"),
+            ("GET", "/vault/x", "*/*", &pwd, 401, None, "insufficient_user_authentication"),
+            ("GET", "/vault/x", BROWSER, &mfa, 200, None, "allow"),
+            ("GET", "/vault/x", BROWSER, &disabled, 302, Some(welcome), "welcome_redirect"),
+            ("GET", "/vault-api/x", BROWSER, &pwd, 401, None, "insufficient_user_authentication"),
+            ("GET", "/vault-api/x", "*/*", &mfa, 200, None, "allow"),
+            ("GET", "/vault-api/x", "*/*", &stale_gold, 401, None, "insufficient_user_authentication"),
+            ("GET", "/app/page?q=1", BROWSER, &pwd, 200, None, "allow"),
+            ("GET", "/app/page?q=1", BROWSER, &org_mfa, 302, Some(step_up_app), "step_up_redirect"),
+            ("GET", "/api/x", "*/*", &org_mfa, 401, None, "insufficient_user_authentication"),
+            ("GET", "/app/page?q=1", BROWSER, &org_mfa_done, 200, None, "allow"),
+            ("GET", "/public/x", BROWSER, &org_mfa, 200, None, "allow"),
         ];
         for (method, path, accept, caller, status, location, label) in cases {
             let req = request(method, path, accept);
             let normalized = crate::policy::normalize(path).unwrap();
             let host = RequestHost::parse(&req.host).unwrap();
             let matches = p.find(method, &host, &normalized);
-            let decision = decide_matches(&req, matches, caller, &urls());
+            let decision = decide_matches(&req, matches, caller, &urls(), NOW);
             let what = format!("{method} {path} accept={accept} caller={caller:?}");
             assert_eq!(decision.label(), label, "{what}");
             match &decision {
@@ -634,13 +766,13 @@ mod tests {
         let path = crate::policy::normalize("/admin/x").unwrap();
         let route = p.find("GET", &host, &path);
         assert!(matches!(
-            decide_matches(&req, route, &admin, &urls()),
+            decide_matches(&req, route, &admin, &urls(), NOW),
             Decision::Allow(Grant::User { .. })
         ));
         let path = crate::policy::normalize("/public/").unwrap();
         let route = p.find("GET", &host, &path);
         assert!(matches!(
-            decide_matches(&req, route, &admin, &urls()),
+            decide_matches(&req, route, &admin, &urls(), NOW),
             Decision::Allow(Grant::Public)
         ));
     }
@@ -677,7 +809,7 @@ mod tests {
             let host = RequestHost::parse("gw.test").unwrap();
             let normalized = crate::policy::normalize(path).unwrap();
             let matches = p.find("GET", &host, &normalized);
-            let decision = decide_matches(&req, matches, caller, &urls());
+            let decision = decide_matches(&req, matches, caller, &urls(), NOW);
             assert_eq!(decision.label(), label, "{path} {caller:?}");
         }
     }
@@ -892,7 +1024,7 @@ mod tests {
             let host = RequestHost::parse("gw.test").unwrap();
             let normalized = crate::policy::normalize(path).unwrap();
             let decision =
-                decide_matches(&req, p.find("GET", &host, &normalized), &caller, &urls());
+                decide_matches(&req, p.find("GET", &host, &normalized), &caller, &urls(), NOW);
             assert_eq!(decision.label(), label, "{path} {caller:?}");
             if let Decision::Deny(d) = &decision {
                 assert!(

@@ -126,7 +126,7 @@ impl Gate {
         let policy = self.policy.load_full();
         let matches = policy.find(&req.method, &host, &path);
         let caller = self.caller(req, &matches, now).await;
-        decide_matches(req, matches, &caller, &self.urls)
+        decide_matches(req, matches, &caller, &self.urls, now)
     }
 
     /// Looks at the credentials the matched routes accept, and only those.

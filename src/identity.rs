@@ -6,6 +6,7 @@ use http::{HeaderName, HeaderValue};
 use uuid::Uuid;
 
 use crate::bearer::VerifiedToken;
+use crate::strength::Authentication;
 
 /// Every header with this prefix is gatehouse's to set: inbound copies are always removed
 /// (see [`poses_as_identity_header`]).
@@ -98,6 +99,8 @@ pub struct Principal {
     /// When the credential ends (the session's absolute expiry, the bearer token's `exp`): a
     /// minted token never outlives it.
     pub expires_at: i64,
+    /// How the caller authenticated (for step-up rules).
+    pub auth: Arc<Authentication>,
 }
 
 /// The token minted for one session or bearer token, re-used until a third of its lifetime is

@@ -18,6 +18,8 @@
 //! | [`identity`] | who the caller is; the `x-gatehouse-*` headers |
 //! | [`email`] | email addresses in the one canonical form they are stored and compared in |
 //! | [`provisioning`] | what an IdP's word about an email may do (link, org placement): pure |
+//! | [`strength`] | how strongly a caller authenticated; step-up requirements: pure |
+//! | [`limits`] | per-address and per-account token buckets against floods and guessing |
 //! | [`gate`] | the check engine used by both edges |
 //! | [`session`] | opaque tokens, cookies, the session cache, revocation sync |
 //! | [`jwt`] | verifying other parties' JWTs: accepted algorithms, JWKS fetch and cache |
@@ -47,6 +49,7 @@ pub mod email;
 pub mod gate;
 pub mod identity;
 pub mod jwt;
+pub mod limits;
 pub mod metrics;
 pub mod pages;
 pub mod policy;
@@ -55,4 +58,5 @@ pub mod request;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod strength;
 pub mod tokens;

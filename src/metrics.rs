@@ -27,6 +27,8 @@ pub struct Metrics {
     cache_entries: IntGauge,
     logins: IntCounterVec,
     login_starts: IntCounterVec,
+    rate_limited: IntCounterVec,
+    backchannel_logouts: IntCounterVec,
     bearer_hits: IntCounter,
     bearer_misses: IntCounter,
     bearer_verifications: IntCounter,
@@ -111,6 +113,16 @@ impl Metrics {
             "Browser logins by IdP and outcome: success (at the callback) or a failure reason \
              (at the start or the callback).",
             &["idp", "outcome"],
+        );
+        let rate_limited = counter_vec(
+            "gatehouse_rate_limited_total",
+            "Requests refused with 429 because a limit's bucket was empty, by limit.",
+            &["limit"],
+        );
+        let backchannel_logouts = counter_vec(
+            "gatehouse_backchannel_logouts_total",
+            "Back-channel logout tokens received, by result (accepted, invalid, replayed, unavailable).",
+            &["result"],
         );
         let login_starts = counter_vec(
             "gatehouse_login_starts_total",
@@ -200,6 +212,8 @@ impl Metrics {
             Box::new(cache_entries.clone()),
             Box::new(logins.clone()),
             Box::new(login_starts.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(backchannel_logouts.clone()),
             Box::new(bearer.clone()),
             Box::new(bearer_verifications.clone()),
             Box::new(jwks.clone()),
@@ -238,6 +252,8 @@ impl Metrics {
             cache_entries,
             logins,
             login_starts,
+            rate_limited,
+            backchannel_logouts,
             bearer_hits: bearer.with_label_values(&["hit"]),
             bearer_misses: bearer.with_label_values(&["miss"]),
             bearer_verifications,
@@ -324,6 +340,14 @@ impl Metrics {
     }
 
     /// `idp` is a configured IdP name: a small fixed set.
+    pub fn record_rate_limited(&self, limit: &str) {
+        self.rate_limited.with_label_values(&[limit]).inc();
+    }
+
+    pub fn record_backchannel_logout(&self, result: &str) {
+        self.backchannel_logouts.with_label_values(&[result]).inc();
+    }
+
     pub fn record_login_start(&self, idp: &str) {
         self.login_starts.with_label_values(&[idp]).inc();
     }

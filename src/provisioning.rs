@@ -287,3 +287,57 @@ mod tests {
         );
     }
 }
+
+/// The local roles an IdP's claims grant (`[[idp]] role_claims`: claim → value → role). A
+/// claim may be a string or an array of strings; other values grant nothing. Sorted, no
+/// repeats.
+pub fn mapped_roles(
+    rules: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Vec<String> {
+    use serde_json::Value;
+    let mut roles: Vec<String> = rules
+        .iter()
+        .flat_map(|(claim, values)| {
+            let held: Vec<&str> = match claims.get(claim) {
+                Some(Value::String(one)) => vec![one.as_str()],
+                Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            held.into_iter()
+                .filter_map(|value| values.get(value).cloned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    roles.sort();
+    roles.dedup();
+    roles
+}
+
+#[cfg(test)]
+mod role_mapping_tests {
+    use super::mapped_roles;
+    use serde_json::json;
+
+    #[test]
+    fn claims_to_roles_table() {
+        let rules: std::collections::BTreeMap<_, _> = toml::from_str(
+            r#"groups = { engineering = "dev", admins = "admin", ops = "dev" }
+               department = { finance = "billing" }"#,
+        )
+        .unwrap();
+        let cases = [
+            (json!({"groups": ["engineering", "sales"]}), vec!["dev"]),
+            (json!({"groups": ["engineering", "ops", "admins"]}), vec!["admin", "dev"]),
+            (json!({"groups": "admins", "department": "finance"}), vec!["admin", "billing"]),
+            (json!({"groups": []}), vec![]),
+            (json!({"groups": [1, {"x": 1}], "department": 7}), vec![]),
+            (json!({"GROUPS": ["admins"], "groups": ["Admins"]}), vec![]),
+            (json!({}), vec![]),
+        ];
+        for (claims, want) in cases {
+            let claims = claims.as_object().unwrap().clone();
+            assert_eq!(mapped_roles(&rules, &claims), want, "{claims:?}");
+        }
+    }
+}

@@ -44,8 +44,10 @@ async fn logins_per_second(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let stack = DirectStack::start(backend).await;
     let config = format!(
-        "{}{}\n[provisioning]\nnew_users_enabled = true\n{}",
-        stack.config,
+        "{}{}\n{}",
+        stack
+            .config
+            .replace("open_signup = true", "open_signup = true\nnew_users_enabled = true"),
         support::op::idp_toml("main", &stack.op.issuer),
         support::ROUTES
     );

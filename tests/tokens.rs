@@ -80,6 +80,7 @@ async fn link_identity(stack: &Stack, issuer: &str, sub: &str, email: &str) {
             vouching,
             name: None,
             new_users_enabled: false,
+            may_create: true,
             ip: None,
             user_agent: None,
             now: now(),

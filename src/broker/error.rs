@@ -37,6 +37,12 @@ pub enum LoginError {
     Userinfo(String),
     #[error("{0}")]
     Provisioning(String),
+    /// A new user whose domain belongs to no org and no IdP, without `signup=1`.
+    #[error("no account for {0} (sign-up not requested)")]
+    NoAccount(String),
+    /// The IdP's answer did not show the strength this login asked for: what was missing.
+    #[error("the identity provider did not establish {0}")]
+    InsufficientAuthentication(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -58,6 +64,8 @@ impl LoginError {
             Self::IdToken(_) => "id_token_invalid",
             Self::Userinfo(_) => "userinfo_failed",
             Self::Provisioning(_) => "provisioning_refused",
+            Self::NoAccount(_) => "no_account",
+            Self::InsufficientAuthentication(_) => "insufficient_authentication",
             Self::Store(_) | Self::Session(_) => "internal_error",
         }
     }
@@ -74,7 +82,9 @@ impl LoginError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Provisioning(_) => StatusCode::FORBIDDEN,
+            Self::Provisioning(_) | Self::NoAccount(_) | Self::InsufficientAuthentication(_) => {
+                StatusCode::FORBIDDEN
+            }
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -105,6 +115,14 @@ impl LoginError {
             }
             // Provisioning messages are written for the user.
             Self::Provisioning(message) => message.clone(),
+            Self::NoAccount(email) => format!(
+                "There is no account for {email}. Ask your administrator for access, or use \
+                 your organization's sign-up link."
+            ),
+            Self::InsufficientAuthentication(missing) => format!(
+                "This page needs {missing}, and your identity provider did not confirm it. \
+                 You were not signed in again; your previous session is unchanged."
+            ),
             Self::Config(_) | Self::Store(_) | Self::Session(_) => {
                 "Sign-in is temporarily unavailable. Please try again in a moment.".into()
             }

@@ -168,6 +168,16 @@ impl Broker {
             return refuse(Refusal::NotSignedIn, params.json);
         }
         let impersonator = session.as_ref().map(|(_, p)| p.user.identity.user_id);
+        // Guessing at users (or hammering the check) is limited per impersonator.
+        if let Some(id) = impersonator
+            && let Err(refused) = self.limits.check(
+                crate::limits::Limit::ImpersonationsPerAccount,
+                &id.to_string(),
+                now,
+            )
+        {
+            return self.too_many(refused, !params.json, client, now).await;
+        }
         let target = match params.user.as_deref().map(str::trim) {
             Some(id) if !id.is_empty() => self.find_user(id).await,
             _ => None,

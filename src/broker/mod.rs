@@ -14,12 +14,14 @@
 //! form_post the cookie is `SameSite=None; Secure`, because the IdP's cross-site POST would not
 //! carry a Lax cookie.
 
+pub mod backchannel;
 pub mod error;
 pub mod impersonation;
 pub mod provider;
 pub mod realm;
 pub mod redirect;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,10 +41,12 @@ use crate::pages;
 use crate::provisioning::{self, EmailTrust, Vouching};
 use crate::session::cookie::{self, CookieSettings, TokenCookie};
 use crate::session::{OpaqueToken, SessionError, Sessions};
+use crate::limits::{Limit, Limits, Refusal};
 use crate::store::{
     Access, AuditEvent, AuditKind, NewLoginState, Outcome, PendingLoginCaps, ProvisionOutcome,
     ProvisionRequest, Store, StoreError,
 };
+use crate::strength::{Authentication, StepUp};
 pub use error::LoginError;
 use provider::{AuthorizeRequest, Provider};
 use realm::{IdpChoice, choose_idp};
@@ -51,6 +55,7 @@ use redirect::{RedirectPolicy, RedirectTarget};
 pub const LOGIN_PATH: &str = "/auth/login";
 pub const CALLBACK_PATH: &str = "/auth/callback";
 pub const LOGOUT_PATH: &str = "/auth/logout";
+pub const BACKCHANNEL_LOGOUT_PATH: &str = "/auth/backchannel-logout";
 
 /// What a broker endpoint answers.
 #[derive(Debug)]
@@ -69,6 +74,8 @@ pub enum Reply {
         body: serde_json::Value,
         cookies: Vec<String>,
     },
+    /// 429 with `Retry-After` (seconds): a page for browsers, else JSON.
+    TooManyRequests { retry_after: u64, html: bool },
 }
 
 /// Who is at the browser, for the audit trail.
@@ -90,6 +97,20 @@ pub struct LoginParams {
     pub rd: Option<String>,
     pub login_hint: Option<String>,
     pub idp: Option<String>,
+    /// `signup=1`: a new user from a domain no org or IdP lists may be provisioned.
+    pub signup: bool,
+    /// `step_up=1` (with `mfa`, `acr_values`, `max_age`): raise the current session.
+    pub step_up: Option<StepUp>,
+}
+
+/// What a login start asks of the IdP beyond the basics, and what the callback must check.
+#[derive(Debug, Default)]
+struct LoginAsk<'a> {
+    login_hint: Option<&'a str>,
+    org_params: Option<&'a BTreeMap<String, String>>,
+    step_up: Option<StepUp>,
+    signup: bool,
+    account: Option<String>,
 }
 
 /// `/auth/callback` parameters, from the query or the form_post body.
@@ -124,6 +145,7 @@ pub struct Broker {
     sampled_failures: moka::sync::Cache<String, ()>,
     provisioning: ProvisioningConfig,
     impersonation: ImpersonationConfig,
+    limits: Arc<Limits>,
     metrics: Arc<Metrics>,
 }
 
@@ -148,6 +170,7 @@ impl Broker {
         store: Store,
         sessions: Sessions,
         cookies: CookieSettings,
+        limits: Arc<Limits>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, LoginError> {
         let public_origin = settings.public_origin();
@@ -182,6 +205,7 @@ impl Broker {
             },
             provisioning: settings.provisioning.clone(),
             impersonation: settings.impersonation.clone(),
+            limits,
             metrics,
         })
     }
@@ -218,15 +242,46 @@ impl Broker {
     // === /auth/login ===
 
     pub async fn login(&self, params: LoginParams, headers: &HeaderMap, client: &Client) -> Reply {
+        let now = unix_now();
         let rd = self.redirects.target(params.rd.as_deref());
-        let hint = params
+        let mut hint = params
             .login_hint
             .as_deref()
             .map(str::trim)
-            .filter(|h| !h.is_empty() && h.len() <= 320);
+            .filter(|h| !h.is_empty() && h.len() <= 320)
+            .map(str::to_owned);
+        if let Some(refused) = self.login_start_refused(hint.as_deref(), client, now) {
+            return self.too_many(refused, true, client, now).await;
+        }
+        let mut idp = params.idp.clone();
+        let mut step_up = params.step_up.clone();
+        // A step-up raises the signed-in user's own session: same IdP, same account.
+        if step_up.is_some()
+            && let SessionCaller::User(p) = self.caller(headers).await
+        {
+            idp = idp.or_else(|| p.auth.idp.clone());
+            hint = Some(p.user.identity.email.clone());
+        }
+        let org = match (&idp, hint.as_deref().and_then(realm::hint_domain)) {
+            (None, Some(domain)) => match self.store.org_for_domain(&domain).await {
+                Ok(org) => org,
+                Err(e) => {
+                    // Discovery by config still works; the org's own IdP is skipped.
+                    tracing::warn!(error = %e, "org lookup for home-realm discovery failed");
+                    self.observe_store(&LoginError::Store(e), now);
+                    None
+                }
+            },
+            _ => None,
+        };
+        if org.as_ref().is_some_and(|o| o.require_mfa) {
+            // Ask for MFA now rather than after a first, weaker sign-in.
+            step_up.get_or_insert_with(StepUp::default).mfa = true;
+        }
         let providers = self.providers.load_full();
         let configs: Vec<_> = providers.iter().map(|p| p.config.clone()).collect();
-        let provider = match choose_idp(&configs, params.idp.as_deref(), hint) {
+        let org_idp = org.as_ref().and_then(|o| o.idp.as_deref());
+        let provider = match choose_idp(&configs, idp.as_deref(), org_idp, hint.as_deref()) {
             IdpChoice::Use(index) => &providers[index],
             IdpChoice::AskEmail { note } => {
                 return Reply::Page {
@@ -254,7 +309,18 @@ impl Broker {
                 };
             }
         };
-        match self.start_login(provider, &rd, hint, headers, client).await {
+        let org_params = org
+            .as_ref()
+            .filter(|o| o.idp.is_none() || o.idp.as_deref() == Some(provider.name()))
+            .map(|o| &o.idp_params);
+        let ask = LoginAsk {
+            login_hint: hint.as_deref(),
+            org_params,
+            step_up,
+            signup: params.signup,
+            account: hint.as_ref().map(|h| h.to_ascii_lowercase()),
+        };
+        match self.start_login(provider, &rd, ask, headers, client).await {
             Ok(reply) => reply,
             Err(e) => {
                 let now = unix_now();
@@ -271,11 +337,48 @@ impl Broker {
         }
     }
 
+    /// Whether this login start is over a limit (per client address, per account).
+    fn login_start_refused(
+        &self,
+        hint: Option<&str>,
+        client: &Client,
+        now: i64,
+    ) -> Option<Refusal> {
+        if let Some(ip) = client.ip
+            && let Err(refused) = self
+                .limits
+                .check(Limit::LoginStartsPerIp, &client_group(ip), now)
+        {
+            return Some(refused);
+        }
+        let account = hint?.to_ascii_lowercase();
+        self.limits
+            .check(Limit::LoginStartsPerAccount, &account, now)
+            .err()
+    }
+
+    /// 429, audited once per key and minute (every refusal is counted in the metric).
+    async fn too_many(&self, refused: Refusal, html: bool, client: &Client, now: i64) -> Reply {
+        if refused.first_in_window {
+            let event = client.audit(
+                AuditEvent::new(AuditKind::RateLimited, Outcome::Failure, now)
+                    .detail(format!("{} over its limit", refused.limit.name())),
+            );
+            if let Err(e) = self.store.record_audit(&event).await {
+                tracing::warn!(error = %e, "could not audit a rate limit");
+            }
+        }
+        Reply::TooManyRequests {
+            retry_after: refused.retry_after_seconds,
+            html,
+        }
+    }
+
     async fn start_login(
         &self,
         provider: &Provider,
         rd: &RedirectTarget,
-        login_hint: Option<&str>,
+        ask: LoginAsk<'_>,
         headers: &HeaderMap,
         client: &Client,
     ) -> Result<Reply, LoginError> {
@@ -294,9 +397,17 @@ impl Broker {
                 state: state.as_str(),
                 nonce: nonce.as_str(),
                 pkce_challenge,
-                login_hint,
+                login_hint: ask.login_hint,
+                org_params: ask.org_params,
+                step_up: ask.step_up.as_ref(),
             })
             .await?;
+        let step_up = ask
+            .step_up
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| LoginError::Config(format!("step-up: {e}")))?;
         let new_state = NewLoginState {
             state_hash: state.hash().to_hex(),
             binding_hash: binding.hash().to_hex(),
@@ -307,6 +418,9 @@ impl Broker {
             redirect_to: rd.as_str().to_owned(),
             created_at: now,
             expires_at: now + self.state_ttl,
+            signup: ask.signup,
+            step_up,
+            account: ask.account,
         };
         self.store
             .insert_login_state(&new_state, self.pending_caps)
@@ -347,6 +461,14 @@ impl Broker {
         client: &Client,
     ) -> Reply {
         let now = unix_now();
+        let group = client.ip.map(client_group);
+        if let Some(group) = &group
+            && let Some(refused) = self
+                .limits
+                .blocked_now(Limit::FailedCallbacksPerIp, group, now)
+        {
+            return self.too_many(refused, true, client, now).await;
+        }
         match self.finish_login(params, headers, client, now).await {
             Ok((location, session_cookie, idp)) => {
                 self.metrics.record_login(&idp, "success");
@@ -355,9 +477,30 @@ impl Broker {
                     cookies: vec![session_cookie],
                 }
             }
-            Err((e, idp)) => {
+            Err((e, FailedLogin { idp, account })) => {
                 self.metrics
                     .record_login(idp.as_deref().unwrap_or("unknown"), e.reason());
+                if let Some(group) = &group
+                    && !matches!(e, LoginError::Store(_) | LoginError::Session(_))
+                {
+                    self.limits
+                        .charge_failure(Limit::FailedCallbacksPerIp, group, now);
+                }
+                if let Some(account) = &account
+                    && self.limits.failed_sign_in(account, now)
+                {
+                    let event = client.audit(
+                        AuditEvent::new(AuditKind::SuspiciousLogin, Outcome::Failure, now)
+                            .detail(format!("repeated failed sign-ins for {account}")),
+                    );
+                    let event = AuditEvent {
+                        idp: idp.clone(),
+                        ..event
+                    };
+                    if let Err(err) = self.store.record_audit(&event).await {
+                        tracing::warn!(error = %err, "could not audit a suspicious login");
+                    }
+                }
                 self.observe_store(&e, now);
                 tracing::info!(reason = e.reason(), error = %e, "login failed");
                 // A callback that matches no login in progress costs a client one request:
@@ -375,16 +518,16 @@ impl Broker {
         }
     }
 
-    /// Returns the redirect target and the session cookie, or the error and the IdP (if the
-    /// state said which).
+    /// Returns the redirect target and the session cookie, or the error and what the login
+    /// state said (IdP, account).
     async fn finish_login(
         &self,
         params: CallbackParams,
         headers: &HeaderMap,
         client: &Client,
         now: i64,
-    ) -> Result<(String, String, String), (LoginError, Option<String>)> {
-        let no_idp = |e: LoginError| (e, None);
+    ) -> Result<(String, String, String), (LoginError, FailedLogin)> {
+        let no_idp = |e: LoginError| (e, FailedLogin::default());
         let state = params
             .state
             .as_deref()
@@ -411,8 +554,11 @@ impl Broker {
                 LoginError::StateInvalid("state unknown, expired or already used")
             }));
         };
-        let idp = Some(login.idp.clone());
-        let fail = |e: LoginError| (e, idp.clone());
+        let failed = FailedLogin {
+            idp: Some(login.idp.clone()),
+            account: login.account.clone(),
+        };
+        let fail = |e: LoginError| (e, failed.clone());
         let provider = self.provider(&login.idp).ok_or_else(|| {
             fail(LoginError::Config(format!(
                 "idp {:?} is no longer configured",
@@ -439,6 +585,40 @@ impl Broker {
             .finish(&code, &login.pkce_verifier, &login.nonce)
             .await
             .map_err(fail)?;
+        let fail = |e: LoginError| {
+            let account = failed
+                .account
+                .clone()
+                .or_else(|| identity.email.as_ref().map(|e| e.to_ascii_lowercase()));
+            (
+                e,
+                FailedLogin {
+                    account,
+                    ..failed.clone()
+                },
+            )
+        };
+        let mut facts = identity.login.clone();
+        facts.amr = provider.strength_of(&facts);
+        // A step-up login that did not establish what it asked for is refused, not looped.
+        if let Some(step_up) = login.step_up.as_deref() {
+            let step_up: StepUp = serde_json::from_str(step_up)
+                .map_err(|e| fail(LoginError::Config(format!("stored step-up: {e}"))))?;
+            let shown = Authentication {
+                idp: Some(provider.name().to_owned()),
+                amr: facts.amr.clone(),
+                acr: facts.acr.clone(),
+                // An IdP that omits auth_time authenticated just now, if at all: a
+                // max_age it was sent cannot be checked, so it counts as unmet.
+                auth_time: facts.auth_time,
+                org_requires_mfa: false,
+            };
+            if let Some(missing) = step_up.unmet(&shown, now) {
+                return Err(fail(LoginError::InsufficientAuthentication(
+                    missing.describe(),
+                )));
+            }
+        }
 
         let email = identity
             .email
@@ -456,6 +636,13 @@ impl Broker {
             ),
             None => Vouching::nothing(),
         };
+        let may_create = match &email {
+            Some(email) => self
+                .may_sign_up(email, login.signup)
+                .await
+                .map_err(|e| fail(e.into()))?,
+            None => true, // refused by provisioning: a first sign-in needs an email
+        };
         let outcome = self
             .store
             .provision(&ProvisionRequest {
@@ -467,6 +654,7 @@ impl Broker {
                 vouching,
                 name: identity.name.clone(),
                 new_users_enabled: self.provisioning.new_users_enabled,
+                may_create,
                 ip: client.ip.map(|ip| ip.to_string()),
                 user_agent: client.user_agent.clone(),
                 now,
@@ -477,20 +665,32 @@ impl Broker {
                     StoreError::Conflict(message) | StoreError::Invalid(message) => {
                         LoginError::Provisioning(message)
                     }
+                    StoreError::NotFound(_) => LoginError::NoAccount(
+                        identity.email.clone().unwrap_or_default().to_ascii_lowercase(),
+                    ),
                     other => other.into(),
                 })
             })?;
         let user = outcome.user();
+        if !provider.config.role_claims.is_empty() {
+            let roles = provisioning::mapped_roles(&provider.config.role_claims, &identity.role_claims);
+            self.store
+                .set_idp_roles(user.id, provider.name(), &roles, now)
+                .await
+                .map_err(|e| fail(e.into()))?;
+        }
         let token = self
             .sessions
             .create(
                 user.id,
                 Some(provider.name().to_owned()),
                 Some(id_token),
+                facts,
                 now,
             )
             .await
             .map_err(|e| fail(e.into()))?;
+        self.end_replaced_session(headers, client, now).await;
         let how = match &outcome {
             ProvisionOutcome::Existing(_) => "returning user",
             ProvisionOutcome::Linked(_) => "identity linked to existing user",
@@ -512,6 +712,46 @@ impl Broker {
             self.cookies.session(&token),
             provider.name().to_owned(),
         ))
+    }
+
+    /// Whether a sign-in may create a new user for `email`: always with
+    /// `provisioning.open_signup` or `signup=1`, else only when an org or an `[[idp]]` lists
+    /// its exact domain.
+    async fn may_sign_up(&self, email: &Email, signup: bool) -> Result<bool, StoreError> {
+        if self.provisioning.open_signup || signup {
+            return Ok(true);
+        }
+        let Some((_, domain)) = email.as_str().rsplit_once('@') else {
+            return Ok(false);
+        };
+        let listed = self.providers.load().iter().any(|p| {
+            p.config
+                .domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(domain))
+        });
+        Ok(listed || self.store.org_for_domain(domain).await?.is_some())
+    }
+
+    /// A sign-in replaces the session this browser had (a step-up keeps the user and gets a
+    /// new session id): the old one ends now, on every replica.
+    async fn end_replaced_session(&self, headers: &HeaderMap, client: &Client, now: i64) {
+        let TokenCookie::Present(old) = cookie::find(headers, &self.cookies.session_name) else {
+            return;
+        };
+        let hash = old.hash();
+        let event = client.audit(
+            AuditEvent::new(AuditKind::SessionRevoked, Outcome::Success, now)
+                .detail("replaced by a new sign-in"),
+        );
+        match self
+            .store
+            .revoke_session(&hash.to_hex(), Some(&event), now)
+            .await
+        {
+            Ok(_) => self.sessions.forget(&hash),
+            Err(e) => tracing::warn!(error = %e, "could not end the session a sign-in replaced"),
+        }
     }
 
     async fn record_failure(&self, e: &LoginError, idp: Option<&str>, client: &Client, now: i64) {
@@ -677,6 +917,14 @@ impl Broker {
     pub fn welcome_path(&self) -> &str {
         &self.welcome_path
     }
+}
+
+/// What a failed callback is known to have been about.
+#[derive(Debug, Clone, Default)]
+struct FailedLogin {
+    idp: Option<String>,
+    /// The account (email, lower-cased), for counting repeated failures.
+    account: Option<String>,
 }
 
 /// The unit a client's per-address limits apply to: its IPv4 address, or its IPv6 /64 (one

@@ -11,6 +11,7 @@
 //! ext_authz from serving. Keys come only from the issuer's JWKS; a token signed with a `kid`
 //! we do not know triggers one JWKS refetch, at most once a minute.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -20,7 +21,7 @@ use oauth2::basic::{
     BasicTokenType,
 };
 use oauth2::{ExtraTokenFields, StandardRevocableToken, StandardTokenResponse};
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreIdToken};
+use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreIdToken};
 use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
     EndpointSet, IssuerUrl, LoginHint, LogoutRequest, Nonce, OAuth2TokenResponse,
@@ -38,6 +39,8 @@ use crate::config::{IdpConfig, ResponseMode};
 use crate::jwt::jwks::read_capped;
 use crate::jwt::{self, Expect, JwksCache, JwtError, KeySet};
 use crate::provisioning::EmailTrust;
+use crate::store::LoginFacts;
+use crate::strength::{MFA_AMR, StepUp};
 
 type OidcClient = CoreClient<
     EndpointSet,
@@ -97,6 +100,11 @@ pub struct VerifiedIdentity {
     /// `Some(true)` only for the JSON boolean `true`.
     pub email_verified: Option<bool>,
     pub name: Option<String>,
+    /// `amr`, `acr`, `auth_time` and `sid` from the ID token (never from userinfo: they speak
+    /// about this login).
+    pub login: LoginFacts,
+    /// The claims `[[idp]] role_claims` names, from the ID token or else from userinfo.
+    pub role_claims: serde_json::Map<String, Value>,
 }
 
 pub struct Provider {
@@ -129,6 +137,10 @@ pub struct AuthorizeRequest<'a> {
     pub nonce: &'a str,
     pub pkce_challenge: PkceCodeChallenge,
     pub login_hint: Option<&'a str>,
+    /// The org's extra parameters (its SSO `connection`, …), over the IdP's own.
+    pub org_params: Option<&'a BTreeMap<String, String>>,
+    /// A step-up: what the IdP must establish this time.
+    pub step_up: Option<&'a StepUp>,
 }
 
 impl Provider {
@@ -294,11 +306,49 @@ impl Provider {
         if let Some(hint) = req.login_hint {
             auth = auth.set_login_hint(LoginHint::new(hint.to_owned()));
         }
-        for (key, value) in &self.config.extra_params {
-            auth = auth.add_extra_param(key.clone(), value.clone());
+        let mut params = self.config.extra_params.clone();
+        if let Some(org) = req.org_params {
+            params.extend(org.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        for (key, value) in params {
+            auth = auth.add_extra_param(key, value);
+        }
+        if let Some(step_up) = req.step_up {
+            let mut acr_values = step_up.acr_values.clone();
+            if step_up.mfa {
+                acr_values.extend(self.config.mfa_acr_values.iter().cloned());
+            }
+            if !acr_values.is_empty() {
+                auth = auth.add_extra_param("acr_values", acr_values.join(" "));
+            }
+            if let Some(max_age) = step_up.max_age {
+                auth = auth.add_extra_param("max_age", max_age.to_string());
+            }
+            // An IdP treats acr_values as a wish and may answer from its existing session
+            // without asking again: make it authenticate now.
+            if step_up.mfa || !step_up.acr_values.is_empty() {
+                auth = auth.add_prompt(CoreAuthPrompt::Login);
+            }
         }
         let (url, _, _) = auth.url();
         Ok(url)
+    }
+
+    /// The strength this IdP's answer shows: its `amr`, plus `mfa` when its `acr` is one of
+    /// the IdP's `mfa_acr_values`.
+    pub fn strength_of(&self, login: &LoginFacts) -> Vec<String> {
+        let mut amr = login.amr.clone();
+        if login
+            .acr
+            .as_ref()
+            .is_some_and(|acr| self.config.mfa_acr_values.contains(acr))
+            && !amr.iter().any(|m| m == MFA_AMR)
+        {
+            amr.push(MFA_AMR.to_owned());
+        }
+        amr.sort();
+        amr.dedup();
+        amr
     }
 
     /// Exchanges the code (with the PKCE verifier) and validates the ID token against `nonce`.
@@ -346,11 +396,16 @@ impl Provider {
             other => other,
         }
         .map_err(|e| LoginError::IdToken(e.to_string()))?;
-        let mut identity = claims.into_identity();
+        let mut identity = claims.into_identity(self.config.role_claims.keys());
+        let role_claims_missing = self
+            .config
+            .role_claims
+            .keys()
+            .any(|claim| !identity.role_claims.contains_key(claim));
         // Many IdPs leave these out of the ID token and serve them from userinfo. When the
         // token has the email, a userinfo failure is not fatal: the email just counts as
         // unverified (some IdPs, Entra ID among them, never send `email_verified`).
-        if identity.email.is_none() || identity.email_verified.is_none() {
+        if identity.email.is_none() || identity.email_verified.is_none() || role_claims_missing {
             let access_token = response.access_token().secret();
             if let Err(e) = self.fill_from_userinfo(&mut identity, access_token).await {
                 if identity.email.is_none() {
@@ -396,7 +451,54 @@ impl Provider {
             .map_err(LoginError::Userinfo)?;
         let body: Value = serde_json::from_slice(&body)
             .map_err(|e| LoginError::Userinfo(format!("not JSON: {e}")))?;
-        merge_userinfo(identity, &body)
+        merge_userinfo(identity, &body)?;
+        for claim in self.config.role_claims.keys() {
+            if !identity.role_claims.contains_key(claim)
+                && let Some(value) = body.get(claim)
+            {
+                identity.role_claims.insert(claim.clone(), value.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Verifies a back-channel logout token from this IdP (OIDC Back-Channel Logout 1.0 §2.6):
+    /// signed by a key from its JWKS, `iss` exact, `aud` this client, `iat`, `exp`, a
+    /// `jti`, the back-channel logout event, `sub` or `sid`, and no `nonce` (so an ID token
+    /// cannot pass for one). Replay (`jti`) is the caller's to check.
+    pub async fn verify_logout_token(&self, token: &str) -> Result<LogoutClaims, LogoutError> {
+        let d = self.discovered().await.map_err(|e| LogoutError::Unavailable(e.to_string()))?;
+        let keys = d
+            .jwks
+            .keys()
+            .await
+            .map_err(|e| LogoutError::Unavailable(e.to_string()))?;
+        let audiences = [self.config.client_id.clone()];
+        let expect = Expect {
+            issuer: &self.config.issuer,
+            audiences: Some(&audiences),
+            leeway_seconds: EXP_LEEWAY_SECONDS,
+        };
+        let verified = match jwt::verify::<LogoutClaims>(token, &keys, &expect) {
+            Err(JwtError::UnknownKey(_)) => {
+                let refreshed = d
+                    .jwks
+                    .refetch_for_unknown_key(&keys)
+                    .await
+                    .map_err(|e| LogoutError::Unavailable(e.to_string()))?;
+                jwt::verify::<LogoutClaims>(token, &refreshed, &expect)
+            }
+            other => other,
+        }
+        .map_err(|e| LogoutError::Invalid(e.to_string()))?;
+        if let Some(typ) = &verified.header_typ
+            && !typ.eq_ignore_ascii_case("logout+jwt")
+            && !typ.eq_ignore_ascii_case("JWT")
+        {
+            return Err(LogoutError::Invalid(format!("typ {typ:?} is not logout+jwt")));
+        }
+        verified.claims.check()?;
+        Ok(verified.claims)
     }
 
     /// Where to send the browser to end the IdP session too, when configured and supported.
@@ -421,6 +523,72 @@ impl Provider {
             request = request.set_post_logout_redirect_uri(redirect);
         }
         Some(request.http_get_url())
+    }
+}
+
+/// The back-channel logout event's identifier (the key in `events`).
+pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// Why a logout token was not acted on.
+#[derive(Debug, thiserror::Error)]
+pub enum LogoutError {
+    #[error("invalid logout token: {0}")]
+    Invalid(String),
+    #[error("logout token already used (jti replay)")]
+    Replayed,
+    #[error("cannot verify the logout token now: {0}")]
+    Unavailable(String),
+}
+
+/// The claims of a back-channel logout token. Signature, `iss`, `aud` and `exp` are checked
+/// by the JWT layer; [`LogoutClaims::check`] does the rest.
+#[derive(Debug, Deserialize)]
+pub struct LogoutClaims {
+    pub iss: String,
+    #[serde(default)]
+    pub sub: Option<String>,
+    #[serde(default)]
+    pub sid: Option<String>,
+    #[serde(default)]
+    iat: Option<serde_json::Number>,
+    pub exp: serde_json::Number,
+    #[serde(default)]
+    pub jti: Option<String>,
+    #[serde(default)]
+    events: Option<Value>,
+    #[serde(default)]
+    nonce: Option<Value>,
+}
+
+impl LogoutClaims {
+    fn check(&self) -> Result<(), LogoutError> {
+        let invalid = |m: &str| Err(LogoutError::Invalid(m.to_owned()));
+        if self.nonce.is_some() {
+            return invalid("a logout token must not carry a nonce");
+        }
+        if self.iat.is_none() {
+            return invalid("the iat claim is missing");
+        }
+        if self.jti.as_deref().is_none_or(str::is_empty) {
+            return invalid("the jti claim is missing");
+        }
+        let event_ok = self
+            .events
+            .as_ref()
+            .and_then(|e| e.get(BACKCHANNEL_LOGOUT_EVENT))
+            .is_some_and(Value::is_object);
+        if !event_ok {
+            return invalid("the events claim has no back-channel logout event");
+        }
+        if self.sub.is_none() && self.sid.is_none() {
+            return invalid("neither sub nor sid names what to log out");
+        }
+        Ok(())
+    }
+
+    /// Unix seconds, for keeping the `jti` until the token would expire anyway.
+    pub fn expires_at(&self) -> i64 {
+        self.exp.as_i64().unwrap_or(i64::MAX)
     }
 }
 
@@ -465,11 +633,50 @@ pub struct IdTokenClaims {
     email_verified: Option<Value>,
     #[serde(default)]
     name: Option<Value>,
+    #[serde(default)]
+    amr: Option<Value>,
+    #[serde(default)]
+    acr: Option<Value>,
+    /// Loose, like the profile claims: an odd type counts as absent.
+    #[serde(default)]
+    auth_time: Option<Value>,
+    #[serde(default)]
+    sid: Option<Value>,
+    /// Everything else, for `role_claims`.
+    #[serde(flatten)]
+    other: serde_json::Map<String, Value>,
 }
 
 impl IdTokenClaims {
-    pub fn into_identity(self) -> VerifiedIdentity {
+    /// The identity, keeping the claims named in `role_claims` (role mapping).
+    pub fn into_identity<'a>(
+        mut self,
+        role_claims: impl Iterator<Item = &'a String>,
+    ) -> VerifiedIdentity {
+        let mut amr: Vec<String> = match &self.amr {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect(),
+            Some(Value::String(one)) => vec![one.clone()],
+            _ => Vec::new(),
+        };
+        amr.sort();
+        amr.dedup();
+        let login = LoginFacts {
+            amr,
+            acr: self.acr.as_ref().and_then(Value::as_str).map(String::from),
+            auth_time: self.auth_time.as_ref().and_then(Value::as_i64),
+            idp_subject: Some(self.sub.clone()),
+            idp_sid: self.sid.as_ref().and_then(Value::as_str).map(String::from),
+        };
+        let role_claims = role_claims
+            .filter_map(|claim| self.other.remove(claim).map(|v| (claim.clone(), v)))
+            .collect();
         VerifiedIdentity {
+            login,
+            role_claims,
             issuer: self.iss,
             subject: self.sub,
             email: self
@@ -781,7 +988,7 @@ mod tests {
             );
             let identity = check(&token)
                 .unwrap_or_else(|e| panic!("{value}: {e}"))
-                .into_identity();
+                .into_identity(std::iter::empty());
             assert_eq!(identity.email_verified, want, "{value}");
             assert_eq!(identity.email.as_deref(), Some("alice@acme.test"));
         }
@@ -792,8 +999,41 @@ mod tests {
             Algorithm::RS256,
             Some("k1"),
         );
-        let identity = check(&token).unwrap().into_identity();
+        let identity = check(&token).unwrap().into_identity(std::iter::empty());
         assert_eq!((identity.email, identity.name), (None, None));
+    }
+
+    #[test]
+    fn login_facts_and_role_claims_come_from_the_id_token() {
+        let key = rsa_key(TRUSTED_PEM);
+        let token = signed(
+            &claims(json!({
+                "amr": ["pwd", "mfa", "pwd"], "acr": "urn:mfa", "auth_time": 1234,
+                "sid": "op-session", "groups": ["eng", "ops"], "department": "x",
+            })),
+            &key,
+            Algorithm::RS256,
+            Some("k1"),
+        );
+        let wanted = ["groups".to_owned(), "roles".to_owned()];
+        let identity = check(&token).unwrap().into_identity(wanted.iter());
+        assert_eq!(identity.login.amr, vec!["mfa", "pwd"]);
+        assert_eq!(identity.login.acr.as_deref(), Some("urn:mfa"));
+        assert_eq!(identity.login.auth_time, Some(1234));
+        assert_eq!(identity.login.idp_sid.as_deref(), Some("op-session"));
+        assert_eq!(identity.login.idp_subject.as_deref(), Some("alice"));
+        assert_eq!(identity.role_claims.len(), 1, "only named claims, only present ones");
+        assert_eq!(identity.role_claims["groups"], json!(["eng", "ops"]));
+        // A lone string amr counts; odd types are dropped.
+        let token = signed(
+            &claims(json!({"amr": "otp", "acr": 5, "auth_time": "soon"})),
+            &key,
+            Algorithm::RS256,
+            Some("k1"),
+        );
+        let identity = check(&token).unwrap().into_identity(std::iter::empty());
+        assert_eq!(identity.login.amr, vec!["otp"]);
+        assert_eq!((identity.login.acr, identity.login.auth_time), (None, None));
     }
 
     fn identity() -> VerifiedIdentity {
@@ -803,6 +1043,8 @@ mod tests {
             email: None,
             email_verified: None,
             name: None,
+            login: LoginFacts::default(),
+            role_claims: serde_json::Map::new(),
         }
     }
 

@@ -16,11 +16,18 @@ pub enum IdpChoice {
 
 /// Picks the IdP for a login:
 /// 1. `idp=` names one;
-/// 2. else a `login_hint` email whose exact domain an IdP lists;
-/// 3. else the only IdP;
-/// 4. else, for a hint with an unlisted domain, the one IdP that lists no domains (a default);
-/// 5. else ask for the email.
-pub fn choose_idp(idps: &[IdpConfig], idp: Option<&str>, login_hint: Option<&str>) -> IdpChoice {
+/// 2. else the IdP of the org that owns the hint's exact domain (`org_idp`, stored per org),
+///    when it is configured;
+/// 3. else a `login_hint` email whose exact domain an IdP lists;
+/// 4. else the only IdP;
+/// 5. else, for a hint with an unlisted domain, the one IdP that lists no domains (a default);
+/// 6. else ask for the email.
+pub fn choose_idp(
+    idps: &[IdpConfig],
+    idp: Option<&str>,
+    org_idp: Option<&str>,
+    login_hint: Option<&str>,
+) -> IdpChoice {
     if idps.is_empty() {
         return IdpChoice::NoneConfigured;
     }
@@ -29,6 +36,9 @@ pub fn choose_idp(idps: &[IdpConfig], idp: Option<&str>, login_hint: Option<&str
             Some(index) => IdpChoice::Use(index),
             None => IdpChoice::Unknown(name.to_owned()),
         };
+    }
+    if let Some(index) = org_idp.and_then(|name| idps.iter().position(|i| i.name == name)) {
+        return IdpChoice::Use(index);
     }
     let domain = login_hint.and_then(hint_domain);
     if let Some(domain) = &domain
@@ -57,7 +67,7 @@ pub fn choose_idp(idps: &[IdpConfig], idp: Option<&str>, login_hint: Option<&str
 }
 
 /// The exact domain of an email-shaped hint (one `@`, both sides non-empty).
-fn hint_domain(hint: &str) -> Option<String> {
+pub fn hint_domain(hint: &str) -> Option<String> {
     let (local, domain) = hint.trim().split_once('@')?;
     (!local.is_empty() && !domain.is_empty() && !domain.contains('@'))
         .then(|| domain.to_ascii_lowercase())
@@ -74,8 +84,14 @@ mod tests {
         .unwrap()
     }
 
-    /// configured IdPs, `idp=`, `login_hint`, expected choice
-    type Row<'a> = (&'a [IdpConfig], Option<&'a str>, Option<&'a str>, IdpChoice);
+    /// configured IdPs, `idp=`, the org's IdP, `login_hint`, expected choice
+    type Row<'a> = (
+        &'a [IdpConfig],
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        IdpChoice,
+    );
 
     #[test]
     fn choice_table() {
@@ -87,42 +103,50 @@ mod tests {
         let one = vec![idp("only", &["acme.test"])];
         let ask = IdpChoice::AskEmail { note: None };
         let cases: Vec<Row> = vec![
-            (&[], None, None, IdpChoice::NoneConfigured),
-            (&two, Some("globex"), None, IdpChoice::Use(1)),
-            (&two, Some("globex"), Some("a@acme.test"), IdpChoice::Use(1)),
-            (&two, Some("nope"), None, IdpChoice::Unknown("nope".into())),
-            (&two, None, Some("carol@globex.test"), IdpChoice::Use(1)),
-            (&two, None, Some("Carol@GLOBEX.example"), IdpChoice::Use(1)),
-            (&two, None, Some("alice@acme.test"), IdpChoice::Use(0)),
+            (&[], None, None, None, IdpChoice::NoneConfigured),
+            (&two, Some("globex"), None, None, IdpChoice::Use(1)),
+            (&two, Some("globex"), None, Some("a@acme.test"), IdpChoice::Use(1)),
+            (&two, Some("nope"), None, None, IdpChoice::Unknown("nope".into())),
+            (&two, None, None, Some("carol@globex.test"), IdpChoice::Use(1)),
+            (&two, None, None, Some("Carol@GLOBEX.example"), IdpChoice::Use(1)),
+            (&two, None, None, Some("alice@acme.test"), IdpChoice::Use(0)),
             // exact domain only, no suffix match
             (
                 &two,
+                None,
                 None,
                 Some("x@sub.acme.test"),
                 IdpChoice::AskEmail {
                     note: Some("There is no sign-in configured for sub.acme.test.".into()),
                 },
             ),
-            (&two, None, Some("a@b@acme.test"), ask.clone()),
-            (&two, None, Some("not-an-email"), ask.clone()),
-            (&two, None, None, ask.clone()),
-            (&two, Some(""), None, ask.clone()),
-            (&one, None, None, IdpChoice::Use(0)),
-            (&one, None, Some("x@elsewhere.test"), IdpChoice::Use(0)),
+            (&two, None, None, Some("a@b@acme.test"), ask.clone()),
+            (&two, None, None, Some("not-an-email"), ask.clone()),
+            (&two, None, None, None, ask.clone()),
+            (&two, Some(""), None, None, ask.clone()),
+            (&one, None, None, None, IdpChoice::Use(0)),
+            (&one, None, None, Some("x@elsewhere.test"), IdpChoice::Use(0)),
             (
                 &with_default,
+                None,
                 None,
                 Some("x@elsewhere.test"),
                 IdpChoice::Use(1),
             ),
-            (&with_default, None, Some("x@acme.test"), IdpChoice::Use(0)),
-            (&with_default, None, None, ask.clone()),
+            (&with_default, None, None, Some("x@acme.test"), IdpChoice::Use(0)),
+            (&with_default, None, None, None, ask.clone()),
+            // The org's own IdP wins over domain lists, loses to idp=, and an unknown one
+            // falls back to discovery.
+            (&two, None, Some("globex"), Some("x@acme.test"), IdpChoice::Use(1)),
+            (&two, Some("acme"), Some("globex"), Some("x@acme.test"), IdpChoice::Use(0)),
+            (&two, None, Some("gone"), Some("x@acme.test"), IdpChoice::Use(0)),
+            (&with_default, None, Some("acme"), Some("x@elsewhere.test"), IdpChoice::Use(0)),
         ];
-        for (idps, name, hint, want) in cases {
+        for (idps, name, org, hint, want) in cases {
             assert_eq!(
-                choose_idp(idps, name, hint),
+                choose_idp(idps, name, org, hint),
                 want,
-                "idp={name:?} hint={hint:?}"
+                "idp={name:?} org={org:?} hint={hint:?}"
             );
         }
     }

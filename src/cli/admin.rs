@@ -12,7 +12,7 @@ use super::{AuditArgs, CliError, Command, KeysCommand, OrgCommand, SessionComman
 use crate::admin::{Admin, AdminError, AuditQuery, UserDetail, rfc3339};
 use crate::clock::unix_now;
 use crate::config::Settings;
-use crate::store::Store;
+use crate::store::{OrgSignInChange, Store};
 
 pub async fn run(settings: Settings, command: Command) -> Result<(), CliError> {
     let store = Store::connect(&settings.database.url, 2).await?;
@@ -50,16 +50,56 @@ pub async fn run(settings: Settings, command: Command) -> Result<(), CliError> {
             );
             false
         }
+        Command::Org(OrgCommand::Set {
+            org,
+            idp,
+            params,
+            clear_params,
+            require_mfa,
+            no_require_mfa,
+            auto_enable,
+            no_auto_enable,
+        }) => {
+            let flag = |on: bool, off: bool| match (on, off) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            };
+            let change = OrgSignInChange {
+                idp,
+                idp_params: match (clear_params, params.is_empty()) {
+                    (true, _) => Some(Default::default()),
+                    (false, false) => Some(params.into_iter().collect()),
+                    (false, true) => None,
+                },
+                require_mfa: flag(require_mfa, no_require_mfa),
+                auto_enable: flag(auto_enable, no_auto_enable),
+            };
+            let org = admin.set_org_signin(&org, &change, now).await?;
+            println!(
+                "org {:?}: idp={} params={:?} require_mfa={} auto_enable={}",
+                org.name,
+                org.idp.as_deref().unwrap_or("(discovery)"),
+                org.idp_params,
+                org.require_mfa,
+                org.auto_enable
+            );
+            // Sessions of its users may now need MFA: replicas drop their caches.
+            true
+        }
         Command::Org(OrgCommand::List) => {
             println!(
-                "{:<36}  {:<11}  {:<24}  DOMAINS",
-                "ID", "AUTO-ENABLE", "NAME"
+                "{:<36}  {:<11}  {:<3}  {:<12}  {:<24}  DOMAINS",
+                "ID", "AUTO-ENABLE", "MFA", "IDP", "NAME"
             );
+            let yes_no = |b: bool| if b { "yes" } else { "no" };
             for org in admin.list_orgs().await? {
                 println!(
-                    "{:<36}  {:<11}  {:<24}  {}",
+                    "{:<36}  {:<11}  {:<3}  {:<12}  {:<24}  {}",
                     org.id,
-                    if org.auto_enable { "yes" } else { "no" },
+                    yes_no(org.auto_enable),
+                    yes_no(org.require_mfa),
+                    org.idp.as_deref().unwrap_or("-"),
                     org.name,
                     org.domains.join(",")
                 );

@@ -81,6 +81,39 @@ pub enum OrgCommand {
     },
     /// List the organizations and their domains.
     List,
+    /// Change how an org's users sign in: its IdP and authorize parameters, MFA, enabling.
+    Set {
+        /// The org's name or id.
+        org: String,
+        /// The `[[idp]]` its users sign in with; "" goes back to discovery by domain.
+        #[arg(long)]
+        idp: Option<String>,
+        /// An authorize parameter for its logins, `KEY=VALUE` (repeatable; replaces the set).
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// Remove every authorize parameter.
+        #[arg(long, conflicts_with = "params")]
+        clear_params: bool,
+        /// Require MFA of its users on every route.
+        #[arg(long, overrides_with = "no_require_mfa")]
+        require_mfa: bool,
+        #[arg(long)]
+        no_require_mfa: bool,
+        /// Enable its new users without an admin.
+        #[arg(long, overrides_with = "no_auto_enable")]
+        auto_enable: bool,
+        #[arg(long)]
+        no_auto_enable: bool,
+    },
+}
+
+fn parse_param(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("{raw:?} is not KEY=VALUE")),
+    }
 }
 
 /// Commands name a user by email or by id (UUID).

@@ -18,6 +18,7 @@ use std::borrow::Cow;
 use regex::{Regex, RegexBuilder};
 
 use crate::config::{Access, BearerConfig, RouteConfig};
+use crate::strength::StepUp;
 pub use host::{HostError, RequestHost};
 pub use path::{NormalizedPath, PathError, normalize};
 use regexes::{RegexHits, RegexIndex};
@@ -65,6 +66,8 @@ pub struct Route {
     pub session: bool,
     /// The path must name the caller's own org.
     pub tenant: Option<TenantRule>,
+    /// How strongly the caller must have authenticated (empty: any way).
+    pub step_up: StepUp,
 }
 
 /// `org_param`: a `path_regex` capture that must be the caller's org id.
@@ -395,11 +398,29 @@ impl Route {
                 })
             }
         };
+        let step_up = StepUp {
+            mfa: c.mfa,
+            acr_values: c.acr_values.clone(),
+            max_age: c.max_auth_age_seconds,
+        };
+        if !step_up.is_empty() && c.access != Access::Authenticated {
+            return Err(err(
+                "mfa",
+                "mfa, acr_values and max_auth_age_seconds only apply to access = \"authenticated\"".to_owned(),
+            ));
+        }
+        if c.acr_values.iter().any(|v| v.is_empty() || v.contains(' ')) {
+            return Err(err(
+                "acr_values",
+                "values must be non-empty and contain no space".to_owned(),
+            ));
+        }
         Ok(Self {
             index,
             host,
             path,
             methods,
+            step_up,
             access: c.access,
             roles: c.roles.clone(),
             api: c.api,

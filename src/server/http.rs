@@ -14,8 +14,10 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use super::{AppState, forward_auth};
 use crate::broker::impersonation::{IMPERSONATE_PATH, ImpersonateParams, STOP_PATH};
 use crate::broker::{
-    CALLBACK_PATH, CallbackParams, Client, LOGIN_PATH, LOGOUT_PATH, LoginParams, Reply,
+    BACKCHANNEL_LOGOUT_PATH, CALLBACK_PATH, CallbackParams, Client, LOGIN_PATH, LOGOUT_PATH,
+    LoginParams, Reply,
 };
+use crate::strength::StepUp;
 
 pub fn router(state: AppState) -> Router {
     let welcome = state.broker.welcome_path().to_owned();
@@ -28,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .route(LOGIN_PATH, get(login))
         .route(CALLBACK_PATH, get(callback_query).post(callback_form_post))
         .route(LOGOUT_PATH, get(logout).post(logout))
+        .route(BACKCHANNEL_LOGOUT_PATH, post(backchannel_logout))
         .route("/auth/userinfo", get(userinfo))
         .route(IMPERSONATE_PATH, get(impersonate_page).post(impersonate))
         .route(STOP_PATH, post(stop_impersonating))
@@ -80,10 +83,21 @@ async fn login(
     headers: HeaderMap,
 ) -> Response {
     let (mut params, _) = unique_params(query.unwrap_or_default().as_bytes());
+    let flag = |value: Option<String>| value.is_some_and(|v| v == "1" || v == "true");
+    let step_up = flag(params.remove("step_up")).then(|| StepUp {
+        mfa: flag(params.remove("mfa")),
+        acr_values: params
+            .remove("acr_values")
+            .map(|v| v.split_whitespace().take(10).map(String::from).collect())
+            .unwrap_or_default(),
+        max_age: params.remove("max_age").and_then(|v| v.parse().ok()),
+    });
     let params = LoginParams {
         rd: params.remove("rd"),
         login_hint: params.remove("login_hint"),
         idp: params.remove("idp"),
+        signup: flag(params.remove("signup")),
+        step_up: step_up.filter(|s| !s.is_empty()),
     };
     let client = client(&state, peer, &headers);
     respond(state.broker.login(params, &headers, &client).await)
@@ -135,6 +149,24 @@ async fn logout(
     let client = client(&state, peer, &headers);
     let rd = params.get("rd").map(String::as_str);
     respond(state.broker.logout(rd, &headers, &client).await)
+}
+
+/// OIDC Back-Channel Logout: the IdP POSTs `logout_token` (form-encoded).
+async fn backchannel_logout(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (mut params, _) = unique_params(&body);
+    let client = client(&state, peer, &headers);
+    let token = params.remove("logout_token");
+    respond(
+        state
+            .broker
+            .backchannel_logout(token.as_deref(), &client)
+            .await,
+    )
 }
 
 async fn impersonate_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -271,6 +303,28 @@ fn respond(reply: Reply) -> Response {
             body,
             cookies,
         } => ((status, axum::Json(body)).into_response(), cookies),
+        Reply::TooManyRequests { retry_after, html } => {
+            let mut r = if html {
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    axum::response::Html(crate::pages::message_page(
+                        "Too many attempts",
+                        &format!("Please wait {retry_after} seconds and try again."),
+                        None,
+                    )),
+                )
+                    .into_response()
+            } else {
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    axum::Json(serde_json::json!({ "error": "too_many_requests" })),
+                )
+                    .into_response()
+            };
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            (r, Vec::new())
+        }
     };
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -26,6 +26,7 @@ use crate::clock::unix_now;
 use crate::config::Settings;
 use crate::decision::LoginUrls;
 use crate::gate::Gate;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::session::cookie::CookieSettings;
 use crate::session::revocations::RevocationSync;
@@ -71,6 +72,8 @@ pub struct AppState {
     pub cookies: CookieSettings,
     /// Who may use `/admin/v1/*` and `/admin/audit`.
     pub admin_auth: Arc<admin::AdminAuth>,
+    /// Brute-force and flood limits (per replica).
+    pub limits: Arc<Limits>,
     /// False once shutdown begins, so `/readyz` sends traffic elsewhere.
     pub ready: Arc<AtomicBool>,
 }
@@ -142,11 +145,13 @@ impl Server {
             bearer.clone(),
             metrics.clone(),
         );
+        let limits = Arc::new(Limits::new(&settings.limits, metrics.clone()));
         let broker = Arc::new(Broker::new(
             &settings,
             store.clone(),
             sessions.clone(),
             cookies.clone(),
+            limits.clone(),
             metrics.clone(),
         )?);
         let grpc = bind("gRPC", settings.server.grpc_listen).await?;
@@ -165,6 +170,7 @@ impl Server {
             minter,
             cookies,
             admin_auth,
+            limits,
             ready: Arc::new(AtomicBool::new(true)),
         };
         Ok(Self {
@@ -219,6 +225,7 @@ impl Server {
             settings.audit.retention_days,
         ));
         tokio::spawn(probe_while_down(state.store.clone()));
+        tokio::spawn(state.limits.clone().keep_pruned());
         tokio::spawn(
             state
                 .bearer

@@ -21,7 +21,10 @@ use uuid::Uuid;
 use crate::config::SessionConfig;
 use crate::identity::{Identity, MintSlot, Principal, SessionCaller, SignedIn};
 use crate::metrics::Metrics;
-use crate::store::{Access, NewSession, SessionRecord, SessionTouch, Store, StoreError};
+use crate::store::{
+    Access, LoginFacts, NewSession, SessionRecord, SessionTouch, Store, StoreError,
+};
+use crate::strength::Authentication;
 pub use token::{OpaqueToken, TokenHash};
 
 /// `last_seen` is written back at most this often per session.
@@ -329,15 +332,28 @@ impl Sessions {
         }
     }
 
-    /// Creates a session for a user and returns its token (the only copy).
+    /// Creates a session for a user signed in at `idp` and returns its token (the only copy).
     pub async fn create(
         &self,
         user_id: Uuid,
         idp: Option<String>,
         id_token: Option<String>,
+        login: LoginFacts,
         now: i64,
     ) -> Result<OpaqueToken, SessionError> {
-        create(&self.store, self.lifetimes, user_id, idp, id_token, now).await
+        insert(
+            &self.store,
+            self.lifetimes,
+            Origin {
+                user_id,
+                impersonator_id: None,
+                idp,
+                id_token,
+                login,
+            },
+            now,
+        )
+        .await
     }
 
     /// Drops one session from this replica's cache.
@@ -388,6 +404,13 @@ impl LiveSession {
     }
 
     fn from_record(r: SessionRecord, hash: &TokenHash) -> Self {
+        let auth = Authentication {
+            idp: r.idp.clone(),
+            amr: r.amr,
+            acr: r.acr,
+            auth_time: r.auth_time,
+            org_requires_mfa: r.org_requires_mfa,
+        };
         let identity = Identity {
             user_id: r.user_id,
             email: r.email,
@@ -402,6 +425,7 @@ impl LiveSession {
                 sid: hash.short_hex().into(),
                 minted: Arc::new(MintSlot::default()),
                 expires_at: r.absolute_expires_at,
+                auth: Arc::new(auth),
             },
             absolute_expires_at: r.absolute_expires_at,
             last_seen_at: AtomicI64::new(r.last_seen_at),
@@ -416,11 +440,16 @@ pub async fn create(
     store: &Store,
     lifetimes: Lifetimes,
     user_id: Uuid,
-    idp: Option<String>,
-    id_token: Option<String>,
     now: i64,
 ) -> Result<OpaqueToken, SessionError> {
-    insert(store, lifetimes, user_id, None, idp, id_token, now).await
+    let origin = Origin {
+        user_id,
+        impersonator_id: None,
+        idp: None,
+        id_token: None,
+        login: LoginFacts::default(),
+    };
+    insert(store, lifetimes, origin, now).await
 }
 
 /// Creates a session as `user_id` for `impersonator`, ending after `lifetimes.absolute`.
@@ -431,38 +460,43 @@ pub async fn create_impersonation(
     impersonator: Uuid,
     now: i64,
 ) -> Result<OpaqueToken, SessionError> {
-    insert(
-        store,
-        lifetimes,
+    let origin = Origin {
         user_id,
-        Some(impersonator),
-        None,
-        None,
-        now,
-    )
-    .await
+        impersonator_id: Some(impersonator),
+        idp: None,
+        id_token: None,
+        login: LoginFacts::default(),
+    };
+    insert(store, lifetimes, origin, now).await
+}
+
+/// Who a new session is for and how they signed in.
+struct Origin {
+    user_id: Uuid,
+    impersonator_id: Option<Uuid>,
+    idp: Option<String>,
+    id_token: Option<String>,
+    login: LoginFacts,
 }
 
 async fn insert(
     store: &Store,
     lifetimes: Lifetimes,
-    user_id: Uuid,
-    impersonator_id: Option<Uuid>,
-    idp: Option<String>,
-    id_token: Option<String>,
+    origin: Origin,
     now: i64,
 ) -> Result<OpaqueToken, SessionError> {
     let token = OpaqueToken::generate()?;
     store
         .insert_session(&NewSession {
             id_hash: token.hash().to_hex(),
-            user_id,
-            impersonator_id,
-            idp,
-            id_token,
+            user_id: origin.user_id,
+            impersonator_id: origin.impersonator_id,
+            idp: origin.idp,
+            id_token: origin.id_token,
             created_at: now,
             idle_expires_at: now.saturating_add(lifetimes.idle),
             absolute_expires_at: now.saturating_add(lifetimes.absolute),
+            login: origin.login,
         })
         .await?;
     Ok(token)

@@ -31,10 +31,15 @@ pub enum AuditKind {
     ImpersonationStarted,
     ImpersonationStopped,
     ImpersonationRefused,
+    OrgUpdated,
+    RateLimited,
+    SuspiciousLogin,
+    RolesMapped,
+    BackchannelLogout,
 }
 
 impl AuditKind {
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 25] = [
         Self::LoginStarted,
         Self::LoginSucceeded,
         Self::LoginFailed,
@@ -55,6 +60,11 @@ impl AuditKind {
         Self::ImpersonationStarted,
         Self::ImpersonationStopped,
         Self::ImpersonationRefused,
+        Self::OrgUpdated,
+        Self::RateLimited,
+        Self::SuspiciousLogin,
+        Self::RolesMapped,
+        Self::BackchannelLogout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +89,11 @@ impl AuditKind {
             Self::ImpersonationStarted => "impersonation_started",
             Self::ImpersonationStopped => "impersonation_stopped",
             Self::ImpersonationRefused => "impersonation_refused",
+            Self::OrgUpdated => "org_updated",
+            Self::RateLimited => "rate_limited",
+            Self::SuspiciousLogin => "suspicious_login",
+            Self::RolesMapped => "roles_mapped",
+            Self::BackchannelLogout => "backchannel_logout",
         }
     }
 

@@ -20,6 +20,12 @@ pub struct NewLoginState {
     pub redirect_to: String,
     pub created_at: i64,
     pub expires_at: i64,
+    /// Started with `signup=1`: a new user from an unknown domain may be provisioned.
+    pub signup: bool,
+    /// A step-up login: what the ID token must show (JSON of [`crate::strength::StepUp`]).
+    pub step_up: Option<String>,
+    /// The account it is for, when known (`login_hint`, or the signed-in user stepping up).
+    pub account: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -29,6 +35,9 @@ pub struct LoginState {
     pub idp: String,
     pub redirect_to: String,
     pub created_at: i64,
+    pub signup: bool,
+    pub step_up: Option<String>,
+    pub account: Option<String>,
 }
 
 /// How many logins may be pending at once.
@@ -54,8 +63,8 @@ impl Store {
         with_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO login_states (state_hash, binding_hash, client_ip, nonce, \
-                 pkce_verifier, idp, redirect_to, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 pkce_verifier, idp, redirect_to, created_at, expires_at, signup, step_up, \
+                 account) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(&s.state_hash)
             .bind(&s.binding_hash)
@@ -66,6 +75,9 @@ impl Store {
             .bind(&s.redirect_to)
             .bind(s.created_at)
             .bind(s.expires_at)
+            .bind(s.signup)
+            .bind(s.step_up.as_deref())
+            .bind(s.account.as_deref())
             .execute(pool)
             .await?;
         });
@@ -126,7 +138,8 @@ impl Store {
             sqlx::query_as(
                 "DELETE FROM login_states \
                  WHERE state_hash = $1 AND binding_hash = $2 AND expires_at > $3 \
-                 RETURNING nonce, pkce_verifier, idp, redirect_to, created_at",
+                 RETURNING nonce, pkce_verifier, idp, redirect_to, created_at, signup, step_up, \
+                 account",
             )
             .bind(state_hash)
             .bind(binding_hash)

@@ -28,9 +28,9 @@ use sqlx::sqlite::{
 pub use audit::{Actor, AuditEvent, AuditFilter, AuditKind, AuditRecord, Outcome};
 pub use health::{Access, Health};
 pub use login_states::{LoginState, NewLoginState, PendingLoginCaps};
-pub use orgs::Org;
+pub use orgs::{Org, OrgSignInChange};
 pub use revocations::{Revocation, RevocationScope};
-pub use sessions::{NewSession, SessionRecord, SessionTouch};
+pub use sessions::{LoginFacts, NewSession, SessionRecord, SessionTouch};
 pub use signing_keys::StoredKey;
 pub use users::{IdentityRow, ProvisionOutcome, ProvisionRequest, User};
 

@@ -1,8 +1,12 @@
 //! Organizations and the exact email domains that place users in them.
 
+use std::collections::BTreeMap;
+
 use uuid::Uuid;
 
-use super::{Store, StoreError, with_pool, with_write_tx};
+use super::audit::insert_audit;
+use super::revocations::insert_revocation;
+use super::{Actor, AuditEvent, AuditKind, Outcome, Store, StoreError, with_pool, with_write_tx};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Org {
@@ -10,6 +14,27 @@ pub struct Org {
     pub name: String,
     pub auto_enable: bool,
     pub domains: Vec<String>,
+    /// The `[[idp]]` its users sign in with (home-realm discovery), if not the default.
+    pub idp: Option<String>,
+    /// Extra authorize parameters for its logins (e.g. the Auth0 `connection`).
+    pub idp_params: BTreeMap<String, String>,
+    /// Every route needs MFA for its users.
+    pub require_mfa: bool,
+}
+
+/// A change to an org's sign-in settings; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgSignInChange {
+    /// An empty name clears it (back to home-realm discovery by `[[idp]] domains`).
+    #[serde(default)]
+    pub idp: Option<String>,
+    #[serde(default)]
+    pub idp_params: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub require_mfa: Option<bool>,
+    #[serde(default)]
+    pub auto_enable: Option<bool>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -17,6 +42,30 @@ struct OrgRow {
     id: Uuid,
     name: String,
     auto_enable: bool,
+    idp: Option<String>,
+    idp_params: Option<String>,
+    require_mfa: bool,
+}
+
+const ORG_COLUMNS: &str = "o.id, o.name, o.auto_enable, o.idp, o.idp_params, o.require_mfa";
+
+impl OrgRow {
+    fn into_org(self, domains: Vec<String>) -> Org {
+        Org {
+            id: self.id,
+            name: self.name,
+            auto_enable: self.auto_enable,
+            domains,
+            idp: self.idp,
+            // Written only by `set_org_signin` from a map; unreadable JSON means none.
+            idp_params: self
+                .idp_params
+                .as_deref()
+                .and_then(|json| serde_json::from_str(json).ok())
+                .unwrap_or_default(),
+            require_mfa: self.require_mfa,
+        }
+    }
 }
 
 impl Store {
@@ -71,6 +120,9 @@ impl Store {
                 name: name.to_owned(),
                 auto_enable,
                 domains,
+                idp: None,
+                idp_params: BTreeMap::new(),
+                require_mfa: false,
             }),
         }
     }
@@ -79,10 +131,10 @@ impl Store {
     pub async fn org_for_domain(&self, domain: &str) -> Result<Option<Org>, StoreError> {
         let domain = domain.to_ascii_lowercase();
         let row: Option<OrgRow> = with_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT o.id, o.name, o.auto_enable FROM organizations o \
-                 JOIN org_domains d ON d.org_id = o.id WHERE d.domain = $1",
-            )
+            sqlx::query_as(&format!(
+                "SELECT {ORG_COLUMNS} FROM organizations o \
+                 JOIN org_domains d ON d.org_id = o.id WHERE d.domain = $1"
+            ))
             .bind(&domain)
             .fetch_optional(pool)
             .await?
@@ -96,9 +148,11 @@ impl Store {
     /// Every org with its domains, by name.
     pub async fn list_orgs(&self) -> Result<Vec<Org>, StoreError> {
         let rows: Vec<OrgRow> = with_pool!(self, |pool| {
-            sqlx::query_as("SELECT id, name, auto_enable FROM organizations ORDER BY name")
-                .fetch_all(pool)
-                .await?
+            sqlx::query_as(&format!(
+                "SELECT {ORG_COLUMNS} FROM organizations o ORDER BY o.name"
+            ))
+            .fetch_all(pool)
+            .await?
         });
         let domains: Vec<(Uuid, String)> = with_pool!(self, |pool| {
             sqlx::query_as("SELECT org_id, domain FROM org_domains ORDER BY domain")
@@ -107,25 +161,25 @@ impl Store {
         });
         Ok(rows
             .into_iter()
-            .map(|row| Org {
-                domains: domains
+            .map(|row| {
+                let own = domains
                     .iter()
                     .filter(|(org, _)| *org == row.id)
                     .map(|(_, d)| d.clone())
-                    .collect(),
-                id: row.id,
-                name: row.name,
-                auto_enable: row.auto_enable,
+                    .collect();
+                row.into_org(own)
             })
             .collect())
     }
 
     pub async fn org_by_id(&self, id: Uuid) -> Result<Option<Org>, StoreError> {
         let row: Option<OrgRow> = with_pool!(self, |pool| {
-            sqlx::query_as("SELECT id, name, auto_enable FROM organizations WHERE id = $1")
-                .bind(id)
-                .fetch_optional(pool)
-                .await?
+            sqlx::query_as(&format!(
+                "SELECT {ORG_COLUMNS} FROM organizations o WHERE o.id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
         });
         match row {
             Some(row) => Ok(Some(self.org_with_domains(row).await?)),
@@ -140,14 +194,124 @@ impl Store {
                 .fetch_all(pool)
                 .await?
         });
+        Ok(row.into_org(domains.into_iter().map(|(d,)| d).collect()))
+    }
+
+    /// The org with this name, or with this id.
+    pub async fn org_by_name_or_id(&self, name_or_id: &str) -> Result<Option<Org>, StoreError> {
+        if let Ok(id) = Uuid::parse_str(name_or_id) {
+            return self.org_by_id(id).await;
+        }
+        let row: Option<OrgRow> = with_pool!(self, |pool| {
+            sqlx::query_as(&format!(
+                "SELECT {ORG_COLUMNS} FROM organizations o WHERE o.name = $1"
+            ))
+            .bind(name_or_id.trim())
+            .fetch_optional(pool)
+            .await?
+        });
+        match row {
+            Some(row) => Ok(Some(self.org_with_domains(row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether the org requires MFA of its users.
+    pub async fn org_requires_mfa(&self, id: Uuid) -> Result<bool, StoreError> {
+        let row: Option<(bool,)> = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT require_mfa FROM organizations WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.is_some_and(|(required,)| required))
+    }
+
+    /// Changes an org's sign-in settings, audited as `org_updated`. The caller checks that a
+    /// named IdP is configured. Cached sessions of its users are dropped on every replica, so
+    /// a new MFA requirement applies at once.
+    pub async fn set_org_signin(
+        &self,
+        name_or_id: &str,
+        change: &OrgSignInChange,
+        actor: impl Into<Actor>,
+        now: i64,
+    ) -> Result<Org, StoreError> {
+        let actor: Actor = actor.into();
+        let org = self
+            .org_by_name_or_id(name_or_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no org {name_or_id:?}")))?;
+        let idp = match &change.idp {
+            Some(idp) => Some(idp.trim().to_owned()).filter(|i| !i.is_empty()),
+            None => org.idp.clone(),
+        };
+        let params = change.idp_params.clone().unwrap_or(org.idp_params.clone());
+        if params.keys().any(|k| k.is_empty() || RESERVED_PARAMS.contains(&k.as_str())) {
+            return Err(StoreError::Invalid(format!(
+                "authorize parameters may not be empty or one gatehouse sets itself ({})",
+                RESERVED_PARAMS.join(", ")
+            )));
+        }
+        let params_json = (!params.is_empty())
+            .then(|| serde_json::to_string(&params))
+            .transpose()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let require_mfa = change.require_mfa.unwrap_or(org.require_mfa);
+        let auto_enable = change.auto_enable.unwrap_or(org.auto_enable);
+        let detail = format!(
+            "org {}: idp={} params={} require_mfa={require_mfa} auto_enable={auto_enable}",
+            org.name,
+            idp.as_deref().unwrap_or("(default)"),
+            params_json.as_deref().unwrap_or("{}"),
+        );
+        with_write_tx!(self, |tx| {
+            sqlx::query(
+                "UPDATE organizations SET idp = $2, idp_params = $3, require_mfa = $4, \
+                 auto_enable = $5 WHERE id = $1",
+            )
+            .bind(org.id)
+            .bind(idp.as_deref())
+            .bind(params_json.as_deref())
+            .bind(require_mfa)
+            .bind(auto_enable)
+            .execute(&mut *tx)
+            .await?;
+            if require_mfa != org.require_mfa {
+                // Every session caches its org's rule: drop them all (rare, and safe).
+                insert_revocation!(&mut *tx, None::<Uuid>, None::<&str>, now);
+            }
+            let event = AuditEvent::new(AuditKind::OrgUpdated, Outcome::Success, now)
+                .by(&actor)
+                .detail(detail);
+            insert_audit!(&mut *tx, &event);
+        });
         Ok(Org {
-            id: row.id,
-            name: row.name,
-            auto_enable: row.auto_enable,
-            domains: domains.into_iter().map(|(d,)| d).collect(),
+            idp,
+            idp_params: params,
+            require_mfa,
+            auto_enable,
+            ..org
         })
     }
 }
+
+/// Authorize parameters an org may not override: gatehouse sets them for every login.
+const RESERVED_PARAMS: &[&str] = &[
+    "client_id",
+    "redirect_uri",
+    "response_type",
+    "response_mode",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "login_hint",
+    "prompt",
+    "max_age",
+    "acr_values",
+];
 
 fn normalize_domain(raw: &str) -> Result<String, StoreError> {
     let domain = raw.trim().trim_end_matches('.').to_ascii_lowercase();

@@ -17,6 +17,20 @@ pub struct NewSession {
     pub created_at: i64,
     pub idle_expires_at: i64,
     pub absolute_expires_at: i64,
+    /// How the user authenticated at the IdP (empty for CLI and impersonation sessions).
+    pub login: LoginFacts,
+}
+
+/// What the ID token said about a login, kept with the session: its strength for step-up
+/// rules, and the IdP account and session (`sid`) for back-channel logout.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoginFacts {
+    /// Sorted.
+    pub amr: Vec<String>,
+    pub acr: Option<String>,
+    pub auth_time: Option<i64>,
+    pub idp_subject: Option<String>,
+    pub idp_sid: Option<String>,
 }
 
 /// A live (not revoked) session joined with its user.
@@ -33,6 +47,10 @@ pub struct SessionRecord {
     pub created_at: i64,
     pub last_seen_at: i64,
     pub absolute_expires_at: i64,
+    pub amr: Vec<String>,
+    pub acr: Option<String>,
+    pub auth_time: Option<i64>,
+    pub org_requires_mfa: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -48,6 +66,10 @@ struct SessionRow {
     last_seen_at: i64,
     absolute_expires_at: i64,
     roles: Option<String>,
+    amr: Option<String>,
+    acr: Option<String>,
+    auth_time: Option<i64>,
+    org_requires_mfa: Option<bool>,
 }
 
 /// A batched `last_seen` write.
@@ -63,8 +85,9 @@ impl Store {
         with_pool!(self, |pool| {
             sqlx::query(
                 "INSERT INTO sessions (id_hash, user_id, impersonator_id, idp, id_token, created_at, \
-                 last_seen_at, idle_expires_at, absolute_expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)",
+                 last_seen_at, idle_expires_at, absolute_expires_at, amr, acr, auth_time, \
+                 idp_subject, idp_sid) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
             .bind(&s.id_hash)
             .bind(s.user_id)
@@ -74,6 +97,11 @@ impl Store {
             .bind(s.created_at)
             .bind(s.idle_expires_at)
             .bind(s.absolute_expires_at)
+            .bind((!s.login.amr.is_empty()).then(|| s.login.amr.join(" ")))
+            .bind(s.login.acr.as_deref())
+            .bind(s.login.auth_time)
+            .bind(s.login.idp_subject.as_deref())
+            .bind(s.login.idp_sid.as_deref())
             .execute(pool)
             .await?;
         });
@@ -93,8 +121,11 @@ impl Store {
                 // comma). A cold check is otherwise two queries.
                 "SELECT s.user_id, s.impersonator_id, u.email, u.org_id, u.enabled, s.idp, \
                         s.id_token, s.created_at, s.last_seen_at, s.absolute_expires_at, \
-                        (SELECT string_agg(r.role, ',' ORDER BY r.role) FROM user_roles r \
-                         WHERE r.user_id = s.user_id) AS roles \
+                        (SELECT string_agg(r.role, ',' ORDER BY r.role) FROM effective_roles r \
+                         WHERE r.user_id = s.user_id) AS roles, \
+                        s.amr, s.acr, s.auth_time, \
+                        (SELECT o.require_mfa FROM organizations o WHERE o.id = u.org_id) \
+                         AS org_requires_mfa \
                  FROM sessions s JOIN users u ON u.id = s.user_id \
                  WHERE s.id_hash = $1 AND s.revoked_at IS NULL AND s.absolute_expires_at > $2",
             )
@@ -121,6 +152,14 @@ impl Store {
             created_at: row.created_at,
             last_seen_at: row.last_seen_at,
             absolute_expires_at: row.absolute_expires_at,
+            amr: row
+                .amr
+                .as_deref()
+                .map(|joined| joined.split(' ').map(str::to_owned).collect())
+                .unwrap_or_default(),
+            acr: row.acr,
+            auth_time: row.auth_time,
+            org_requires_mfa: row.org_requires_mfa.unwrap_or(false),
         }))
     }
 
@@ -204,6 +243,64 @@ impl Store {
         Ok(count)
     }
 
+    /// Revokes the live sessions an IdP's back-channel logout names: the one with its `sid`
+    /// (of that `sub`, when both are given), or every session of that `sub`. Each replica
+    /// drops them from its cache. Returns their hashes.
+    pub async fn revoke_idp_sessions(
+        &self,
+        idp: &str,
+        subject: Option<&str>,
+        sid: Option<&str>,
+        event: &AuditEvent,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let hashes = with_write_tx!(self, |tx| {
+            let revoked: Vec<(String, Uuid)> = sqlx::query_as(
+                "UPDATE sessions SET revoked_at = $4 \
+                 WHERE idp = $1 AND revoked_at IS NULL \
+                 AND ($2 IS NULL OR idp_subject = $2) AND ($3 IS NULL OR idp_sid = $3) \
+                 AND ($2 IS NOT NULL OR $3 IS NOT NULL) \
+                 RETURNING id_hash, user_id",
+            )
+            .bind(idp)
+            .bind(subject)
+            .bind(sid)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (hash, user_id) in &revoked {
+                insert_revocation!(&mut *tx, Some(*user_id), Some(hash.as_str()), now);
+                let event = event.clone().user(*user_id);
+                insert_audit!(&mut *tx, &event);
+            }
+            revoked.into_iter().map(|(hash, _)| hash).collect::<Vec<_>>()
+        });
+        Ok(hashes)
+    }
+
+    /// Remembers a back-channel logout token's `jti` until `expires_at`. False when it was
+    /// already seen (a replay).
+    pub async fn first_use_of_logout_token(
+        &self,
+        issuer: &str,
+        jti: &str,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let inserted = with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO logout_tokens_seen (issuer, jti, expires_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (issuer, jti) DO NOTHING",
+            )
+            .bind(issuer)
+            .bind(jti)
+            .bind(expires_at)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(inserted == 1)
+    }
+
     /// How many live sessions a user has.
     pub async fn count_live_sessions(&self, user_id: Uuid, now: i64) -> Result<i64, StoreError> {
         let (count,): (i64,) = with_pool!(self, |pool| {
@@ -239,7 +336,14 @@ impl Store {
                 .bind(now - day)
                 .execute(&mut *tx)
                 .await?;
-            sessions.rows_affected() + states.rows_affected() + revocations.rows_affected()
+            let logout_tokens = sqlx::query("DELETE FROM logout_tokens_seen WHERE expires_at < $1")
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            sessions.rows_affected()
+                + states.rows_affected()
+                + revocations.rows_affected()
+                + logout_tokens.rows_affected()
         });
         Ok(deleted)
     }

@@ -69,6 +69,9 @@ pub struct ProvisionRequest {
     pub vouching: Vouching,
     pub name: Option<String>,
     pub new_users_enabled: bool,
+    /// Whether a new user may be created (sign-ups: see `provisioning.open_signup`); when
+    /// not, an unknown identity whose email no user has is refused with `NotFound`.
+    pub may_create: bool,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub now: i64,
@@ -227,7 +230,7 @@ impl Store {
         // The page's roles in one query.
         let placeholders: Vec<String> = (1..=rows.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
-            "SELECT user_id, role FROM user_roles WHERE user_id IN ({}) ORDER BY role",
+            "SELECT user_id, role FROM effective_roles WHERE user_id IN ({}) ORDER BY role",
             placeholders.join(",")
         );
         let roles: Vec<(Uuid, String)> = with_pool!(self, |pool| {
@@ -295,7 +298,7 @@ impl Store {
 
     pub async fn roles_of(&self, user_id: Uuid) -> Result<Vec<String>, StoreError> {
         let roles: Vec<(String,)> = with_pool!(self, |pool| {
-            sqlx::query_as("SELECT role FROM user_roles WHERE user_id = $1 ORDER BY role")
+            sqlx::query_as("SELECT role FROM effective_roles WHERE user_id = $1 ORDER BY role")
                 .bind(user_id)
                 .fetch_all(pool)
                 .await?
@@ -464,6 +467,61 @@ impl Store {
         Ok(changed)
     }
 
+    /// Replaces the roles `idp`'s claims grant `user_id` (`[[idp]] role_claims`) with
+    /// `roles`, at a login through that IdP. Roles granted by hand are a separate set and never
+    /// touched. When the set changed: audited (`roles_mapped`, listing what came and went) and
+    /// every replica drops the user's cached sessions. Returns whether it changed.
+    pub async fn set_idp_roles(
+        &self,
+        user_id: Uuid,
+        idp: &str,
+        roles: &[String],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let changed = with_write_tx!(self, |tx| {
+            let current: Vec<(String,)> = sqlx::query_as(
+                "SELECT role FROM idp_roles WHERE user_id = $1 AND idp = $2 ORDER BY role",
+            )
+            .bind(user_id)
+            .bind(idp)
+            .fetch_all(&mut *tx)
+            .await?;
+            let current: Vec<String> = current.into_iter().map(|(r,)| r).collect();
+            let added: Vec<&String> = roles.iter().filter(|r| !current.contains(r)).collect();
+            let removed: Vec<&String> = current.iter().filter(|r| !roles.contains(r)).collect();
+            for role in &removed {
+                sqlx::query("DELETE FROM idp_roles WHERE user_id = $1 AND idp = $2 AND role = $3")
+                    .bind(user_id)
+                    .bind(idp)
+                    .bind(role.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for role in &added {
+                sqlx::query(
+                    "INSERT INTO idp_roles (user_id, idp, role, created_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(user_id)
+                .bind(idp)
+                .bind(role.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let changed = !added.is_empty() || !removed.is_empty();
+            if changed {
+                insert_revocation!(&mut *tx, Some(user_id), None, now);
+                let event = AuditEvent::new(AuditKind::RolesMapped, Outcome::Success, now)
+                    .user(user_id)
+                    .idp(idp)
+                    .detail(format!("added {added:?}, removed {removed:?}"));
+                insert_audit!(&mut *tx, &event);
+            }
+            changed
+        });
+        Ok(changed)
+    }
+
     /// Maps an IdP identity to a local user, in one transaction:
     /// 1. a known `(issuer, subject)` → its user;
     /// 2. else, when the email may link (verified by an IdP trusted for its domain, linking
@@ -569,6 +627,11 @@ impl Store {
                         return Err(StoreError::Conflict(format!(
                             "another account already uses {email}, and {why}, so the accounts \
                              were not linked"
+                        )));
+                    }
+                    None if !req.may_create => {
+                        return Err(StoreError::NotFound(format!(
+                            "there is no account for {email}"
                         )));
                     }
                     None => {

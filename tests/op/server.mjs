@@ -80,9 +80,15 @@ process.stdin.resume(); // discard whatever is written; we only wait for EOF
 // LTS; it runs fine on 20 for what this fixture needs, so drop that line.
 const { warn } = console;
 console.warn = (...a) => { if (!String(a[0]).includes('Unsupported runtime')) warn(...a); };
-const { default: Provider } = await import('oidc-provider');
+const { default: Provider, interactionPolicy } = await import('oidc-provider');
 console.warn = warn;
 const { SignJWT, decodeJwt, decodeProtectedHeader } = await import('jose');
+
+/** The ACR values the OP advertises; a login defaults to ACR_PWD. */
+const ACR_PWD = 'urn:gatehouse:pwd';
+const ACR_MFA = 'urn:gatehouse:mfa';
+const DEFAULT_AMR = ['pwd'];
+const BACKCHANNEL_LOGOUT_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
 
 // ---------------------------------------------------------------- accounts
 
@@ -91,7 +97,9 @@ const accounts = new Map();
 function defineAccount(claims) {
   accounts.set(claims.sub, claims);
 }
-defineAccount({ sub: 'alice', email: 'alice@acme.test', email_verified: true, name: 'Alice Acme' });
+defineAccount({
+  sub: 'alice', email: 'alice@acme.test', email_verified: true, name: 'Alice Acme', groups: ['engineering'],
+});
 defineAccount({ sub: 'bob', email: 'bob@acme.test', email_verified: false, name: 'Bob Acme' });
 defineAccount({ sub: 'carol', email: 'carol@globex.test', email_verified: true, name: 'Carol Globex' });
 defineAccount({ sub: 'dave', email: 'dave@globex.test', email_verified: false, name: 'Dave Globex' });
@@ -229,7 +237,25 @@ function buildProvider() {
     redirect_uris: [`${REDIRECT_BASE}/auth/callback`],
     post_logout_redirect_uris: [`${REDIRECT_BASE}/`],
     id_token_signed_response_alg: 'RS256',
+    // Back-channel logout: ending the OP session POSTs a logout_token here.
+    // session_required also makes ID tokens carry `sid`.
+    backchannel_logout_uri: `${REDIRECT_BASE}/auth/backchannel-logout`,
+    backchannel_logout_session_required: true,
   }));
+
+  // The login prompt also asks again when the authorization request has
+  // acr_values and the OP session's acr is none of them (oidc-provider itself
+  // treats acr_values as voluntary and never re-prompts for them). A login
+  // just made in this interaction satisfies it, whatever its acr, so a
+  // password-only answer to an MFA request reaches the RP as such.
+  const { Check, base } = interactionPolicy;
+  const policy = base();
+  policy.get('login').checks.add(new Check('acr_values', 'requested ACR could not be obtained', 'login_required', (ctx) => {
+    const { oidc } = ctx;
+    const wanted = (oidc.params.acr_values ?? '').split(' ').filter(Boolean);
+    if (!wanted.length || !oidc.session.accountId || oidc.result?.login) return Check.NO_NEED_TO_PROMPT;
+    return wanted.includes(oidc.acr) ? Check.NO_NEED_TO_PROMPT : Check.REQUEST_PROMPT;
+  }, ({ oidc }) => ({ acr_values: oidc.params.acr_values })));
 
   const p = new Provider(ISSUER, {
     adapter: SharedMemoryAdapter,
@@ -238,15 +264,23 @@ function buildProvider() {
     cookies: {
       keys: ['gatehouse-test-op-cookie-key-1', 'gatehouse-test-op-cookie-key-0'],
     },
-    scopes: ['openid', 'email', 'profile'],
+    scopes: ['openid', 'email', 'profile', 'groups'],
+    acrValues: [ACR_PWD, ACR_MFA], // discovery: acr_values_supported
     claims: {
       acr: null,
+      amr: null,
       auth_time: null,
       iss: null,
       sid: null,
-      openid: ['sub'],
+      // acr, amr and auth_time ride on the openid scope so that every ID
+      // token carries them (oidc-provider otherwise emits acr only for
+      // acr_values requests, auth_time only for max_age / prompt=login, and
+      // amr never, as the claims parameter is off). Userinfo never has them:
+      // they are not account claims.
+      openid: ['sub', 'acr', 'amr', 'auth_time'],
       email: ['email', 'email_verified'],
       profile: ['name'],
+      groups: ['groups'],
     },
     conformIdTokenClaims: !CLAIMS_IN_ID_TOKEN,
     allowOmittingSingleRegisteredRedirectUri: false,
@@ -272,8 +306,17 @@ function buildProvider() {
         logoutSource,
         postLogoutSuccessSource,
       },
+      backchannelLogout: { enabled: true },
+    },
+    // oidc-provider's outgoing requests refuse loopback and private
+    // addresses (SSRF protection); the RP under test lives on 127.0.0.1, so
+    // drop that dispatcher. The 2.5 s timeout signal stays.
+    fetch: (url, options) => {
+      const { dispatcher, ...rest } = options; // eslint-disable-line no-unused-vars
+      return globalThis.fetch(url, rest);
     },
     interactions: {
+      policy,
       url: (ctx, interaction) => `/interaction/${interaction.uid}`,
     },
     clientBasedCORS: () => true,
@@ -294,6 +337,14 @@ function buildProvider() {
   p.on('authorization.error', (ctx, err) => log('authorization.error', err.message, err.error_description ?? ''));
   p.on('end_session.error', (ctx, err) => log('end_session.error', err.message, err.error_description ?? ''));
   p.on('userinfo.error', (ctx, err) => log('userinfo.error', err.message, err.error_description ?? ''));
+  // A failed back-channel delivery never fails the logout itself.
+  p.on('backchannel.error', (ctx, err, client, accountId, sid) => log(
+    `backchannel.error client=${client.clientId} sub=${accountId} sid=${sid}:`,
+    err.message, err.cause?.message ?? '',
+  ));
+  p.on('backchannel.success', (ctx, client, accountId, sid) => log(
+    `backchannel.success client=${client.clientId} sub=${accountId} sid=${sid} -> ${client.backchannelLogoutUri}`,
+  ));
 
   // Rewrite ID tokens of the special "mallory-*" accounts in /token
   // responses, re-signed with the key (kid) the OP itself used.
@@ -349,7 +400,7 @@ class HttpError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
-async function readForm(req) {
+async function readBody(req) {
   const chunks = [];
   let size = 0;
   for await (const chunk of req) {
@@ -357,7 +408,26 @@ async function readForm(req) {
     if (size > 64 * 1024) throw new HttpError(413, 'body too large');
     chunks.push(chunk);
   }
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function readForm(req) {
+  return new URLSearchParams(await readBody(req));
+}
+
+async function readJsonObject(req) {
+  const text = await readBody(req);
+  if (!text.trim()) return {};
+  let value;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new HttpError(400, `body is not JSON: ${err.message}`);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new HttpError(400, 'body must be a JSON object');
+  }
+  return value;
 }
 
 function send(res, status, type, body) {
@@ -396,10 +466,23 @@ const EMAIL_VERIFIED = {
   true: true, false: false, 'string-true': 'true', 'string-false': 'false',
 };
 
+/** A comma-separated form value as a list: items trimmed, empty ones dropped. */
+const commaList = (value) => value.split(',').map((v) => v.trim()).filter(Boolean);
+
+/**
+ * The login's amr / acr from the form. Absent: the password-only defaults.
+ * Present but empty: left out (the ID token then has no such claim).
+ */
+function authFromForm(form) {
+  const amr = form.has('amr') ? commaList(form.get('amr')) : [...DEFAULT_AMR];
+  const acr = form.has('acr') ? form.get('acr').trim() : ACR_PWD;
+  return { amr: amr.length ? amr : undefined, acr: acr || undefined };
+}
+
 function accountFromForm(form) {
   const sub = (form.get('sub') ?? '').trim();
   if (!sub) throw new HttpError(400, 'sub is required');
-  const custom = ['email', 'email_verified', 'name'].some((k) => form.has(k));
+  const custom = ['email', 'email_verified', 'name', 'groups'].some((k) => form.has(k));
   if (!custom) {
     if (!accounts.has(sub)) defineAccount({ sub });
     return sub;
@@ -413,6 +496,7 @@ function accountFromForm(form) {
     claims.email_verified = EMAIL_VERIFIED[ev];
   }
   if (form.get('name')) claims.name = form.get('name');
+  if (form.has('groups')) claims.groups = commaList(form.get('groups')); // present but empty: []
   defineAccount(claims);
   return sub;
 }
@@ -446,10 +530,11 @@ async function fixtureRoute(req, res, url) {
       return;
     }
     const sub = accountFromForm(form);
+    const { amr, acr } = authFromForm(form);
     const grantId = await newGrant(details, sub);
-    log(`interaction ${uid}: login ${sub} (${JSON.stringify(accounts.get(sub))})`);
+    log(`interaction ${uid}: login ${sub} amr=${JSON.stringify(amr)} acr=${JSON.stringify(acr)} (${JSON.stringify(accounts.get(sub))})`);
     await provider.interactionFinished(req, res, {
-      login: { accountId: sub },
+      login: { accountId: sub, amr, acr },
       consent: { grantId },
     }, { mergeWithLastSubmission: false });
     return;
@@ -464,7 +549,45 @@ async function fixtureRoute(req, res, url) {
     return;
   }
 
+  if (url.pathname === '/__control/logout-token') {
+    if (req.method !== 'POST') throw new HttpError(405, 'method not allowed');
+    const body = await readJsonObject(req);
+    const logoutToken = await craftLogoutToken(body);
+    log(`crafted logout_token (forge: ${body.forge === true}): ${JSON.stringify(decodeJwt(logoutToken))}`);
+    send(res, 200, 'application/json', JSON.stringify({ logout_token: logoutToken }));
+    return;
+  }
+
   throw new HttpError(404, 'not found');
+}
+
+/**
+ * A back-channel logout token built from a /__control/logout-token body.
+ * Fields the caller omits are left out, except these defaults; a null
+ * value leaves a defaulted field out too.
+ */
+async function craftLogoutToken(body) {
+  const iat = body.iat ?? Math.floor(Date.now() / 1000);
+  const defaults = {
+    iss: ISSUER,
+    aud: 'gh-query',
+    iat,
+    exp: typeof iat === 'number' ? iat + 120 : undefined,
+    jti: crypto.randomUUID(),
+    events: { [BACKCHANNEL_LOGOUT_EVENT]: {} },
+  };
+  const payload = {};
+  for (const claim of ['iss', 'aud', 'sub', 'sid', 'iat', 'exp', 'jti', 'nonce', 'events']) {
+    const value = claim in body ? body[claim] : defaults[claim];
+    if (value !== undefined && value !== null) payload[claim] = value;
+  }
+  const { kid } = signingKeys[0];
+  let key = signingKeys[0].keyObject;
+  if (body.forge === true) {
+    // Same kid, but a key the JWKS has never published.
+    ({ privateKey: key } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }));
+  }
+  return new SignJWT(payload).setProtectedHeader({ alg: 'RS256', kid, typ: 'logout+jwt' }).sign(key);
 }
 
 async function handle(req, res) {

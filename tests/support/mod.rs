@@ -84,9 +84,11 @@ pub struct StackUrls {
     pub issuers: Vec<String>,
 }
 
-/// The common `[server]`, `[database]` and `[session]` sections. Listeners on port 0;
-/// revocation polling effectively off, so tests prove that revocations apply through the
-/// CLI's nudge (and PostgreSQL NOTIFY), not by waiting for a poll.
+/// The common `[server]`, `[database]`, `[session]` and `[provisioning]` sections. Listeners
+/// on port 0; revocation polling effectively off, so tests prove that revocations apply
+/// through the CLI's nudge (and PostgreSQL NOTIFY), not by waiting for a poll. Sign-ups are
+/// open (`open_signup`), as most tests sign in users of domains no org lists; the sign-up
+/// tests turn it off.
 pub fn base_config(urls: &StackUrls) -> String {
     format!(
         r#"
@@ -104,6 +106,9 @@ max_connections = 5
 
 [session]
 revocation_poll_ms = 600000
+
+[provisioning]
+open_signup = true
 "#,
         base = urls.base,
         db = urls.database

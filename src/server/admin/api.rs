@@ -4,6 +4,7 @@
 //! | method and path | operation |
 //! |---|---|
 //! | `GET /admin/v1/orgs`, `POST /admin/v1/orgs` | list, create (`{name, domains, auto_enable}`) |
+//! | `GET /admin/v1/orgs/{org}`, `PATCH /admin/v1/orgs/{org}` | one org (name or id); change its sign-in (`{idp, idp_params, require_mfa, auto_enable}`) |
 //! | `GET /admin/v1/users?search=&cursor=&limit=` | list, by email |
 //! | `GET /admin/v1/users/{user}` | one user (id or email) with org, identities, sessions |
 //! | `POST /admin/v1/users/{user}/enable`, `…/disable` | enable; disable (ends sessions) |
@@ -30,10 +31,15 @@ use serde_json::json;
 use super::{AppState, apply_changes, client};
 use crate::admin::{Actor, Admin, AdminError, AuditQuery, UserRef};
 use crate::clock::unix_now;
+use crate::store::OrgSignInChange;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/admin/v1/orgs", get(list_orgs).post(create_org))
+        .route(
+            "/admin/v1/orgs/{org}",
+            get(show_org).patch(update_org),
+        )
         .route("/admin/v1/users", get(list_users))
         .route("/admin/v1/users/{user}", get(show_user))
         .route("/admin/v1/users/{user}/enable", post(enable_user))
@@ -178,6 +184,25 @@ async fn create_org(auth: Authorized, body: Result<Json<NewOrg>, JsonRejection>)
             .create_org(&org.name, &org.domains, org.auto_enable, unix_now())
             .await?,
     )
+}
+
+async fn show_org(auth: Authorized, Path(org): Path<String>) -> ApiResult {
+    ok(auth.admin().find_org(&org).await?)
+}
+
+async fn update_org(
+    auth: Authorized,
+    Path(org): Path<String>,
+    body: Result<Json<OrgSignInChange>, JsonRejection>,
+) -> ApiResult {
+    let change = json_body(body)?;
+    let org = auth
+        .admin()
+        .set_org_signin(&org, &change, unix_now())
+        .await?;
+    // A new MFA rule must reach this replica's cached sessions now, not at the next poll.
+    applied(&auth, false).await;
+    ok(org)
 }
 
 // === users ===
