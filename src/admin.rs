@@ -15,9 +15,8 @@ use crate::config::Settings;
 use crate::session::{self, Lifetimes};
 pub use crate::store::Actor;
 use crate::store::{
-    AuditEvent, AuditFilter, AuditKind, AuditRecord, IdentityRow, Org, OrgSignInChange, Outcome, Store,
-    StoreError,
-    User,
+    AuditEvent, AuditFilter, AuditKind, AuditRecord, IdentityRow, Org, OrgSignInChange, Outcome,
+    Store, StoreError, User,
 };
 
 /// Page sizes: the default, and the most one request may ask for.
@@ -239,7 +238,11 @@ impl<'a> Admin<'a> {
         change: &OrgSignInChange,
         now: i64,
     ) -> Result<Org, AdminError> {
-        if let Some(idp) = change.idp.as_deref().map(str::trim).filter(|i| !i.is_empty())
+        if let Some(idp) = change
+            .idp
+            .as_deref()
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
             && !self.settings.idps.iter().any(|i| i.name == idp)
         {
             let known: Vec<&str> = self.settings.idps.iter().map(|i| i.name.as_str()).collect();

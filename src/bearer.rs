@@ -382,6 +382,7 @@ impl Bearer {
             issuer: &claimed,
             audiences: None,
             leeway_seconds: LEEWAY_SECONDS,
+            subject_required: true,
         };
         self.metrics.bearer_verification();
         let verified = match jwt::verify::<AccessClaims>(token, &current, &expect) {

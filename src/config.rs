@@ -886,7 +886,9 @@ fn validate_idps(idps: &[IdpConfig]) -> Result<(), ConfigError> {
                 if claim.is_empty() || value.is_empty() || role.is_empty() || role.contains(',') {
                     return Err(ConfigError::invalid(
                         key("role_claims"),
-                        format!("{claim:?} = {{ {value:?} = {role:?} }}: claim, value and role must be non-empty, and role names hold no comma"),
+                        format!(
+                            "{claim:?} = {{ {value:?} = {role:?} }}: claim, value and role must be non-empty, and role names hold no comma"
+                        ),
                     ));
                 }
             }

@@ -1023,8 +1023,13 @@ mod tests {
             let req = request("GET", path, BROWSER);
             let host = RequestHost::parse("gw.test").unwrap();
             let normalized = crate::policy::normalize(path).unwrap();
-            let decision =
-                decide_matches(&req, p.find("GET", &host, &normalized), &caller, &urls(), NOW);
+            let decision = decide_matches(
+                &req,
+                p.find("GET", &host, &normalized),
+                &caller,
+                &urls(),
+                NOW,
+            );
             assert_eq!(decision.label(), label, "{path} {caller:?}");
             if let Decision::Deny(d) = &decision {
                 assert!(

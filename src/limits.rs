@@ -255,9 +255,16 @@ mod tests {
         }
         let refusal = l.check(Limit::LoginStartsPerIp, "a", 0).unwrap_err();
         assert_eq!(refusal.limit, Limit::LoginStartsPerIp);
-        assert!((1..=20).contains(&refusal.retry_after_seconds), "{refusal:?}");
+        assert!(
+            (1..=20).contains(&refusal.retry_after_seconds),
+            "{refusal:?}"
+        );
         assert!(refusal.first_in_window);
-        assert!(!l.check(Limit::LoginStartsPerIp, "a", 0).unwrap_err().first_in_window);
+        assert!(
+            !l.check(Limit::LoginStartsPerIp, "a", 0)
+                .unwrap_err()
+                .first_in_window
+        );
         // Another key has its own bucket; a limit set to 0 is off.
         assert!(l.check(Limit::LoginStartsPerIp, "b", 0).is_ok());
         for _ in 0..100 {
@@ -268,16 +275,30 @@ mod tests {
     #[test]
     fn failures_block_only_once_the_bucket_is_empty() {
         let l = limits(2, 0);
-        assert!(l.blocked_now(Limit::FailedCallbacksPerIp, "ip", 100).is_none());
+        assert!(
+            l.blocked_now(Limit::FailedCallbacksPerIp, "ip", 100)
+                .is_none()
+        );
         l.charge_failure(Limit::FailedCallbacksPerIp, "ip", 100);
         l.charge_failure(Limit::FailedCallbacksPerIp, "ip", 100);
-        assert!(l.blocked_now(Limit::FailedCallbacksPerIp, "ip", 100).is_none());
+        assert!(
+            l.blocked_now(Limit::FailedCallbacksPerIp, "ip", 100)
+                .is_none()
+        );
         l.charge_failure(Limit::FailedCallbacksPerIp, "ip", 100);
-        let refusal = l.blocked_now(Limit::FailedCallbacksPerIp, "ip", 100).unwrap();
+        let refusal = l
+            .blocked_now(Limit::FailedCallbacksPerIp, "ip", 100)
+            .unwrap();
         assert!(refusal.retry_after_seconds >= 1);
-        assert!(l.blocked_now(Limit::FailedCallbacksPerIp, "other", 100).is_none());
+        assert!(
+            l.blocked_now(Limit::FailedCallbacksPerIp, "other", 100)
+                .is_none()
+        );
         // Over when the time has passed.
-        assert!(l.blocked_now(Limit::FailedCallbacksPerIp, "ip", 100 + 61).is_none());
+        assert!(
+            l.blocked_now(Limit::FailedCallbacksPerIp, "ip", 100 + 61)
+                .is_none()
+        );
     }
 
     #[test]
@@ -291,7 +312,10 @@ mod tests {
         let l = limits(10, 3);
         assert!(!l.failed_sign_in("x", 0));
         assert!(!l.failed_sign_in("x", 50));
-        assert!(!l.failed_sign_in("x", 140), "the first fell out of the window");
+        assert!(
+            !l.failed_sign_in("x", 140),
+            "the first fell out of the window"
+        );
         assert!(l.failed_sign_in("x", 145));
     }
 }

@@ -328,8 +328,14 @@ mod role_mapping_tests {
         .unwrap();
         let cases = [
             (json!({"groups": ["engineering", "sales"]}), vec!["dev"]),
-            (json!({"groups": ["engineering", "ops", "admins"]}), vec!["admin", "dev"]),
-            (json!({"groups": "admins", "department": "finance"}), vec!["admin", "billing"]),
+            (
+                json!({"groups": ["engineering", "ops", "admins"]}),
+                vec!["admin", "dev"],
+            ),
+            (
+                json!({"groups": "admins", "department": "finance"}),
+                vec!["admin", "billing"],
+            ),
             (json!({"groups": []}), vec![]),
             (json!({"groups": [1, {"x": 1}], "department": 7}), vec![]),
             (json!({"GROUPS": ["admins"], "groups": ["Admins"]}), vec![]),

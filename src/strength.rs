@@ -135,9 +135,19 @@ mod tests {
         let no_time = auth(&["mfa"], None, None, false);
         let cases: Vec<(&str, StepUp, &Authentication, Option<StepUp>)> = vec![
             ("nothing asked", StepUp::default(), &pwd, None),
-            ("mfa asked, pwd only", need(true, &[], None), &pwd, Some(need(true, &[], None))),
+            (
+                "mfa asked, pwd only",
+                need(true, &[], None),
+                &pwd,
+                Some(need(true, &[], None)),
+            ),
             ("mfa asked, mfa done", need(true, &[], None), &mfa, None),
-            ("acr matches", need(false, &["urn:mfa", "urn:x"], None), &mfa, None),
+            (
+                "acr matches",
+                need(false, &["urn:mfa", "urn:x"], None),
+                &mfa,
+                None,
+            ),
             (
                 "acr differs",
                 need(false, &["urn:mfa"], None),
@@ -145,8 +155,18 @@ mod tests {
                 Some(need(false, &["urn:mfa"], None)),
             ),
             ("recent enough", need(false, &[], Some(100)), &pwd, None),
-            ("too old", need(false, &[], Some(99)), &pwd, Some(need(false, &[], Some(99)))),
-            ("no auth_time", need(false, &[], Some(1_000)), &no_time, Some(need(false, &[], Some(1_000)))),
+            (
+                "too old",
+                need(false, &[], Some(99)),
+                &pwd,
+                Some(need(false, &[], Some(99))),
+            ),
+            (
+                "no auth_time",
+                need(false, &[], Some(1_000)),
+                &no_time,
+                Some(need(false, &[], Some(1_000))),
+            ),
             (
                 "only what is missing",
                 need(true, &["urn:pwd"], Some(50)),

@@ -45,9 +45,10 @@ async fn logins_per_second(backend: Backend) {
     let stack = DirectStack::start(backend).await;
     let config = format!(
         "{}{}\n{}",
-        stack
-            .config
-            .replace("open_signup = true", "open_signup = true\nnew_users_enabled = true"),
+        stack.config.replace(
+            "open_signup = true",
+            "open_signup = true\nnew_users_enabled = true"
+        ),
         support::op::idp_toml("main", &stack.op.issuer),
         support::ROUTES
     );

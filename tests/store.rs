@@ -90,7 +90,10 @@ async fn sessions_expire_and_are_cached(backend: Backend) {
     let store = db.store().await;
     let s = sessions(&store);
     let alice = user(&store, "alice@acme.test", true).await;
-    let token = s.create(alice, None, None, Default::default(), NOW).await.unwrap();
+    let token = s
+        .create(alice, None, None, Default::default(), NOW)
+        .await
+        .unwrap();
     assert_eq!(token.as_str().len(), 43, "256-bit token, base64url");
     // Only the hash is stored.
     assert!(
@@ -116,7 +119,10 @@ async fn sessions_expire_and_are_cached(backend: Backend) {
     ));
 
     // Absolute: used every 90 s, still ends at 1000 s.
-    let token = s.create(alice, None, None, Default::default(), NOW).await.unwrap();
+    let token = s
+        .create(alice, None, None, Default::default(), NOW)
+        .await
+        .unwrap();
     let mut t = NOW;
     while t + 90 < NOW + 1000 {
         t += 90;
@@ -138,8 +144,14 @@ async fn sessions_expire_and_are_cached(backend: Backend) {
         SessionCaller::Anonymous
     ));
     // A fresh token at every login.
-    let a = s.create(alice, None, None, Default::default(), NOW).await.unwrap();
-    let b = s.create(alice, None, None, Default::default(), NOW).await.unwrap();
+    let a = s
+        .create(alice, None, None, Default::default(), NOW)
+        .await
+        .unwrap();
+    let b = s
+        .create(alice, None, None, Default::default(), NOW)
+        .await
+        .unwrap();
     assert_ne!(a, b);
 }
 
@@ -156,8 +168,14 @@ async fn revocations_reach_the_cache(backend: Backend) {
     let now = gatehouse::clock::unix_now();
     let alice = user(&store, "alice@acme.test", true).await;
     let bob = user(&store, "bob@acme.test", true).await;
-    let ta = s.create(alice, None, None, Default::default(), now).await.unwrap();
-    let tb = s.create(bob, None, None, Default::default(), now).await.unwrap();
+    let ta = s
+        .create(alice, None, None, Default::default(), now)
+        .await
+        .unwrap();
+    let tb = s
+        .create(bob, None, None, Default::default(), now)
+        .await
+        .unwrap();
     assert!(user_id(&s.resolve(&ta, now).await).is_some());
     assert!(user_id(&s.resolve(&tb, now).await).is_some());
 
@@ -203,8 +221,14 @@ async fn store_failure_is_unavailable(backend: Backend) {
     let store = db.store().await;
     let s = sessions(&store);
     let alice = user(&store, "alice@acme.test", true).await;
-    let cached = s.create(alice, None, None, Default::default(), NOW).await.unwrap();
-    let uncached = s.create(alice, None, None, Default::default(), NOW).await.unwrap();
+    let cached = s
+        .create(alice, None, None, Default::default(), NOW)
+        .await
+        .unwrap();
+    let uncached = s
+        .create(alice, None, None, Default::default(), NOW)
+        .await
+        .unwrap();
     assert!(user_id(&s.resolve(&cached, NOW).await).is_some());
     store.close().await;
     assert!(matches!(
@@ -219,7 +243,10 @@ async fn last_seen_is_written_back(backend: Backend) {
     let store = db.store().await;
     let s = sessions(&store);
     let alice = user(&store, "alice@acme.test", true).await;
-    let token = s.create(alice, None, None, Default::default(), NOW).await.unwrap();
+    let token = s
+        .create(alice, None, None, Default::default(), NOW)
+        .await
+        .unwrap();
     let hash = token.hash().to_hex();
     s.resolve(&token, NOW + 30).await;
     s.resolve(&token, NOW + 61).await;
@@ -343,7 +370,10 @@ async fn roles_and_enablement_are_idempotent(backend: Backend) {
     assert!(store.set_role(id, "dev", true, "test", NOW).await.unwrap());
     assert_eq!(store.roles_of(id).await.unwrap(), vec!["admin", "dev"]);
     // A session load brings the roles in the same query, in the same order.
-    let token = sessions(&store).create(id, None, None, Default::default(), NOW).await.unwrap();
+    let token = sessions(&store)
+        .create(id, None, None, Default::default(), NOW)
+        .await
+        .unwrap();
     let loaded = store
         .load_session(&token.hash().to_hex(), NOW)
         .await

@@ -35,9 +35,7 @@ impl Broker {
                 let (result, status) = match &e {
                     LogoutError::Invalid(_) => ("invalid", StatusCode::BAD_REQUEST),
                     LogoutError::Replayed => ("replayed", StatusCode::BAD_REQUEST),
-                    LogoutError::Unavailable(_) => {
-                        ("unavailable", StatusCode::SERVICE_UNAVAILABLE)
-                    }
+                    LogoutError::Unavailable(_) => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
                 };
                 self.metrics.record_backchannel_logout(result);
                 tracing::info!(error = %e, "back-channel logout refused");
@@ -59,7 +57,10 @@ impl Broker {
                 } else {
                     "temporarily_unavailable"
                 };
-                reply(status, json!({ "error": error, "error_description": e.to_string() }))
+                reply(
+                    status,
+                    json!({ "error": error, "error_description": e.to_string() }),
+                )
             }
         }
     }
@@ -109,7 +110,13 @@ impl Broker {
         );
         let hashes = self
             .store
-            .revoke_idp_sessions(&idp, claims.sub.as_deref(), claims.sid.as_deref(), &event, now)
+            .revoke_idp_sessions(
+                &idp,
+                claims.sub.as_deref(),
+                claims.sid.as_deref(),
+                &event,
+                now,
+            )
             .await
             .map_err(|e| {
                 self.store.observe_error(Access::Write, &e, now);

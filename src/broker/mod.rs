@@ -36,12 +36,12 @@ use crate::clock::unix_now;
 use crate::config::{ImpersonationConfig, ProvisioningConfig, ResponseMode, Settings};
 use crate::email::Email;
 use crate::identity::SessionCaller;
+use crate::limits::{Limit, Limits, Refusal};
 use crate::metrics::Metrics;
 use crate::pages;
 use crate::provisioning::{self, EmailTrust, Vouching};
 use crate::session::cookie::{self, CookieSettings, TokenCookie};
 use crate::session::{OpaqueToken, SessionError, Sessions};
-use crate::limits::{Limit, Limits, Refusal};
 use crate::store::{
     Access, AuditEvent, AuditKind, NewLoginState, Outcome, PendingLoginCaps, ProvisionOutcome,
     ProvisionRequest, Store, StoreError,
@@ -666,14 +666,19 @@ impl Broker {
                         LoginError::Provisioning(message)
                     }
                     StoreError::NotFound(_) => LoginError::NoAccount(
-                        identity.email.clone().unwrap_or_default().to_ascii_lowercase(),
+                        identity
+                            .email
+                            .clone()
+                            .unwrap_or_default()
+                            .to_ascii_lowercase(),
                     ),
                     other => other.into(),
                 })
             })?;
         let user = outcome.user();
         if !provider.config.role_claims.is_empty() {
-            let roles = provisioning::mapped_roles(&provider.config.role_claims, &identity.role_claims);
+            let roles =
+                provisioning::mapped_roles(&provider.config.role_claims, &identity.role_claims);
             self.store
                 .set_idp_roles(user.id, provider.name(), &roles, now)
                 .await

@@ -467,7 +467,10 @@ impl Provider {
     /// `jti`, the back-channel logout event, `sub` or `sid`, and no `nonce` (so an ID token
     /// cannot pass for one). Replay (`jti`) is the caller's to check.
     pub async fn verify_logout_token(&self, token: &str) -> Result<LogoutClaims, LogoutError> {
-        let d = self.discovered().await.map_err(|e| LogoutError::Unavailable(e.to_string()))?;
+        let d = self
+            .discovered()
+            .await
+            .map_err(|e| LogoutError::Unavailable(e.to_string()))?;
         let keys = d
             .jwks
             .keys()
@@ -478,6 +481,7 @@ impl Provider {
             issuer: &self.config.issuer,
             audiences: Some(&audiences),
             leeway_seconds: EXP_LEEWAY_SECONDS,
+            subject_required: false,
         };
         let verified = match jwt::verify::<LogoutClaims>(token, &keys, &expect) {
             Err(JwtError::UnknownKey(_)) => {
@@ -495,7 +499,9 @@ impl Provider {
             && !typ.eq_ignore_ascii_case("logout+jwt")
             && !typ.eq_ignore_ascii_case("JWT")
         {
-            return Err(LogoutError::Invalid(format!("typ {typ:?} is not logout+jwt")));
+            return Err(LogoutError::Invalid(format!(
+                "typ {typ:?} is not logout+jwt"
+            )));
         }
         verified.claims.check()?;
         Ok(verified.claims)
@@ -715,6 +721,7 @@ pub fn verify_id_token(
             issuer: expect.issuer,
             audiences: Some(&audiences),
             leeway_seconds: EXP_LEEWAY_SECONDS,
+            subject_required: true,
         },
     )?
     .claims;
@@ -1022,7 +1029,11 @@ mod tests {
         assert_eq!(identity.login.auth_time, Some(1234));
         assert_eq!(identity.login.idp_sid.as_deref(), Some("op-session"));
         assert_eq!(identity.login.idp_subject.as_deref(), Some("alice"));
-        assert_eq!(identity.role_claims.len(), 1, "only named claims, only present ones");
+        assert_eq!(
+            identity.role_claims.len(),
+            1,
+            "only named claims, only present ones"
+        );
         assert_eq!(identity.role_claims["groups"], json!(["eng", "ops"]));
         // A lone string amr counts; odd types are dropped.
         let token = signed(

@@ -105,10 +105,34 @@ mod tests {
         let cases: Vec<Row> = vec![
             (&[], None, None, None, IdpChoice::NoneConfigured),
             (&two, Some("globex"), None, None, IdpChoice::Use(1)),
-            (&two, Some("globex"), None, Some("a@acme.test"), IdpChoice::Use(1)),
-            (&two, Some("nope"), None, None, IdpChoice::Unknown("nope".into())),
-            (&two, None, None, Some("carol@globex.test"), IdpChoice::Use(1)),
-            (&two, None, None, Some("Carol@GLOBEX.example"), IdpChoice::Use(1)),
+            (
+                &two,
+                Some("globex"),
+                None,
+                Some("a@acme.test"),
+                IdpChoice::Use(1),
+            ),
+            (
+                &two,
+                Some("nope"),
+                None,
+                None,
+                IdpChoice::Unknown("nope".into()),
+            ),
+            (
+                &two,
+                None,
+                None,
+                Some("carol@globex.test"),
+                IdpChoice::Use(1),
+            ),
+            (
+                &two,
+                None,
+                None,
+                Some("Carol@GLOBEX.example"),
+                IdpChoice::Use(1),
+            ),
             (&two, None, None, Some("alice@acme.test"), IdpChoice::Use(0)),
             // exact domain only, no suffix match
             (
@@ -125,7 +149,13 @@ mod tests {
             (&two, None, None, None, ask.clone()),
             (&two, Some(""), None, None, ask.clone()),
             (&one, None, None, None, IdpChoice::Use(0)),
-            (&one, None, None, Some("x@elsewhere.test"), IdpChoice::Use(0)),
+            (
+                &one,
+                None,
+                None,
+                Some("x@elsewhere.test"),
+                IdpChoice::Use(0),
+            ),
             (
                 &with_default,
                 None,
@@ -133,14 +163,44 @@ mod tests {
                 Some("x@elsewhere.test"),
                 IdpChoice::Use(1),
             ),
-            (&with_default, None, None, Some("x@acme.test"), IdpChoice::Use(0)),
+            (
+                &with_default,
+                None,
+                None,
+                Some("x@acme.test"),
+                IdpChoice::Use(0),
+            ),
             (&with_default, None, None, None, ask.clone()),
             // The org's own IdP wins over domain lists, loses to idp=, and an unknown one
             // falls back to discovery.
-            (&two, None, Some("globex"), Some("x@acme.test"), IdpChoice::Use(1)),
-            (&two, Some("acme"), Some("globex"), Some("x@acme.test"), IdpChoice::Use(0)),
-            (&two, None, Some("gone"), Some("x@acme.test"), IdpChoice::Use(0)),
-            (&with_default, None, Some("acme"), Some("x@elsewhere.test"), IdpChoice::Use(0)),
+            (
+                &two,
+                None,
+                Some("globex"),
+                Some("x@acme.test"),
+                IdpChoice::Use(1),
+            ),
+            (
+                &two,
+                Some("acme"),
+                Some("globex"),
+                Some("x@acme.test"),
+                IdpChoice::Use(0),
+            ),
+            (
+                &two,
+                None,
+                Some("gone"),
+                Some("x@acme.test"),
+                IdpChoice::Use(0),
+            ),
+            (
+                &with_default,
+                None,
+                Some("acme"),
+                Some("x@elsewhere.test"),
+                IdpChoice::Use(0),
+            ),
         ];
         for (idps, name, org, hint, want) in cases {
             assert_eq!(

@@ -189,6 +189,9 @@ pub struct Expect<'a> {
     pub audiences: Option<&'a [String]>,
     /// Seconds of clock skew allowed on `exp` and `nbf`.
     pub leeway_seconds: u64,
+    /// `sub` must be present (every token but a back-channel logout token, which may name
+    /// only a session, `sid`).
+    pub subject_required: bool,
 }
 
 /// A verified token's claims, and the `typ` of its header.
@@ -216,16 +219,18 @@ pub fn verify<C: DeserializeOwned>(
     validation.leeway = expect.leeway_seconds;
     validation.validate_nbf = true;
     validation.set_issuer(&[expect.issuer]);
+    let mut required = vec!["exp", "iss"];
+    if expect.subject_required {
+        required.push("sub");
+    }
     match expect.audiences {
         Some(audiences) => {
             validation.set_audience(audiences);
-            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            required.push("aud");
         }
-        None => {
-            validation.validate_aud = false;
-            validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        }
+        None => validation.validate_aud = false,
     }
+    validation.set_required_spec_claims(&required);
     jsonwebtoken::decode::<C>(token, &key.decoding, &validation)
         .map(|data| Verified {
             header_typ: data.header.typ,

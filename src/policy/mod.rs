@@ -406,7 +406,8 @@ impl Route {
         if !step_up.is_empty() && c.access != Access::Authenticated {
             return Err(err(
                 "mfa",
-                "mfa, acr_values and max_auth_age_seconds only apply to access = \"authenticated\"".to_owned(),
+                "mfa, acr_values and max_auth_age_seconds only apply to access = \"authenticated\""
+                    .to_owned(),
             ));
         }
         if c.acr_values.iter().any(|v| v.is_empty() || v.contains(' ')) {

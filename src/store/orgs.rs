@@ -247,7 +247,10 @@ impl Store {
             None => org.idp.clone(),
         };
         let params = change.idp_params.clone().unwrap_or(org.idp_params.clone());
-        if params.keys().any(|k| k.is_empty() || RESERVED_PARAMS.contains(&k.as_str())) {
+        if params
+            .keys()
+            .any(|k| k.is_empty() || RESERVED_PARAMS.contains(&k.as_str()))
+        {
             return Err(StoreError::Invalid(format!(
                 "authorize parameters may not be empty or one gatehouse sets itself ({})",
                 RESERVED_PARAMS.join(", ")

@@ -273,7 +273,10 @@ impl Store {
                 let event = event.clone().user(*user_id);
                 insert_audit!(&mut *tx, &event);
             }
-            revoked.into_iter().map(|(hash, _)| hash).collect::<Vec<_>>()
+            revoked
+                .into_iter()
+                .map(|(hash, _)| hash)
+                .collect::<Vec<_>>()
         });
         Ok(hashes)
     }

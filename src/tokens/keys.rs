@@ -264,6 +264,7 @@ mod tests {
                     issuer: "https://gw",
                     audiences: None,
                     leeway_seconds: 0,
+                    subject_required: true,
                 },
             );
             assert!(verified.is_ok(), "{algorithm:?}: {verified:?}");

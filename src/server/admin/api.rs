@@ -36,10 +36,7 @@ use crate::store::OrgSignInChange;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/admin/v1/orgs", get(list_orgs).post(create_org))
-        .route(
-            "/admin/v1/orgs/{org}",
-            get(show_org).patch(update_org),
-        )
+        .route("/admin/v1/orgs/{org}", get(show_org).patch(update_org))
         .route("/admin/v1/users", get(list_users))
         .route("/admin/v1/users/{user}", get(show_user))
         .route("/admin/v1/users/{user}/enable", post(enable_user))
