@@ -31,10 +31,18 @@ pub enum AuditKind {
     ImpersonationStarted,
     ImpersonationStopped,
     ImpersonationRefused,
+    /// `/auth/authorize` issued a code to a `[[client]]` app.
+    AppAuthorized,
+    /// `/auth/token` issued tokens (code exchange or refresh); the detail names the grant.
+    AppTokenIssued,
+    /// An already-rotated refresh token came back: its whole family was revoked.
+    RefreshTokenReused,
+    /// A refresh token family was revoked (`/auth/revoke`, or a replayed code).
+    AppTokenRevoked,
 }
 
 impl AuditKind {
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 24] = [
         Self::LoginStarted,
         Self::LoginSucceeded,
         Self::LoginFailed,
@@ -55,6 +63,10 @@ impl AuditKind {
         Self::ImpersonationStarted,
         Self::ImpersonationStopped,
         Self::ImpersonationRefused,
+        Self::AppAuthorized,
+        Self::AppTokenIssued,
+        Self::RefreshTokenReused,
+        Self::AppTokenRevoked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +91,10 @@ impl AuditKind {
             Self::ImpersonationStarted => "impersonation_started",
             Self::ImpersonationStopped => "impersonation_stopped",
             Self::ImpersonationRefused => "impersonation_refused",
+            Self::AppAuthorized => "app_authorized",
+            Self::AppTokenIssued => "app_token_issued",
+            Self::RefreshTokenReused => "refresh_token_reused",
+            Self::AppTokenRevoked => "app_token_revoked",
         }
     }
 
