@@ -41,6 +41,7 @@ fn config(urls: &StackUrls) -> String {
     format!(
         r#"{base}
 [token]
+enabled = true
 encryption_key_env = "{TOKEN_KEY_VAR}"
 
 [provisioning]
@@ -77,6 +78,13 @@ path_prefix = "/v3/"
 access = "authenticated"
 api = true
 bearer = {{ issuers = ["{base_url}"], audiences = ["{API}"], scopes = ["write"] }}
+
+[[route]]
+path_prefix = "/v4/"
+access = "authenticated"
+api = true
+session = false
+bearer = {{ issuers = ["{base_url}"], audiences = ["internal"] }}
 {usual}"#,
         base = base_config(urls),
         // The login test's new user must be enabled; elsewhere `session create` makes users
@@ -668,6 +676,22 @@ async fn access_tokens_on_bearer_routes(backend: Backend) {
         .get("/v1/orders", &[("authorization", &bearer(&forged))])
         .await;
     assert_eq!(r.status, 401, "{r:?}");
+
+    // The minted upstream token has the same issuer and keys, but is no access token: an
+    // upstream that received one cannot present it at the edge.
+    let cookie = format!("gatehouse={alice}");
+    let r = stack.get("/app", &[("cookie", &cookie)]).await;
+    let minted = r.upstream_header("x-gatehouse-jwt").expect("minted token");
+    assert_eq!(jwt_part(&minted, 1)["aud"], "internal");
+    let r = stack
+        .get("/v4/orders", &[("authorization", &bearer(&minted))])
+        .await;
+    assert_eq!(r.status, 401, "{r:?}");
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|w| w.contains("at+jwt")),
+        "{r:?}"
+    );
 
     // A rotated key verifies with no restart: the CLI rotates, the next refresh signs with the
     // new key, and the route accepts it (and still the old one).

@@ -399,25 +399,6 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Live (not revoked, not expired) refresh families of a user.
-    pub async fn count_live_refresh_families(
-        &self,
-        user_id: Uuid,
-        now: i64,
-    ) -> Result<i64, StoreError> {
-        let (count,): (i64,) = with_pool!(self, |pool| {
-            sqlx::query_as(
-                "SELECT COUNT(DISTINCT family_id) FROM app_refresh_tokens WHERE user_id = $1 \
-                 AND revoked_at IS NULL AND family_expires_at > $2",
-            )
-            .bind(user_id)
-            .bind(now)
-            .fetch_one(pool)
-            .await?
-        });
-        Ok(count)
-    }
-
     /// Deletes expired codes, expired families, revoked families after a day and used
     /// tokens after [`USED_TOKEN_RETENTION_SECONDS`]. Run by the housekeeping task.
     pub async fn purge_expired_app_tokens(&self, now: i64) -> Result<u64, StoreError> {
