@@ -32,6 +32,7 @@ use crate::jwt::{self, JwksCache, JwtError};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::strength::Authentication;
+use crate::tokens::Minter;
 
 pub const ISSUER_HEADER: HeaderName = HeaderName::from_static("x-gatehouse-issuer");
 pub const SUBJECT_HEADER: HeaderName = HeaderName::from_static("x-gatehouse-subject");
@@ -208,6 +209,9 @@ fn route_issuers(settings: &Settings) -> impl Iterator<Item = &String> {
 /// The bearer service: verification with a cache, and `(iss, sub)` → local user.
 pub struct Bearer {
     issuers: HashMap<String, IssuerKeys>,
+    /// gatehouse itself as an issuer (`public_url`): access tokens it signed for `[[client]]`
+    /// apps, verified with the shared key ring directly (see [`Bearer::with_local_issuer`]).
+    local: Option<Arc<Minter>>,
     tokens: Cache<[u8; 32], Arc<VerifiedToken>>,
     users: Cache<Arc<(String, String)>, CachedUser>,
     store: Store,
@@ -262,6 +266,7 @@ impl Bearer {
             .collect();
         Self {
             issuers,
+            local: None,
             tokens: Cache::builder()
                 .max_capacity(settings.session.cache_max_entries)
                 .expire_after(UntilExpiry)
@@ -277,11 +282,26 @@ impl Bearer {
         }
     }
 
+    /// Accepts gatehouse's own access tokens (issuer `public_url`, RFC 9068 `typ: at+jwt`),
+    /// verified with `minter`'s keys in memory: no HTTP fetch of our own JWKS, and a key
+    /// rotated in the database verifies once this replica has re-read the keys (every 10 s,
+    /// when the CLI asks, or when a token names a `kid` it does not know yet).
+    pub fn with_local_issuer(mut self, minter: Arc<Minter>) -> Self {
+        self.issuers.remove(minter.issuer());
+        self.local = Some(minter);
+        self
+    }
+
+    fn local_issuer(&self, issuer: &str) -> Option<&Arc<Minter>> {
+        self.local.as_ref().filter(|m| m.issuer() == issuer)
+    }
+
     /// Bearer issuers that routes in `settings` accept and this service does not know: their
     /// keys are fetched from start-up on, so adding one needs a restart.
     pub fn unknown_issuers(&self, settings: &Settings) -> Vec<String> {
         let mut unknown: Vec<String> = route_issuers(settings)
             .filter(|issuer| !self.issuers.contains_key(issuer.as_str()))
+            .filter(|issuer| self.local_issuer(issuer).is_none())
             .cloned()
             .collect();
         unknown.sort();
@@ -351,6 +371,9 @@ impl Bearer {
 
     /// Whether the key a cached token was verified with is still in its issuer's JWKS.
     fn key_still_published(&self, token: &VerifiedToken) -> bool {
+        if let Some(local) = self.local_issuer(&token.issuer) {
+            return local.verification_keys().has(token.kid.as_deref());
+        }
         self.issuers
             .get(&token.issuer)
             .and_then(|keys| keys.jwks.get())
@@ -371,6 +394,9 @@ impl Bearer {
         let claimed = jsonwebtoken::dangerous::insecure_decode_claims::<IssuerOnly>(token)
             .map_err(|_| BearerError::Invalid("not a JWT with an issuer".into()))?
             .iss;
+        if let Some(local) = self.local_issuer(&claimed) {
+            return self.verify_local(token, hash, local).await;
+        }
         let Some(keys) = self.issuers.get(&claimed) else {
             return Err(BearerError::Invalid(format!(
                 "tokens from issuer {claimed:?} are not accepted"
@@ -396,6 +422,46 @@ impl Bearer {
             other => other,
         }
         .map_err(|e| BearerError::Invalid(e.to_string()))?;
+        VerifiedToken::new(verified.header_typ, verified.kid, verified.claims, hash)
+    }
+
+    /// One of gatehouse's own access tokens. Only those declared access tokens (`typ: at+jwt`)
+    /// are accepted: the minted `x-gatehouse-jwt` has the same issuer and keys, and an
+    /// upstream that receives one must not be able to present it at the edge as a credential.
+    async fn verify_local(
+        &self,
+        token: &str,
+        hash: &[u8; 32],
+        local: &Minter,
+    ) -> Result<VerifiedToken, BearerError> {
+        let expect = jwt::Expect {
+            issuer: local.issuer(),
+            audiences: None,
+            leeway_seconds: LEEWAY_SECONDS,
+            subject_required: true,
+        };
+        self.metrics.bearer_verification();
+        let verified =
+            match jwt::verify::<AccessClaims>(token, &local.verification_keys(), &expect) {
+                Err(JwtError::UnknownKey(_)) => {
+                    // Another replica may have rotated a moment ago: re-read the key table.
+                    local
+                        .reload_for_unknown_key()
+                        .await
+                        .map_err(|e| BearerError::Unavailable(e.to_string()))?;
+                    jwt::verify::<AccessClaims>(token, &local.verification_keys(), &expect)
+                }
+                other => other,
+            }
+            .map_err(|e| BearerError::Invalid(e.to_string()))?;
+        let declared_access_token = verified.header_typ.as_deref().is_some_and(|t| {
+            t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+        });
+        if !declared_access_token {
+            return Err(BearerError::Invalid(
+                "a gatehouse token that is not an access token (typ at+jwt)".into(),
+            ));
+        }
         VerifiedToken::new(verified.header_typ, verified.kid, verified.claims, hash)
     }
 
@@ -431,10 +497,20 @@ impl Bearer {
         let mut loaded = CachedUser::Unknown;
         for _ in 0..2 {
             let before = self.generation.load(Ordering::SeqCst);
-            let lookup = self.store.user_by_identity(&key.0, &key.1);
-            let user = tokio::time::timeout(STORE_LOOKUP_TIMEOUT, lookup)
-                .await
-                .map_err(|_| StoreError::Timeout("identity lookup"))??;
+            let user = if self.local_issuer(&key.0).is_some() {
+                // gatehouse's own tokens name the local user id, not an IdP subject.
+                match Uuid::parse_str(&key.1) {
+                    Ok(id) => tokio::time::timeout(STORE_LOOKUP_TIMEOUT, self.store.user_by_id(id))
+                        .await
+                        .map_err(|_| StoreError::Timeout("user lookup"))??,
+                    Err(_) => None,
+                }
+            } else {
+                let lookup = self.store.user_by_identity(&key.0, &key.1);
+                tokio::time::timeout(STORE_LOOKUP_TIMEOUT, lookup)
+                    .await
+                    .map_err(|_| StoreError::Timeout("identity lookup"))??
+            };
             loaded = match user {
                 None => CachedUser::Unknown,
                 Some(u) => {

@@ -34,6 +34,8 @@ const ENV_SECTIONS: &[&str] = &[
     "token",
     "impersonation",
     "audit",
+    "app_tokens",
+    "limits",
 ];
 /// `GATEHOUSE_*` variables with their own meaning, never treated as config keys.
 const ENV_RESERVED: &[&str] = &["GATEHOUSE_CONFIG", "GATEHOUSE_LOG", "GATEHOUSE_LOG_FORMAT"];
@@ -69,7 +71,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Invalid {
             key: key.into(),
             message: message.into(),
@@ -501,6 +503,52 @@ impl Default for ImpersonationConfig {
     }
 }
 
+/// A first-party app gatehouse issues tokens to: an OAuth 2.0 public client (no secret).
+/// Validated in [`crate::apps::clients::validate`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub client_id: String,
+    /// Exact redirect URIs (a native app's loopback URI matches any port).
+    pub redirect_uris: Vec<String>,
+    pub kind: ClientKind,
+    /// The access token's `aud`; `[token] audience` when unset.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Scopes the app may request.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientKind {
+    /// Desktop or mobile app: system browser, loopback or private-use-scheme redirect.
+    Native,
+    /// Single-page app: https (or loopback http) redirect, token calls by CORS.
+    Spa,
+}
+
+/// Lifetimes of what `/auth/authorize` and `/auth/token` issue to `[[client]]` apps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppTokensConfig {
+    pub access_token_ttl_seconds: u64,
+    /// A refresh token family's absolute lifetime: rotation does not extend it.
+    pub refresh_token_ttl_seconds: u64,
+    pub code_ttl_seconds: u64,
+}
+
+impl Default for AppTokensConfig {
+    fn default() -> Self {
+        Self {
+            access_token_ttl_seconds: 300,
+            refresh_token_ttl_seconds: 30 * 24 * 3600,
+            code_ttl_seconds: 60,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct FileConfig {
@@ -520,6 +568,9 @@ struct FileConfig {
     issuers: Vec<IssuerConfig>,
     #[serde(rename = "route")]
     routes: Vec<RouteConfig>,
+    app_tokens: AppTokensConfig,
+    #[serde(rename = "client")]
+    clients: Vec<ClientConfig>,
 }
 
 // === validated settings ===
@@ -544,6 +595,9 @@ pub struct Settings {
     /// Routes as written (or the built-in default), kept for `check-config`.
     pub routes: Vec<RouteConfig>,
     pub policy: Policy,
+    pub app_tokens: AppTokensConfig,
+    /// `[[client]]`: first-party apps (see [`crate::apps`]).
+    pub clients: Vec<ClientConfig>,
 }
 
 impl Settings {
@@ -612,6 +666,8 @@ impl Settings {
             idps,
             issuers,
             mut routes,
+            app_tokens,
+            clients,
         } = file;
 
         match server.public_url.scheme() {
@@ -729,6 +785,7 @@ impl Settings {
 
         validate_token(&token)?;
         validate_issuers(&issuers)?;
+        crate::apps::clients::validate(&clients, &app_tokens, &token)?;
         if impersonation.enabled && impersonation.role.trim().is_empty() {
             return Err(ConfigError::invalid(
                 "impersonation.role",
@@ -758,6 +815,8 @@ impl Settings {
             issuers,
             routes,
             policy,
+            app_tokens,
+            clients,
         })
     }
 

@@ -27,6 +27,7 @@
 //! | [`tokens`] | the minted upstream token (`x-gatehouse-jwt`): shared keys, JWKS, caching |
 //! | [`store`] | sqlx over SQLite or PostgreSQL: users, orgs, sessions, login state, audit |
 //! | [`broker`] | OIDC login: home-realm discovery, code flow + PKCE, callback, provisioning, logout |
+//! | [`apps`] | authorization server for `[[client]]` apps: authorize, token, revoke; refresh rotation |
 //! | [`server`] | listeners: gRPC ext_authz, HTTP (`/authz`, `/auth/*`), admin |
 //! | [`metrics`] | Prometheus counters and histograms |
 //! | [`pages`] | the few HTML pages |
@@ -39,6 +40,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod apps;
 pub mod bearer;
 pub mod broker;
 pub mod cli;

@@ -43,6 +43,7 @@ pub struct Metrics {
     notify_lag: Histogram,
     revocations_applied: IntCounter,
     reloads: IntCounterVec,
+    app_tokens: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -193,6 +194,13 @@ impl Metrics {
             "Configuration reloads on SIGHUP, by result.",
             &["result"],
         );
+        let app_tokens = counter_vec(
+            "gatehouse_app_tokens_total",
+            "Token endpoint requests of [[client]] apps, by grant (authorization_code, \
+             refresh_token, revoke, other) and result (issued, revoked, reused, or the OAuth \
+             error code).",
+            &["grant", "result"],
+        );
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "gatehouse_build_info",
@@ -226,6 +234,7 @@ impl Metrics {
             Box::new(notify_lag.clone()),
             Box::new(revocations_applied.clone()),
             Box::new(reloads.clone()),
+            Box::new(app_tokens.clone()),
             Box::new(build_info),
         ] {
             registry
@@ -268,7 +277,14 @@ impl Metrics {
             notify_lag,
             revocations_applied,
             reloads,
+            app_tokens,
         }
+    }
+
+    /// One `/auth/token` or `/auth/revoke` answer. Both labels come from fixed sets (see
+    /// [`crate::apps`]).
+    pub fn record_app_token(&self, grant: &'static str, result: &'static str) {
+        self.app_tokens.with_label_values(&[grant, result]).inc();
     }
 
     /// `decision` and `reason` come from [`crate::decision::Decision::labels`].

@@ -33,6 +33,18 @@ impl Authentication {
     }
 }
 
+/// `amr`, `acr` and `auth_time` as claims: stored with an app's refresh tokens and put in its
+/// access tokens, so bearer routes can hold app callers to the same step-up rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthClaims {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+}
+
 /// What a login must show: a route's requirement, or what a caller lacks of it. Travels in the
 /// step-up login URL and in the login state, so the callback can refuse a login that falls
 /// short instead of looping.

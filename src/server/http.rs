@@ -43,12 +43,15 @@ pub fn router(state: AppState) -> Router {
     if welcome.starts_with("/auth/") {
         router = router.route(&welcome, get(welcome_page));
     }
+    if state.apps.is_some() {
+        router = crate::apps::routes::routes(router);
+    }
     router.with_state(state)
 }
 
 /// Query or form pairs, with the names that appear more than once (ambiguous: an HTTP
 /// parameter pollution attempt or a broken client) dropped.
-fn unique_params(raw: &[u8]) -> (HashMap<String, String>, Vec<String>) {
+pub(crate) fn unique_params(raw: &[u8]) -> (HashMap<String, String>, Vec<String>) {
     let mut values: HashMap<String, String> = HashMap::new();
     let mut repeated = Vec::new();
     for (k, v) in url::form_urlencoded::parse(raw) {
@@ -266,7 +269,7 @@ async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Response
 
 /// Turns a broker reply into a response. Every reply is `no-store`; pages also get a strict
 /// CSP, no framing and no referrer (callback URLs carry codes).
-fn respond(reply: Reply) -> Response {
+pub(crate) fn respond(reply: Reply) -> Response {
     let (mut response, cookies) = match reply {
         Reply::Redirect { location, cookies } => {
             let mut r = StatusCode::FOUND.into_response();

@@ -20,6 +20,7 @@ use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::apps::Apps;
 use crate::bearer::{self, Bearer};
 use crate::broker::{Broker, LoginError};
 use crate::clock::unix_now;
@@ -67,8 +68,11 @@ pub struct AppState {
     pub revocations: Arc<RevocationSync>,
     pub broker: Arc<Broker>,
     pub bearer: Arc<Bearer>,
-    /// Present when `[token] enabled`.
+    /// Present when `[token] enabled` or `[[client]]` apps are configured.
     pub minter: Option<Arc<Minter>>,
+    /// `/auth/authorize`, `/auth/token`, `/auth/revoke`: present when `[[client]]` apps are
+    /// configured.
+    pub apps: Option<Arc<Apps>>,
     pub cookies: CookieSettings,
     /// Who may use `/admin/v1/*` and `/admin/audit`.
     pub admin_auth: Arc<admin::AdminAuth>,
@@ -117,24 +121,38 @@ impl Server {
         };
         let http_client =
             crate::jwt::http_client().map_err(|e| ServeError::Http(std::io::Error::other(e)))?;
-        let bearer = Arc::new(Bearer::new(
-            &settings,
-            store.clone(),
-            metrics.clone(),
-            http_client,
-        ));
-        let minter = if settings.token.enabled {
+        // The shared signing keys: for the minted upstream token, and for `[[client]]` apps'
+        // access tokens (which need them even when `[token] enabled = false`).
+        let minter = if settings.token.enabled || !settings.clients.is_empty() {
             Some(Arc::new(
                 Minter::start(&settings, store.clone(), metrics.clone(), unix_now()).await?,
             ))
         } else {
             None
         };
+        let mut bearer = Bearer::new(&settings, store.clone(), metrics.clone(), http_client);
+        if let Some(minter) = &minter {
+            bearer = bearer.with_local_issuer(minter.clone());
+        }
+        let bearer = Arc::new(bearer);
+        let limits = Arc::new(Limits::new(&settings.limits, metrics.clone()));
+        let apps = match &minter {
+            Some(minter) if !settings.clients.is_empty() => Some(Arc::new(Apps::new(
+                &settings,
+                store.clone(),
+                sessions.clone(),
+                minter.clone(),
+                limits.clone(),
+                metrics.clone(),
+            ))),
+            _ => None,
+        };
         let gate = Arc::new(Gate {
             policy: ArcSwap::from_pointee(settings.policy.clone()),
             sessions: sessions.clone(),
             bearer: bearer.clone(),
-            minter: minter.clone(),
+            // x-gatehouse-jwt only when asked for, whoever else needs the keys.
+            minter: minter.clone().filter(|_| settings.token.enabled),
             urls,
             cookies: cookies.clone(),
             metrics: metrics.clone(),
@@ -145,7 +163,6 @@ impl Server {
             bearer.clone(),
             metrics.clone(),
         );
-        let limits = Arc::new(Limits::new(&settings.limits, metrics.clone()));
         let broker = Arc::new(Broker::new(
             &settings,
             store.clone(),
@@ -168,6 +185,7 @@ impl Server {
             broker,
             bearer,
             minter,
+            apps,
             cookies,
             admin_auth,
             limits,
@@ -343,6 +361,12 @@ async fn housekeeping(store: Store, retention_days: u64) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(rows = n, "purged expired rows"),
             Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
+        }
+        // And `[[client]]` apps' expired codes and refresh token families.
+        match store.purge_expired_app_tokens(now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(rows = n, "purged expired app codes and refresh tokens"),
+            Err(e) => tracing::warn!(error = %e, "housekeeping of app tokens failed"),
         }
         if retention_days > 0 && minutes.is_multiple_of(60) {
             match store.prune_audit(now.saturating_sub(retention)).await {

@@ -91,7 +91,7 @@ fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
         // their Debug output is complete apart from redacted secret values.
         format!("{a:?}") != format!("{b:?}")
     }
-    let sections: [(&'static str, bool); 10] = [
+    let sections: [(&'static str, bool); 13] = [
         ("server", differs(&running.server, &new.server)),
         ("database", differs(&running.database, &new.database)),
         ("session", differs(&running.session, &new.session)),
@@ -108,6 +108,9 @@ fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
         ),
         ("audit", differs(&running.audit, &new.audit)),
         ("issuer", differs(&running.issuers, &new.issuers)),
+        ("app_tokens", differs(&running.app_tokens, &new.app_tokens)),
+        ("client", differs(&running.clients, &new.clients)),
+        ("limits", differs(&running.limits, &new.limits)),
     ];
     sections
         .into_iter()

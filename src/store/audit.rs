@@ -36,10 +36,18 @@ pub enum AuditKind {
     SuspiciousLogin,
     RolesMapped,
     BackchannelLogout,
+    /// `/auth/authorize` issued a code to a `[[client]]` app.
+    AppAuthorized,
+    /// `/auth/token` issued tokens (code exchange or refresh); the detail names the grant.
+    AppTokenIssued,
+    /// An already-rotated refresh token came back: its whole family was revoked.
+    RefreshTokenReused,
+    /// A refresh token family was revoked (`/auth/revoke`, or a replayed code).
+    AppTokenRevoked,
 }
 
 impl AuditKind {
-    pub const ALL: [Self; 25] = [
+    pub const ALL: [Self; 29] = [
         Self::LoginStarted,
         Self::LoginSucceeded,
         Self::LoginFailed,
@@ -65,6 +73,10 @@ impl AuditKind {
         Self::SuspiciousLogin,
         Self::RolesMapped,
         Self::BackchannelLogout,
+        Self::AppAuthorized,
+        Self::AppTokenIssued,
+        Self::RefreshTokenReused,
+        Self::AppTokenRevoked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,6 +106,10 @@ impl AuditKind {
             Self::SuspiciousLogin => "suspicious_login",
             Self::RolesMapped => "roles_mapped",
             Self::BackchannelLogout => "backchannel_logout",
+            Self::AppAuthorized => "app_authorized",
+            Self::AppTokenIssued => "app_token_issued",
+            Self::RefreshTokenReused => "refresh_token_reused",
+            Self::AppTokenRevoked => "app_token_revoked",
         }
     }
 

@@ -6,6 +6,7 @@
 //! `Any` driver. Timestamps are Unix seconds (`BIGINT`), ids are UUIDs (`uuid` in PostgreSQL,
 //! 16-byte `BLOB` in SQLite).
 
+mod app_tokens;
 mod audit;
 mod health;
 mod login_states;
@@ -25,6 +26,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use app_tokens::{
+    AppCode, FamilyRevocation, NewAppCode, NewRefreshToken, RefreshGrant, Rotation,
+};
 pub use audit::{Actor, AuditEvent, AuditFilter, AuditKind, AuditRecord, Outcome};
 pub use health::{Access, Health};
 pub use login_states::{LoginState, NewLoginState, PendingLoginCaps};

@@ -2,6 +2,7 @@
 
 use uuid::Uuid;
 
+use super::app_tokens::revoke_app_tokens_of_user;
 use super::audit::insert_audit;
 use super::revocations::insert_revocation;
 use super::{Actor, AuditEvent, AuditKind, Outcome, Store, StoreError, with_pool, with_write_tx};
@@ -232,6 +233,8 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            // The user's (or everyone's) app refresh tokens end with their sessions.
+            revoke_app_tokens_of_user!(tx, user_id, now);
             insert_revocation!(&mut *tx, user_id, None, now);
             let mut event = AuditEvent::new(AuditKind::SessionRevoked, Outcome::Success, now)
                 .by(&actor)

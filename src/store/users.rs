@@ -3,6 +3,7 @@
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::app_tokens::revoke_app_tokens_of_user;
 use super::audit::insert_audit;
 use super::revocations::insert_revocation;
 use super::{Actor, AuditEvent, AuditKind, Outcome, Store, StoreError, with_pool, with_write_tx};
@@ -283,6 +284,7 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+                revoke_app_tokens_of_user!(tx, Some(user_id), now);
                 // Also drops cached bearer lookups of this (iss, sub) on every replica.
                 insert_revocation!(&mut *tx, Some(user_id), None, now);
                 let event = AuditEvent::new(AuditKind::IdentityUnlinked, Outcome::Success, now)
@@ -386,6 +388,8 @@ impl Store {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
+                    // Their apps' refresh tokens end with their sessions.
+                    revoke_app_tokens_of_user!(tx, Some(user_id), now);
                 }
                 insert_revocation!(&mut *tx, Some(user_id), None, now);
                 let kind = if enabled {

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::config::Settings;
 use crate::identity::{Minted, Principal};
+use crate::jwt::KeySet;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 pub use keys::{KeyError, KeyVault, SigningKey};
@@ -27,6 +28,8 @@ pub use keys::{KeyError, KeyVault, SigningKey};
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 /// How far a replica may lag behind the key table: added to every key-timing margin.
 const RELOAD_LAG_SECONDS: i64 = RELOAD_INTERVAL.as_secs() as i64;
+/// A token naming an unknown `kid` re-reads the key table at most this often.
+const UNKNOWN_KID_RELOAD: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -107,6 +110,10 @@ pub struct Minter {
     vault: KeyVault,
     settings: TokenSettings,
     ring: RwLock<Arc<KeyRing>>,
+    /// The public keys of `ring`, for verifying gatehouse's own access tokens.
+    verification: RwLock<Arc<KeySet>>,
+    /// When an unknown `kid` last made this replica re-read the keys (rate limit).
+    last_reload: std::sync::Mutex<Option<std::time::Instant>>,
     metrics: Arc<Metrics>,
 }
 
@@ -115,6 +122,9 @@ struct TokenSettings {
     issuer: String,
     audience: String,
     ttl: i64,
+    /// How long a retired key stays published: the longest lifetime of anything it signs
+    /// (minted tokens, and `[[client]]` apps' access tokens).
+    retention: i64,
     algorithm: crate::config::SigningAlgorithm,
 }
 
@@ -135,9 +145,18 @@ impl Minter {
                 issuer: settings.public_origin(),
                 audience: settings.token.audience.clone(),
                 ttl: i64::try_from(settings.token.ttl_seconds).unwrap_or(300),
+                retention: i64::try_from(
+                    settings
+                        .token
+                        .ttl_seconds
+                        .max(settings.app_tokens.access_token_ttl_seconds),
+                )
+                .unwrap_or(86_400),
                 algorithm: settings.token.algorithm,
             },
             ring: RwLock::new(Arc::new(KeyRing::default())),
+            verification: RwLock::new(Arc::new(KeySet::default())),
+            last_reload: std::sync::Mutex::new(None),
             metrics,
         };
         minter.reload().await?;
@@ -164,8 +183,65 @@ impl Minter {
             .iter()
             .map(|s| keys::open(&self.vault, s).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
+        // Every key in the ring verifies: published ones, and retired ones until pruned.
+        let document = json!({ "keys": keys.iter().map(|k| &k.public_jwk).collect::<Vec<_>>() });
+        let verification = KeySet::from_json(document.to_string().as_bytes())
+            .map_err(|e| TokenError::Sign(format!("public keys: {e}")))?;
         *self.ring.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(KeyRing { keys });
+        *self
+            .verification
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(verification);
         Ok(())
+    }
+
+    /// The issuer of everything this minter signs: `public_url` without a trailing slash.
+    pub fn issuer(&self) -> &str {
+        &self.settings.issuer
+    }
+
+    /// The public keys that verify tokens signed here (gatehouse's own access tokens).
+    pub fn verification_keys(&self) -> Arc<KeySet> {
+        self.verification
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Re-reads the keys for a token naming a `kid` this replica does not know (another
+    /// replica may have rotated a moment ago), at most once per [`UNKNOWN_KID_RELOAD`].
+    /// Returns whether it re-read.
+    pub async fn reload_for_unknown_key(&self) -> Result<bool, TokenError> {
+        {
+            let mut last = self
+                .last_reload
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|at| at.elapsed() < UNKNOWN_KID_RELOAD) {
+                return Ok(false);
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        self.reload().await?;
+        Ok(true)
+    }
+
+    /// Signs an access token for a `[[client]]` app (RFC 9068: header `typ: at+jwt`) with the
+    /// current key. `claims` carry `iss`, `sub`, `aud`, `exp` and the rest.
+    pub fn sign_access_token(
+        &self,
+        claims: &impl Serialize,
+        now: i64,
+    ) -> Result<String, TokenError> {
+        let ring = self.ring();
+        let key = ring.current(now).ok_or(TokenError::NoKey)?;
+        let mut header = Header::new(key.algorithm);
+        header.kid = Some(key.kid.clone());
+        header.typ = Some("at+jwt".to_owned());
+        let token = jsonwebtoken::encode(&header, claims, &key.encoding)
+            .map_err(|e| TokenError::Sign(e.to_string()))?;
+        self.metrics.token_signed();
+        Ok(token)
     }
 
     /// Reloads every [`RELOAD_INTERVAL`] and deletes keys whose tokens have all expired.
@@ -180,7 +256,7 @@ impl Minter {
             let now = crate::clock::unix_now();
             let expired = self
                 .ring()
-                .expired(now, self.settings.ttl + RELOAD_LAG_SECONDS);
+                .expired(now, self.settings.retention + RELOAD_LAG_SECONDS);
             if !expired.is_empty() {
                 match self.store.delete_signing_keys(&expired).await {
                     Ok(n) => tracing::info!(
@@ -255,7 +331,7 @@ impl Minter {
         let keys: Vec<&Value> = ring
             // A replica that has not reloaded yet may still sign with a retired key for up
             // to a reload interval.
-            .published(now, self.settings.ttl + RELOAD_LAG_SECONDS)
+            .published(now, self.settings.retention + RELOAD_LAG_SECONDS)
             .into_iter()
             .map(|k| &k.public_jwk)
             .collect();
