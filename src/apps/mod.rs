@@ -151,6 +151,15 @@ impl AppError {
     }
 }
 
+/// What one token response grants besides the user: the scope, how the user signed in, the
+/// new refresh token, and when its family ends.
+struct Issue<'a> {
+    scope: Option<&'a str>,
+    auth: &'a AuthClaims,
+    refresh: &'a OpaqueToken,
+    family_expires_at: i64,
+}
+
 /// What `/auth/token` and `/auth/revoke` answer: JSON (or an empty body), always `no-store`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenReply {
@@ -669,10 +678,12 @@ impl Apps {
         let answer = self.tokens(
             client,
             &user,
-            stored.scope.as_deref(),
-            &auth,
-            &refresh,
-            family_expires_at,
+            Issue {
+                scope: stored.scope.as_deref(),
+                auth: &auth,
+                refresh: &refresh,
+                family_expires_at,
+            },
             now,
         )?;
         let family = NewRefreshToken {
@@ -774,10 +785,12 @@ impl Apps {
         self.tokens(
             client,
             &user,
-            scope.as_deref(),
-            &auth,
-            &next,
-            grant.family_expires_at,
+            Issue {
+                scope: scope.as_deref(),
+                auth: &auth,
+                refresh: &next,
+                family_expires_at: grant.family_expires_at,
+            },
             now,
         )
     }
@@ -795,12 +808,15 @@ impl Apps {
         &self,
         client: &Client,
         user: &User,
-        scope: Option<&str>,
-        auth: &AuthClaims,
-        refresh: &OpaqueToken,
-        family_expires_at: i64,
+        issue: Issue<'_>,
         now: i64,
     ) -> Result<Value, AppError> {
+        let Issue {
+            scope,
+            auth,
+            refresh,
+            family_expires_at,
+        } = issue;
         // Never past the family: when refreshing is over, so is access.
         let exp = now
             .saturating_add(self.access_ttl)
