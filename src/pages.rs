@@ -51,17 +51,23 @@ pub fn welcome_page(email: &str, logout_action: &str) -> String {
 
 /// Email-first home-realm discovery: asks for the email, then continues the login with it as
 /// `login_hint`. `rd` is carried through as a hidden field.
-pub fn email_first_page(action: &str, rd: &str, note: Option<&str>) -> String {
+/// `signup`: the login was started with `signup=1`, which the form carries on.
+pub fn email_first_page(action: &str, rd: &str, note: Option<&str>, signup: bool) -> String {
     let note = note
         .map(|n| format!("<p>{}</p>", text(n)))
         .unwrap_or_default();
+    let signup = if signup {
+        "<input type=\"hidden\" name=\"signup\" value=\"1\">"
+    } else {
+        ""
+    };
     layout(
         "Sign in",
         &format!(
             "<h1>Sign in</h1>{note}\
              <p class=\"muted\">Enter your work email and we will send you to your organization's sign-in.</p>\
              <form method=\"get\" action=\"{}\">\
-             <input type=\"hidden\" name=\"rd\" value=\"{}\">\
+             <input type=\"hidden\" name=\"rd\" value=\"{}\">{signup}\
              <label for=\"login_hint\">Email</label>\
              <input id=\"login_hint\" type=\"email\" name=\"login_hint\" required autofocus autocomplete=\"username\">\
              <button type=\"submit\">Continue</button></form>",
@@ -132,8 +138,13 @@ mod tests {
         assert!(!page.contains("<go>"));
         let welcome = welcome_page("<script>@x", "/auth/logout");
         assert!(!welcome.contains("<script>"));
-        let email_first = email_first_page("/auth/login", "\"><script>", Some("<b>"));
+        let email_first = email_first_page("/auth/login", "\"><script>", Some("<b>"), true);
         assert!(!email_first.contains("\"><script>"));
         assert!(!email_first.contains("<b>"));
+        assert!(
+            email_first.contains("name=\"signup\" value=\"1\""),
+            "signup carries on"
+        );
+        assert!(!email_first_page("/auth/login", "/", None, false).contains("signup"));
     }
 }

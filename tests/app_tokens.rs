@@ -38,14 +38,20 @@ fn config(urls: &StackUrls) -> String {
         .first()
         .map(|issuer| idp_toml("main", issuer))
         .unwrap_or_default();
+    // The login test's new user must be enabled; elsewhere `session create` makes users who
+    // are not, unless the test enables them.
+    let base = base_config(urls).replace(
+        "open_signup = true",
+        &format!(
+            "open_signup = true\nnew_users_enabled = {}",
+            !urls.issuers.is_empty()
+        ),
+    );
     format!(
         r#"{base}
 [token]
 enabled = true
 encryption_key_env = "{TOKEN_KEY_VAR}"
-
-[provisioning]
-new_users_enabled = {with_idp}
 {idp}
 [[client]]
 client_id = "cli"
@@ -86,10 +92,6 @@ api = true
 session = false
 bearer = {{ issuers = ["{base_url}"], audiences = ["internal"] }}
 {usual}"#,
-        base = base_config(urls),
-        // The login test's new user must be enabled; elsewhere `session create` makes users
-        // who are not, unless the test enables them.
-        with_idp = !urls.issuers.is_empty(),
         base_url = urls.base,
         usual = support::ROUTES
     )

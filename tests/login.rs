@@ -1097,9 +1097,10 @@ async fn non_boolean_email_verified_in_the_id_token_signs_in_unverified(backend:
 /// without sending the binding cookie back, leaves the table bounded, writes no audit row per
 /// start (a metric counts them), and a real login afterwards still works.
 async fn login_starts_leave_the_state_table_bounded(backend: Backend) {
-    // The per-address rate limit off: the caps on pending logins alone must bound the table.
+    // The per-address rate limits off: the caps on pending logins and the audit sampling
+    // alone must bound the table and the trail (tests/signin.rs covers the limits).
     let idp = Idp {
-        extra: "\n[limits]\nlogin_starts_per_ip = 0\n",
+        extra: "\n[limits]\nlogin_starts_per_ip = 0\nfailed_callbacks_per_ip = 0\n",
         ..Idp::main(false)
     };
     let stack = stack(backend, vec![idp]).await;

@@ -286,7 +286,12 @@ impl Broker {
             IdpChoice::AskEmail { note } => {
                 return Reply::Page {
                     status: StatusCode::OK,
-                    html: pages::email_first_page(LOGIN_PATH, rd.as_str(), note.as_deref()),
+                    html: pages::email_first_page(
+                        LOGIN_PATH,
+                        rd.as_str(),
+                        note.as_deref(),
+                        params.signup,
+                    ),
                     cookies: Vec::new(),
                 };
             }

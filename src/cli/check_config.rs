@@ -1,6 +1,6 @@
 //! `gatehouse check-config`: the effective configuration, as gatehouse will use it.
 
-use crate::config::{Access, ResponseMode, Settings, UnknownSubjects};
+use crate::config::{Access, ClientKind, ResponseMode, Settings, UnknownSubjects};
 use crate::policy::HostMatch;
 use crate::store::redact_url;
 
@@ -69,6 +69,9 @@ pub fn describe(s: &Settings) -> String {
                 effect.push_str(", no session cookie");
             }
         }
+        if !route.step_up.is_empty() {
+            effect.push_str(&format!(", step-up: {}", route.step_up.describe()));
+        }
         if let Some(t) = &route.tenant {
             effect.push_str(&format!(", path names the caller's org ({})", t.param));
             if !t.any_org_roles.is_empty() {
@@ -99,12 +102,30 @@ pub fn describe(s: &Settings) -> String {
                 "  {} issuer {} client_id {} response_mode {mode} domains {domains}",
                 idp.name, idp.issuer, idp.client_id
             ));
+            for (claim, values) in &idp.role_claims {
+                let pairs: Vec<String> = values.iter().map(|(v, r)| format!("{v}→{r}")).collect();
+                line(format!(
+                    "    roles from claim {claim}: {}",
+                    pairs.join(", ")
+                ));
+            }
         }
     }
     if s.token.enabled {
         line(format!(
             "minted token: x-gatehouse-jwt, {:?}, aud {}, ttl {}s",
             s.token.algorithm, s.token.audience, s.token.ttl_seconds
+        ));
+    }
+    for client in &s.clients {
+        let kind = match client.kind {
+            ClientKind::Native => "native",
+            ClientKind::Spa => "spa",
+        };
+        line(format!(
+            "app client {} ({kind}) redirect_uris {}",
+            client.client_id,
+            client.redirect_uris.join(" ")
         ));
     }
     if s.impersonation.enabled {
@@ -140,6 +161,11 @@ mod tests {
             access = "authenticated"
             roles = ["admin"]
             api = true
+            [[route]]
+            path_prefix = "/billing/"
+            access = "authenticated"
+            mfa = true
+            max_auth_age_seconds = 600
             "#,
             Vec::new(),
         )
@@ -152,6 +178,12 @@ mod tests {
         assert!(
             text.contains(
                 "[1] host *.example.com path_prefix /admin/ methods GET -> authenticated, any role of admin, api (no redirects)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "[2] path_prefix /billing/ -> authenticated, step-up: multi-factor authentication, a sign-in within the last 600 seconds"
             ),
             "{text}"
         );
