@@ -710,9 +710,22 @@ async fn back_channel_logout_ends_sessions(backend: Backend) {
         401,
         "carol's session ended by sid"
     );
+
+    // The real thing: the user signs out at the OP itself, and the OP delivers a logout token
+    // (with the sid of that OP session) to /auth/backchannel-logout through Envoy.
+    let mut browser = Browser::new();
+    sign_in(&mut browser, &stack, "/app/home", "alice", &[]).await;
+    let session = session_cookie(&browser);
+    assert_eq!(live(session.clone()).await, 200);
+    let page = browser
+        .navigate(&format!("{}/session/end", stack.providers[0].issuer))
+        .await;
+    assert!(page.body().contains("Signed out"), "{:#?}", page.hops);
+    assert_eq!(live(session).await, 401, "ended by the OP's back-channel logout");
     let audited = audit(&stack, "backchannel_logout").await;
-    assert!(
-        audited.iter().filter(|e| e["outcome"] == "success").count() >= 2,
+    assert_eq!(
+        audited.iter().filter(|e| e["outcome"] == "success").count(),
+        3,
         "{audited:?}"
     );
 }
