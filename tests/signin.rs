@@ -318,6 +318,10 @@ async fn step_up_to_mfa_on_a_route(backend: Backend) {
             "--auto-enable",
         ])
         .await;
+    stack
+        .gatehouse
+        .cli_ok(&["org", "set", "Acme", "--param", "connection=acme-sso"])
+        .await;
     let mut browser = Browser::new();
     // A password-only sign-in (the OP's default: amr ["pwd"]).
     let page = sign_in(&mut browser, &stack, "/app/home", "alice", &[]).await;
@@ -375,6 +379,10 @@ async fn step_up_to_mfa_on_a_route(backend: Backend) {
     assert!(
         query.contains(&("login_hint".into(), "alice@acme.test".into())),
         "{authorize}"
+    );
+    assert!(
+        query.contains(&("connection".into(), "acme-sso".into())),
+        "a step-up keeps the org's SSO connection: {authorize}"
     );
 
     // The IdP answers password-only again: refused clearly, audited, not looped, and the
@@ -721,7 +729,11 @@ async fn back_channel_logout_ends_sessions(backend: Backend) {
         .navigate(&format!("{}/session/end", stack.providers[0].issuer))
         .await;
     assert!(page.body().contains("Signed out"), "{:#?}", page.hops);
-    assert_eq!(live(session).await, 401, "ended by the OP's back-channel logout");
+    assert_eq!(
+        live(session).await,
+        401,
+        "ended by the OP's back-channel logout"
+    );
     let audited = audit(&stack, "backchannel_logout").await;
     assert_eq!(
         audited.iter().filter(|e| e["outcome"] == "success").count(),

@@ -262,17 +262,19 @@ impl Broker {
             idp = idp.or_else(|| p.auth.idp.clone());
             hint = Some(p.user.identity.email.clone());
         }
-        let org = match (&idp, hint.as_deref().and_then(realm::hint_domain)) {
-            (None, Some(domain)) => match self.store.org_for_domain(&domain).await {
+        // The org owning the address's domain: its IdP (unless `idp=` or the session named
+        // one) and its authorize parameters (a step-up keeps the customer's SSO connection).
+        let org = match hint.as_deref().and_then(realm::hint_domain) {
+            Some(domain) => match self.store.org_for_domain(&domain).await {
                 Ok(org) => org,
                 Err(e) => {
-                    // Discovery by config still works; the org's own IdP is skipped.
+                    // Discovery by config still works; the org's own settings are skipped.
                     tracing::warn!(error = %e, "org lookup for home-realm discovery failed");
                     self.observe_store(&LoginError::Store(e), now);
                     None
                 }
             },
-            _ => None,
+            None => None,
         };
         if org.as_ref().is_some_and(|o| o.require_mfa) {
             // Ask for MFA now rather than after a first, weaker sign-in.
