@@ -652,8 +652,10 @@ async fn sigterm_drains_without_losing_checks() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 
-    gh.terminate().await;
+    // Taken before the signal: the delay runs from its delivery, and an instant taken after
+    // `terminate` returns could be late by however long sending it took.
     let signalled = Instant::now();
+    gh.terminate().await;
     // Like a load balancer: stop sending once readiness fails.
     let not_ready_after = loop {
         let ready = send(gh.admin, "GET", "/readyz", &[], None).await;
