@@ -15,8 +15,8 @@ use crate::config::Settings;
 use crate::session::{self, Lifetimes};
 pub use crate::store::Actor;
 use crate::store::{
-    AuditEvent, AuditFilter, AuditKind, AuditRecord, IdentityRow, Org, OrgSignInChange, Outcome,
-    Store, StoreError, User,
+    AuditEvent, AuditFilter, AuditKind, AuditRecord, IdentityRow, MappedRole, Org, OrgSignInChange,
+    Outcome, Store, StoreError, User,
 };
 
 /// Page sizes: the default, and the most one request may ask for.
@@ -96,6 +96,9 @@ pub struct UserDetail {
     pub user: User,
     pub org: Option<Org>,
     pub identities: Vec<IdentityRow>,
+    /// The roles that come from IdP claims (`roles` holds them too): a login through that
+    /// IdP replaces them, and `revoke` cannot remove them.
+    pub idp_roles: Vec<MappedRole>,
     pub live_sessions: i64,
 }
 
@@ -291,11 +294,13 @@ impl<'a> Admin<'a> {
             None => None,
         };
         let identities = self.store.identities_of(user.id).await?;
+        let idp_roles = self.store.idp_roles_of(user.id).await?;
         let live_sessions = self.store.count_live_sessions(user.id, now).await?;
         Ok(UserDetail {
             user,
             org,
             identities,
+            idp_roles,
             live_sessions,
         })
     }
@@ -331,6 +336,19 @@ impl<'a> Admin<'a> {
             .store
             .set_role(found.id, role, grant, &self.actor, now)
             .await?;
+        if !grant && !changed {
+            // Nothing granted by hand to revoke: if the role comes from an IdP, say so rather
+            // than report a silent no-op while the user keeps it.
+            let mapped = self.store.idp_roles_of(found.id).await?;
+            if let Some(m) = mapped.iter().find(|m| m.role == role.trim()) {
+                return Err(AdminError::Conflict(format!(
+                    "{} has the role {:?} from identity provider {:?} (its role_claims); each \
+                     sign-in through it sets it again: change the mapping or the user's \
+                     groups at the IdP",
+                    found.email, m.role, m.idp
+                )));
+            }
+        }
         Ok(UserChange {
             user: self.find_user(&UserRef::Id(found.id)).await?,
             changed,

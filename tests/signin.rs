@@ -524,9 +524,19 @@ async fn idp_groups_map_to_roles_at_each_login(backend: Backend) {
     );
     let mapped = audit(&stack, "roles_mapped").await;
     assert_eq!(mapped.len(), 1, "{mapped:?}");
-    // A role granted by hand is kept apart.
+    // A role granted by hand is kept apart; one from the IdP cannot be revoked by hand.
     gh.cli_ok(&["user", "grant", "alice@acme.test", "ops"])
         .await;
+    let show = gh.cli_ok(&["user", "show", "alice@acme.test"]).await;
+    assert!(show.contains("roles:    dev,ops"), "{show}");
+    assert!(show.contains("from IdP claims: dev (idp main)"), "{show}");
+    let refused = gh.cli(&["user", "revoke", "alice@acme.test", "dev"]).await;
+    assert!(!refused.success, "revoking a mapped role is refused");
+    assert!(
+        refused.stderr.contains("from identity provider \"main\""),
+        "{}",
+        refused.stderr
+    );
 
     // alice leaves the group at the IdP: the next login removes dev and keeps ops.
     let mut browser = Browser::new();

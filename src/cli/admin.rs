@@ -274,6 +274,14 @@ fn print_user(d: &UserDetail) {
             user.roles.join(",")
         }
     );
+    if !d.idp_roles.is_empty() {
+        let mapped: Vec<String> = d
+            .idp_roles
+            .iter()
+            .map(|m| format!("{} (idp {})", m.role, m.idp))
+            .collect();
+        println!("          from IdP claims: {}", mapped.join(", "));
+    }
     println!("created:  {}", rfc3339(user.created_at));
     println!("sessions: {} live", d.live_sessions);
     if d.identities.is_empty() {

@@ -36,7 +36,7 @@ pub use orgs::{Org, OrgSignInChange};
 pub use revocations::{Revocation, RevocationScope};
 pub use sessions::{LoginFacts, NewSession, SessionRecord, SessionTouch};
 pub use signing_keys::StoredKey;
-pub use users::{IdentityRow, ProvisionOutcome, ProvisionRequest, User};
+pub use users::{IdentityRow, MappedRole, ProvisionOutcome, ProvisionRequest, User};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -45,6 +45,13 @@ impl UserRow {
     }
 }
 
+/// A role an IdP's claims grant (`[[idp]] role_claims`), replaced at each login through it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct MappedRole {
+    pub idp: String,
+    pub role: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct IdentityRow {
     pub issuer: String,
@@ -469,6 +476,17 @@ impl Store {
             changed
         });
         Ok(changed)
+    }
+
+    /// The roles IdP claims grant `user_id`, as `(idp, role)`, sorted.
+    pub async fn idp_roles_of(&self, user_id: Uuid) -> Result<Vec<MappedRole>, StoreError> {
+        let rows: Vec<MappedRole> = with_pool!(self, |pool| {
+            sqlx::query_as("SELECT idp, role FROM idp_roles WHERE user_id = $1 ORDER BY role, idp")
+                .bind(user_id)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows)
     }
 
     /// Replaces the roles `idp`'s claims grant `user_id` (`[[idp]] role_claims`) with
