@@ -91,6 +91,32 @@ role_claims = {{ groups = {{ engineering = "dev", admins = "admin" }} }}
     .await
 }
 
+/// The usual stack (open sign-ups, the main IdP only) with the org Acme (`acme.test`), whose
+/// new users are enabled at once.
+async fn acme_stack(backend: Backend) -> Stack {
+    let stack = stack(
+        backend,
+        Options {
+            open_signup: true,
+            second_idp: false,
+            extra: "",
+        },
+    )
+    .await;
+    stack
+        .gatehouse
+        .cli_ok(&[
+            "org",
+            "add",
+            "Acme",
+            "--domain",
+            "acme.test",
+            "--auto-enable",
+        ])
+        .await;
+    stack
+}
+
 fn session_cookie(browser: &Browser) -> String {
     browser.cookie(HOST, "gatehouse").expect("a session cookie")
 }
@@ -120,6 +146,15 @@ async fn sign_in(
     );
     let form = account(&page, sub);
     browser.submit(&page, &form, extra).await
+}
+
+/// Signs a new browser in at `path` through the OP's free-form account, (re)defining the
+/// account with exactly these claims.
+async fn sign_in_defining(stack: &Stack, path: &str, claims: &[(&str, &str)]) -> Page {
+    let mut browser = Browser::new();
+    let page = browser.navigate(&format!("{}{path}", stack.base)).await;
+    let form = custom(&page);
+    browser.submit(&page, &form, claims).await
 }
 
 async fn audit(stack: &Stack, kind: &str) -> Vec<Value> {
@@ -298,26 +333,7 @@ async fn orgs_choose_their_idp_and_sign_ups_need_asking(backend: Backend) {
 // === step-up ===
 
 async fn step_up_to_mfa_on_a_route(backend: Backend) {
-    let stack = stack(
-        backend,
-        Options {
-            open_signup: true,
-            second_idp: false,
-            extra: "",
-        },
-    )
-    .await;
-    stack
-        .gatehouse
-        .cli_ok(&[
-            "org",
-            "add",
-            "Acme",
-            "--domain",
-            "acme.test",
-            "--auto-enable",
-        ])
-        .await;
+    let stack = acme_stack(backend).await;
     stack
         .gatehouse
         .cli_ok(&["org", "set", "Acme", "--param", "connection=acme-sso"])
@@ -430,25 +446,8 @@ async fn step_up_to_mfa_on_a_route(backend: Backend) {
 }
 
 async fn an_org_that_requires_mfa_steps_up_every_route(backend: Backend) {
-    let stack = stack(
-        backend,
-        Options {
-            open_signup: true,
-            second_idp: false,
-            extra: "",
-        },
-    )
-    .await;
+    let stack = acme_stack(backend).await;
     let gh = &stack.gatehouse;
-    gh.cli_ok(&[
-        "org",
-        "add",
-        "Acme",
-        "--domain",
-        "acme.test",
-        "--auto-enable",
-    ])
-    .await;
     let mut browser = Browser::new();
     let page = sign_in(&mut browser, &stack, "/app/home", "alice", &[]).await;
     assert!(page.response.reached_upstream(), "{:#?}", page.hops);
@@ -492,25 +491,8 @@ async fn an_org_that_requires_mfa_steps_up_every_route(backend: Backend) {
 // === role mapping ===
 
 async fn idp_groups_map_to_roles_at_each_login(backend: Backend) {
-    let stack = stack(
-        backend,
-        Options {
-            open_signup: true,
-            second_idp: false,
-            extra: "",
-        },
-    )
-    .await;
+    let stack = acme_stack(backend).await;
     let gh = &stack.gatehouse;
-    gh.cli_ok(&[
-        "org",
-        "add",
-        "Acme",
-        "--domain",
-        "acme.test",
-        "--auto-enable",
-    ])
-    .await;
     // alice is in the OP's "engineering" group: mapped to dev.
     let mut browser = Browser::new();
     let page = sign_in(&mut browser, &stack, "/app/home", "alice", &[]).await;
@@ -539,21 +521,17 @@ async fn idp_groups_map_to_roles_at_each_login(backend: Backend) {
     );
 
     // alice leaves the group at the IdP: the next login removes dev and keeps ops.
-    let mut browser = Browser::new();
-    let page = browser.navigate(&format!("{}/app/home", stack.base)).await;
-    let form = custom(&page);
-    let page = browser
-        .submit(
-            &page,
-            &form,
-            &[
-                ("sub", "alice"),
-                ("email", "alice@acme.test"),
-                ("email_verified", "true"),
-                ("groups", ""),
-            ],
-        )
-        .await;
+    let page = sign_in_defining(
+        &stack,
+        "/app/home",
+        &[
+            ("sub", "alice"),
+            ("email", "alice@acme.test"),
+            ("email_verified", "true"),
+            ("groups", ""),
+        ],
+    )
+    .await;
     assert_eq!(
         page.response
             .upstream_header("x-gatehouse-roles")
@@ -563,23 +541,17 @@ async fn idp_groups_map_to_roles_at_each_login(backend: Backend) {
         page.hops
     );
     // And joining "admins" grants admin (an /admin/ route lets them in).
-    let mut browser = Browser::new();
-    let page = browser
-        .navigate(&format!("{}/admin/panel", stack.base))
-        .await;
-    let form = custom(&page);
-    let page = browser
-        .submit(
-            &page,
-            &form,
-            &[
-                ("sub", "alice"),
-                ("email", "alice@acme.test"),
-                ("email_verified", "true"),
-                ("groups", "admins,sales"),
-            ],
-        )
-        .await;
+    let page = sign_in_defining(
+        &stack,
+        "/admin/panel",
+        &[
+            ("sub", "alice"),
+            ("email", "alice@acme.test"),
+            ("email_verified", "true"),
+            ("groups", "admins,sales"),
+        ],
+    )
+    .await;
     assert!(page.response.reached_upstream(), "{:#?}", page.hops);
     assert_eq!(
         page.response
@@ -626,26 +598,7 @@ fn urlencode(text: &str) -> String {
 }
 
 async fn back_channel_logout_ends_sessions(backend: Backend) {
-    let stack = stack(
-        backend,
-        Options {
-            open_signup: true,
-            second_idp: false,
-            extra: "",
-        },
-    )
-    .await;
-    stack
-        .gatehouse
-        .cli_ok(&[
-            "org",
-            "add",
-            "Acme",
-            "--domain",
-            "acme.test",
-            "--auto-enable",
-        ])
-        .await;
+    let stack = acme_stack(backend).await;
     stack
         .gatehouse
         .cli_ok(&[

@@ -12,9 +12,8 @@ use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use super::{AUTHORIZE_PATH, Apps, METADATA_PATH, REVOKE_PATH, TOKEN_PATH, TokenReply};
-use crate::broker::Client as Who;
 use crate::server::AppState;
-use crate::server::forward_auth::client_ip;
+use crate::server::http::client;
 
 /// Token and revocation requests are a few hundred bytes.
 const MAX_FORM_BYTES: usize = 16 * 1024;
@@ -40,20 +39,6 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
         .route(METADATA_PATH, get(metadata))
 }
 
-fn who(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Who {
-    Who {
-        ip: Some(client_ip(
-            headers,
-            peer.ip(),
-            &state.settings.server.trusted_proxies,
-        )),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(String::from),
-    }
-}
-
 async fn authorize(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -63,7 +48,7 @@ async fn authorize(
     let Some(apps) = &state.apps else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let who = who(&state, peer, &headers);
+    let who = client(&state, peer, &headers);
     let reply = apps
         .authorize(query.as_deref().unwrap_or_default(), &headers, &who)
         .await;
@@ -90,7 +75,7 @@ async fn token(
     let Some(apps) = &state.apps else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let who = who(&state, peer, &headers);
+    let who = client(&state, peer, &headers);
     let reply = apps.token(&body, is_form(&headers), &who).await;
     json_reply(apps, &headers, reply)
 }
@@ -104,7 +89,7 @@ async fn revoke(
     let Some(apps) = &state.apps else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let who = who(&state, peer, &headers);
+    let who = client(&state, peer, &headers);
     let reply = apps.revoke(&body, is_form(&headers), &who).await;
     json_reply(apps, &headers, reply)
 }

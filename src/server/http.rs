@@ -65,7 +65,8 @@ pub(crate) fn unique_params(raw: &[u8]) -> (HashMap<String, String>, Vec<String>
     (values, repeated)
 }
 
-fn client(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Client {
+/// Who is at the other end: the client address (through trusted proxies) and user agent.
+pub(crate) fn client(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Client {
     Client {
         ip: Some(forward_auth::client_ip(
             headers,
