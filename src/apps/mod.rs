@@ -516,12 +516,8 @@ impl Apps {
     pub async fn token(&self, body: &[u8], form: bool, who: &Who) -> TokenReply {
         // Per client address before any parsing or store work; per account once the code or
         // refresh token says whose it is.
-        if let Err(e) = self
-            .limit(Limit::TokenCallsPerIp, who.ip.map(client_group), who)
-            .await
-        {
-            self.metrics.record_app_token("any", e.metric_result());
-            return e.reply();
+        if let Some(refused) = self.address_over_limit(who, "any").await {
+            return refused;
         }
         let params = Params::parse(body);
         let grant = match params.get("grant_type") {
@@ -559,6 +555,16 @@ impl Apps {
                 e.reply()
             }
         }
+    }
+
+    /// The 429 for a client address over `token_calls_per_ip` (counted under `grant`), if it is.
+    async fn address_over_limit(&self, who: &Who, grant: &'static str) -> Option<TokenReply> {
+        let e = self
+            .limit(Limit::TokenCallsPerIp, who.ip.map(client_group), who)
+            .await
+            .err()?;
+        self.metrics.record_app_token(grant, e.metric_result());
+        Some(e.reply())
     }
 
     /// Takes a token from `key`'s bucket of `limit`; the first refusal a minute is audited.
@@ -854,12 +860,8 @@ impl Apps {
     /// `POST /auth/revoke` (RFC 7009). Refresh tokens revoke their family; anything else
     /// (unknown tokens, access tokens, which expire within minutes) is answered 200 too.
     pub async fn revoke(&self, body: &[u8], form: bool, who: &Who) -> TokenReply {
-        if let Err(e) = self
-            .limit(Limit::TokenCallsPerIp, who.ip.map(client_group), who)
-            .await
-        {
-            self.metrics.record_app_token("revoke", e.metric_result());
-            return e.reply();
+        if let Some(refused) = self.address_over_limit(who, "revoke").await {
+            return refused;
         }
         let params = Params::parse(body);
         let result = if form {
