@@ -27,7 +27,7 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::config::{IssuerConfig, Settings};
-use crate::identity::{Identity, MintSlot, Principal, SignedIn};
+use crate::identity::{Identity, MintSlot, Principal, SignedIn, VerifiedToken};
 use crate::jwt::{self, JwksCache, JwtError};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
@@ -56,33 +56,6 @@ pub enum BearerError {
     /// The issuer's keys cannot be had right now: 503.
     #[error("cannot verify the token now: {0}")]
     Unavailable(String),
-}
-
-/// A token whose signature and lifetime were verified. Route rules are checked on these
-/// claims by the decision.
-#[derive(Debug)]
-pub struct VerifiedToken {
-    pub issuer: String,
-    pub subject: String,
-    pub audiences: Vec<String>,
-    pub scopes: Vec<String>,
-    pub expires_at: i64,
-    /// It carries ID-token-only claims (`nonce`, `at_hash`, `c_hash`, claim `typ: ID`) and
-    /// is not declared an access token (`typ: at+jwt`): never accepted as a bearer token.
-    pub looks_like_id_token: bool,
-    /// `x-gatehouse-issuer`, `-subject` and `-scope`, computed once.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// `sid` for the minted token: a prefix of the token's hash.
-    pub sid: Arc<str>,
-    /// The token minted for this bearer token's user, cached.
-    pub minted: Arc<MintSlot>,
-    /// What the token says about how its user authenticated.
-    pub auth: Arc<Authentication>,
-    /// `(iss, sub)`, shared with the user cache's key, so a lookup allocates nothing.
-    identity: Arc<(String, String)>,
-    /// The key it was verified with: once the issuer withdraws it, the cached verification
-    /// no longer counts.
-    kid: Option<String>,
 }
 
 /// The `Authorization` header of a request, as far as bearer routes care.
@@ -602,6 +575,7 @@ struct AccessClaims {
     auth_time: Option<Value>,
 }
 
+/// Building a [`VerifiedToken`] from the claims of a token whose signature checked out.
 impl VerifiedToken {
     fn new(
         header_typ: Option<String>,

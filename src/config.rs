@@ -16,7 +16,12 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
+use crate::apps::config::{AppTokensConfig, ClientConfig};
+use crate::policy::config::{Access, RouteConfig};
 use crate::policy::{Policy, PolicyError};
+
+pub mod error;
+pub use error::ConfigError;
 
 /// The file read when `--config` is not given and it exists in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "gatehouse.toml";
@@ -56,28 +61,6 @@ const STRING_KEYS: &[&str] = &[
     "token.encryption_key_env",
     "impersonation.role",
 ];
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path} is not valid TOML: {message}")]
-    Syntax { path: PathBuf, message: String },
-    #[error("{key}: {message}")]
-    Invalid { key: String, message: String },
-}
-
-impl ConfigError {
-    pub(crate) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Invalid {
-            key: key.into(),
-            message: message.into(),
-        }
-    }
-}
 
 // === file format ===
 
@@ -351,85 +334,6 @@ fn default_response_mode() -> ResponseMode {
     ResponseMode::Query
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Access {
-    Public,
-    Authenticated,
-    Deny,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    #[serde(default)]
-    pub host: Option<String>,
-    #[serde(default)]
-    pub path_prefix: Option<String>,
-    #[serde(default)]
-    pub path_exact: Option<String>,
-    #[serde(default)]
-    pub path_regex: Option<String>,
-    #[serde(default)]
-    pub methods: Option<Vec<String>>,
-    pub access: Access,
-    #[serde(default)]
-    pub roles: Vec<String>,
-    #[serde(default)]
-    pub api: bool,
-    /// Match the path with exact letter case. Off by default: many upstreams ignore case, and
-    /// `/ADMIN/` must not slip past an `/admin/` rule.
-    #[serde(default)]
-    pub case_sensitive: bool,
-    /// Accept `Authorization: Bearer <JWT>` from these issuers.
-    #[serde(default)]
-    pub bearer: Option<BearerConfig>,
-    /// On a bearer route, whether the session cookie is accepted too (default: yes).
-    #[serde(default)]
-    pub session: Option<bool>,
-    /// Name of a `path_regex` capture group that must equal the caller's org id.
-    #[serde(default)]
-    pub org_param: Option<String>,
-    /// Roles that may reach any org's resources on an `org_param` route.
-    #[serde(default)]
-    pub org_admin_any: Vec<String>,
-    /// Step-up: the caller must have used multiple factors (`amr` has `mfa`).
-    #[serde(default)]
-    pub mfa: bool,
-    /// Step-up: the session's `acr` must be one of these.
-    #[serde(default)]
-    pub acr_values: Vec<String>,
-    /// Step-up: the caller must have authenticated at most this long ago.
-    #[serde(default)]
-    pub max_auth_age_seconds: Option<u64>,
-}
-
-/// What a route accepts as a bearer token.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BearerConfig {
-    /// Exact `iss` values; a token from any other issuer (another tenant) gets 401.
-    pub issuers: Vec<String>,
-    /// The token's `aud` must contain one of these.
-    pub audiences: Vec<String>,
-    /// Every one of these scopes is needed (403 `insufficient_scope` otherwise).
-    #[serde(default)]
-    pub scopes: Vec<String>,
-    #[serde(default)]
-    pub unknown_subjects: UnknownSubjects,
-}
-
-/// A valid token whose `(iss, sub)` is no local user.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UnknownSubjects {
-    /// 403 `unknown_subject`.
-    #[default]
-    Deny,
-    /// Allowed, with only the token's issuer, subject and scope as headers.
-    Anonymous,
-}
-
 /// Where an issuer's signing keys are, when it publishes no discovery document.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -499,52 +403,6 @@ impl Default for ImpersonationConfig {
             role: "impersonator".to_owned(),
             allow_more_privileged: false,
             session_ttl_seconds: 3600,
-        }
-    }
-}
-
-/// A first-party app gatehouse issues tokens to: an OAuth 2.0 public client (no secret).
-/// Validated in [`crate::apps::clients::validate`].
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientConfig {
-    pub client_id: String,
-    /// Exact redirect URIs (a native app's loopback URI matches any port).
-    pub redirect_uris: Vec<String>,
-    pub kind: ClientKind,
-    /// The access token's `aud`; `[token] audience` when unset.
-    #[serde(default)]
-    pub audience: Option<String>,
-    /// Scopes the app may request.
-    #[serde(default)]
-    pub scopes: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClientKind {
-    /// Desktop or mobile app: system browser, loopback or private-use-scheme redirect.
-    Native,
-    /// Single-page app: https (or loopback http) redirect, token calls by CORS.
-    Spa,
-}
-
-/// Lifetimes of what `/auth/authorize` and `/auth/token` issue to `[[client]]` apps.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AppTokensConfig {
-    pub access_token_ttl_seconds: u64,
-    /// A refresh token family's absolute lifetime: rotation does not extend it.
-    pub refresh_token_ttl_seconds: u64,
-    pub code_ttl_seconds: u64,
-}
-
-impl Default for AppTokensConfig {
-    fn default() -> Self {
-        Self {
-            access_token_ttl_seconds: 300,
-            refresh_token_ttl_seconds: 30 * 24 * 3600,
-            code_ttl_seconds: 60,
         }
     }
 }
@@ -785,7 +643,18 @@ impl Settings {
 
         validate_token(&token)?;
         validate_issuers(&issuers)?;
-        crate::apps::clients::validate(&clients, &app_tokens, &token)?;
+        crate::apps::clients::validate(&clients, &app_tokens)?;
+        if !clients.is_empty()
+            && token.encryption_key.is_none()
+            && token.encryption_key_env.is_none()
+        {
+            return Err(ConfigError::invalid(
+                "token.encryption_key_env",
+                "[[client]] apps get access tokens signed with gatehouse's keys, which are stored \
+                 encrypted: set encryption_key_env (32 random bytes, base64; e.g. \
+                 `openssl rand -base64 32`)",
+            ));
+        }
         if impersonation.enabled && impersonation.role.trim().is_empty() {
             return Err(ConfigError::invalid(
                 "impersonation.role",

@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use http::{HeaderName, HeaderValue};
 use uuid::Uuid;
 
-use crate::bearer::VerifiedToken;
 use crate::strength::Authentication;
 
 /// Every header with this prefix is gatehouse's to set: inbound copies are always removed
@@ -17,6 +16,33 @@ pub const ORG_ID_HEADER: HeaderName = HeaderName::from_static("x-gatehouse-org-i
 pub const ROLES_HEADER: HeaderName = HeaderName::from_static("x-gatehouse-roles");
 pub const IMPERSONATOR_HEADER: HeaderName = HeaderName::from_static("x-gatehouse-impersonator-id");
 pub const JWT_HEADER: HeaderName = HeaderName::from_static("x-gatehouse-jwt");
+
+/// A bearer token whose signature and lifetime were verified (built from its claims in
+/// [`crate::bearer`]). Route rules are checked on these claims by the decision.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    pub issuer: String,
+    pub subject: String,
+    pub audiences: Vec<String>,
+    pub scopes: Vec<String>,
+    pub expires_at: i64,
+    /// It carries ID-token-only claims (`nonce`, `at_hash`, `c_hash`, claim `typ: ID`) and
+    /// is not declared an access token (`typ: at+jwt`): never accepted as a bearer token.
+    pub looks_like_id_token: bool,
+    /// `x-gatehouse-issuer`, `-subject` and `-scope`, computed once.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// `sid` for the minted token: a prefix of the token's hash.
+    pub sid: Arc<str>,
+    /// The token minted for this bearer token's user, cached.
+    pub minted: Arc<MintSlot>,
+    /// What the token says about how its user authenticated.
+    pub auth: Arc<Authentication>,
+    /// `(iss, sub)`, shared with the user cache's key, so a lookup allocates nothing.
+    pub(crate) identity: Arc<(String, String)>,
+    /// The key it was verified with: once the issuer withdraws it, the cached verification
+    /// no longer counts.
+    pub(crate) kid: Option<String>,
+}
 
 /// A signed-in user behind a valid session.
 #[derive(Debug, Clone, PartialEq, Eq)]

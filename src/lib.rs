@@ -8,31 +8,37 @@
 //!
 //! # Layout
 //!
-//! | module | job |
-//! |---|---|
-//! | [`admin`] | the admin operations behind both the CLI and `/admin/v1`; the audit query |
-//! | [`config`] | typed configuration: TOML file + `GATEHOUSE_*` overlay, validation |
-//! | [`policy`] | route table and path normalization: pure, table-tested |
-//! | [`decision`] | `decide()`: pure; also renders denials (status, headers, body) |
-//! | [`request`] | the request under check, as plain data |
-//! | [`identity`] | who the caller is; the `x-gatehouse-*` headers |
-//! | [`email`] | email addresses in the one canonical form they are stored and compared in |
-//! | [`provisioning`] | what an IdP's word about an email may do (link, org placement): pure |
-//! | [`strength`] | how strongly a caller authenticated; step-up requirements: pure |
-//! | [`limits`] | per-address and per-account token buckets against floods and guessing |
-//! | [`gate`] | the check engine used by both edges |
-//! | [`session`] | opaque tokens, cookies, the session cache, revocation sync |
-//! | [`jwt`] | verifying other parties' JWTs: accepted algorithms, JWKS fetch and cache |
-//! | [`bearer`] | bearer-JWT callers: verification cache, issuer keys, `(iss, sub)` → user |
-//! | [`tokens`] | the minted upstream token (`x-gatehouse-jwt`): shared keys, JWKS, caching |
-//! | [`store`] | sqlx over SQLite or PostgreSQL: users, orgs, sessions, login state, audit |
-//! | [`broker`] | OIDC login: home-realm discovery, code flow + PKCE, callback, provisioning, logout |
-//! | [`apps`] | authorization server for `[[client]]` apps: authorize, token, revoke; refresh rotation |
-//! | [`server`] | listeners: gRPC ext_authz, HTTP (`/authz`, `/auth/*`), admin |
-//! | [`metrics`] | Prometheus counters and histograms |
-//! | [`pages`] | the few HTML pages |
-//! | [`cli`] | command-line parsing and the admin commands |
-//! | [`clock`] | the one place that reads wall-clock time |
+//! Layers from the top down. An import points down or sideways within a layer, and no files
+//! import each other in a circle. One arrow points up, by design: [`config`] gathers the
+//! sections and checks them with their owners' code, so it reads `apps::config` (the
+//! `[[client]]` types) and calls `apps::clients::validate`; both files are leaves that import
+//! nothing from the apps' flows (as [`policy`] owns `[[route]]` in `policy::config`).
+//!
+//! | layer | module | job |
+//! |---|---|---|
+//! | entry | `main.rs`, [`cli`] | parse the command line, load config, run; the admin commands print [`admin`]'s results |
+//! | edges | [`server`] | every listener, and the only code that speaks HTTP or gRPC: `grpc` (ext_authz), `forward_auth` (`/authz`), `http` (the broker's `/auth/*` handlers), `apps` (the apps' handlers), `respond` (a [`web::Reply`] → a response), `admin` (API, audit page, metrics), `reload` (SIGHUP) |
+//! | operations | [`admin`] | the admin operations behind both the CLI and `/admin/v1`; the audit query |
+//! | flows | [`broker`] | browser login against OIDC IdPs: `realm` (home-realm discovery), `provider` (discovery, authorize URL, code exchange, userinfo), `id_token` (ID-token validation), `redirect` (`rd` rules), `backchannel` and `logout_token` (back-channel logout), `impersonation`, `error` |
+//! | | [`apps`] | authorization server for `[[client]]` apps: `authorize`, `token` (code and refresh grants, revocation), `pkce`, `clients` (registry, redirect URIs), `config` (`[[client]]`, `[app_tokens]`) |
+//! | | [`web`] | what flows and edges share, with no web framework: the reply, the requester, query/form parameters |
+//! | check | [`gate`] | the check engine used by both edges: request → caller → [`decision::decide`] → verdict |
+//! | callers | [`session`] | opaque tokens, cookies, the session cache, revocation sync |
+//! | | [`bearer`] | bearer-JWT callers: verification cache, issuer keys, `(iss, sub)` → user |
+//! | | [`tokens`] | the minted upstream token (`x-gatehouse-jwt`) and app access tokens: shared keys, JWKS |
+//! | | [`limits`] | per-address and per-account token buckets against floods and guessing |
+//! | | [`metrics`] | Prometheus counters and histograms (their label sets given by their owners) |
+//! | store | [`store`] | sqlx over SQLite or PostgreSQL, one file per table group; `store::sql` holds what they share |
+//! | rules | [`provisioning`] | what an IdP's word about an email may do (link, org placement), role mapping: pure |
+//! | | [`config`] | the TOML file + `GATEHOUSE_*` overlay; gathers the sections, validates what spans them; `config::error` is its one error |
+//! | | [`decision`] | `decide()`: pure; also renders denials (status, headers, body); its tables in `decision/tests.rs` |
+//! | | [`policy`] | route table and path normalization: pure, table-tested; `policy::config` is `[[route]]` |
+//! | values | [`identity`], [`request`], [`strength`] | who the caller is (a session's user, a verified bearer token) and the `x-gatehouse-*` headers; the request under check; how strongly the caller authenticated and what a route asks (pure) |
+//! | | [`jwt`], [`email`], [`pages`], [`clock`] | verifying other parties' JWTs; canonical email addresses; the HTML pages; wall-clock time |
+//!
+//! Where a behaviour lives: a route rule → `policy`; why a check was allowed or denied →
+//! `decision`; how a session is found and cached → `session`; a login step → `broker`; an app
+//! token → `apps`; anything on the wire → `server`; anything in the database → `store`.
 //!
 //! Pure parts take plain data and `now`; I/O lives at the edges. Each layer has its own
 //! `thiserror` enum whose message includes its cause, so `main` and the logs print it once.
@@ -62,3 +68,4 @@ pub mod session;
 pub mod store;
 pub mod strength;
 pub mod tokens;
+pub mod web;

@@ -6,6 +6,7 @@
 //! each key per minute ([`Refusal::first_in_window`]) so a flood cannot flood the audit trail
 //! too, and every refusal is counted in `gatehouse_rate_limited_total{limit}`.
 
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -231,9 +232,36 @@ impl Refusal {
     }
 }
 
+/// The unit a client's per-address limits apply to: its IPv4 address, or its IPv6 /64 (one
+/// subscriber's allocation, within which addresses are free to rotate).
+pub fn client_group(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let prefix = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+            format!("{prefix}/64")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_groups() {
+        let cases = [
+            ("192.0.2.7", "192.0.2.7"),
+            ("::ffff:192.0.2.7", "192.0.2.7"),
+            ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+            ("2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"),
+            ("::1", "::/64"),
+        ];
+        for (ip, group) in cases {
+            assert_eq!(client_group(ip.parse().unwrap()), group, "{ip}");
+        }
+    }
 
     fn limits(per_minute: u32, suspicious: u32) -> Limits {
         let config = LimitsConfig {

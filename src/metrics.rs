@@ -11,11 +11,12 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::decision::CHECK_LABELS;
 use crate::store::PoolStats;
 
 pub struct Metrics {
     registry: Registry,
+    checks_vec: IntCounterVec,
+    /// The children of `checks_vec` for the labels the check path records, resolved once.
     checks: Vec<((&'static str, &'static str), IntCounter)>,
     check_seconds: Histogram,
     cache_hits: IntCounter,
@@ -81,10 +82,6 @@ impl Metrics {
             "Authorization checks, by decision and reason.",
             &["decision", "reason"],
         );
-        let checks = CHECK_LABELS
-            .iter()
-            .map(|&(d, r)| ((d, r), checks_vec.with_label_values(&[d, r])))
-            .collect();
         let check_seconds = histogram(
             "gatehouse_check_duration_seconds",
             "Time to decide one check, from request decoded to response built.",
@@ -213,7 +210,7 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         for collector in [
-            Box::new(checks_vec) as Box<dyn prometheus::core::Collector>,
+            Box::new(checks_vec.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(check_seconds.clone()),
             Box::new(cache.clone()),
             Box::new(evictions.clone()),
@@ -250,7 +247,8 @@ impl Metrics {
         }
         Self {
             registry,
-            checks,
+            checks_vec,
+            checks: Vec::new(),
             check_seconds,
             cache_hits: cache.with_label_values(&["hit"]),
             cache_misses: cache.with_label_values(&["miss"]),
@@ -281,6 +279,17 @@ impl Metrics {
         }
     }
 
+    /// Resolves the check counters for these `(decision, reason)` pairs once, so recording one
+    /// is an atomic add; they are exported (at 0) before the first check. The pairs belong to
+    /// whoever decides (the server passes [`crate::decision::CHECK_LABELS`]).
+    pub fn with_check_labels(mut self, labels: &[(&'static str, &'static str)]) -> Self {
+        self.checks = labels
+            .iter()
+            .map(|&(d, r)| ((d, r), self.checks_vec.with_label_values(&[d, r])))
+            .collect();
+        self
+    }
+
     /// One `/auth/token` or `/auth/revoke` answer. Both labels come from fixed sets (see
     /// [`crate::apps`]).
     pub fn record_app_token(&self, grant: &'static str, result: &'static str) {
@@ -299,6 +308,8 @@ impl Metrics {
             .find(|((d, r), _)| *d == decision && *r == reason)
         {
             counter.inc();
+        } else {
+            self.checks_vec.with_label_values(&[decision, reason]).inc();
         }
         self.check_seconds.observe(elapsed.as_secs_f64());
     }
@@ -418,6 +429,7 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decision::CHECK_LABELS;
 
     fn snapshot() -> Snapshot {
         Snapshot {

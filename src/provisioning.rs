@@ -163,6 +163,32 @@ pub fn vouch(
     }
 }
 
+/// The local roles an IdP's claims grant (`[[idp]] role_claims`: claim → value → role). A
+/// claim may be a string or an array of strings; other values grant nothing. Sorted, no
+/// repeats.
+pub fn mapped_roles(
+    rules: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Vec<String> {
+    use serde_json::Value;
+    let mut roles: Vec<String> = rules
+        .iter()
+        .flat_map(|(claim, values)| {
+            let held: Vec<&str> = match claims.get(claim) {
+                Some(Value::String(one)) => vec![one.as_str()],
+                Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            held.into_iter()
+                .filter_map(|value| values.get(value).cloned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    roles.sort();
+    roles.dedup();
+    roles
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,32 +312,6 @@ mod tests {
             )
         );
     }
-}
-
-/// The local roles an IdP's claims grant (`[[idp]] role_claims`: claim → value → role). A
-/// claim may be a string or an array of strings; other values grant nothing. Sorted, no
-/// repeats.
-pub fn mapped_roles(
-    rules: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
-    claims: &serde_json::Map<String, serde_json::Value>,
-) -> Vec<String> {
-    use serde_json::Value;
-    let mut roles: Vec<String> = rules
-        .iter()
-        .flat_map(|(claim, values)| {
-            let held: Vec<&str> = match claims.get(claim) {
-                Some(Value::String(one)) => vec![one.as_str()],
-                Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
-                _ => Vec::new(),
-            };
-            held.into_iter()
-                .filter_map(|value| values.get(value).cloned())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    roles.sort();
-    roles.dedup();
-    roles
 }
 
 #[cfg(test)]

@@ -12,14 +12,15 @@ use std::sync::Arc;
 
 use url::Url;
 
-use crate::config::{AppTokensConfig, ClientConfig, ClientKind, ConfigError, TokenConfig};
+use super::config::{AppTokensConfig, ClientConfig, ClientKind};
+use crate::config::error::ConfigError;
 
 /// The loopback prefixes a native app's redirect URI may use, with any port.
 const LOOPBACK_PREFIXES: [&str; 2] = ["http://127.0.0.1", "http://[::1]"];
 
 /// One registered app.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Client {
+pub struct AppClient {
     pub id: String,
     pub kind: ClientKind,
     pub redirect_uris: Vec<String>,
@@ -29,7 +30,7 @@ pub struct Client {
     pub scopes: Vec<String>,
 }
 
-impl Client {
+impl AppClient {
     /// Whether `presented` is one of this client's redirect URIs (see the module docs).
     pub fn redirect_uri_matches(&self, presented: &str) -> bool {
         self.redirect_uris.iter().any(|registered| {
@@ -46,13 +47,13 @@ impl Client {
 
 /// Every configured app, by `client_id`.
 #[derive(Debug, Clone, Default)]
-pub struct Clients {
-    by_id: HashMap<String, Arc<Client>>,
+pub struct AppClients {
+    by_id: HashMap<String, Arc<AppClient>>,
     /// Origins of the `spa` clients' redirect URIs: the only ones CORS lets read token answers.
     cors_origins: Vec<String>,
 }
 
-impl Clients {
+impl AppClients {
     /// The registry of validated `[[client]]` sections; `default_audience` is `[token] audience`.
     pub fn new(configs: &[ClientConfig], default_audience: &str) -> Self {
         let mut cors_origins: Vec<String> = configs
@@ -68,7 +69,7 @@ impl Clients {
         let by_id = configs
             .iter()
             .map(|c| {
-                let client = Client {
+                let client = AppClient {
                     id: c.client_id.clone(),
                     kind: c.kind,
                     redirect_uris: c.redirect_uris.clone(),
@@ -87,7 +88,7 @@ impl Clients {
         }
     }
 
-    pub fn get(&self, client_id: &str) -> Option<&Arc<Client>> {
+    pub fn get(&self, client_id: &str) -> Option<&Arc<AppClient>> {
         self.by_id.get(client_id)
     }
 
@@ -182,12 +183,9 @@ fn is_scope_token(s: &str) -> bool {
             .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
 }
 
-/// Validates `[[client]]` and `[app_tokens]` (called by [`crate::config::Settings`]).
-pub fn validate(
-    clients: &[ClientConfig],
-    app_tokens: &AppTokensConfig,
-    token: &TokenConfig,
-) -> Result<(), ConfigError> {
+/// Validates `[[client]]` and `[app_tokens]` (called by [`crate::config::Settings`], which
+/// also checks what apps need of other sections).
+pub fn validate(clients: &[ClientConfig], app_tokens: &AppTokensConfig) -> Result<(), ConfigError> {
     if app_tokens.access_token_ttl_seconds == 0 || app_tokens.access_token_ttl_seconds > 86_400 {
         return Err(ConfigError::invalid(
             "app_tokens.access_token_ttl_seconds",
@@ -204,17 +202,6 @@ pub fn validate(
         return Err(ConfigError::invalid(
             "app_tokens.code_ttl_seconds",
             "must be between 1 and 600 (RFC 6749 §4.1.2: codes are short-lived)",
-        ));
-    }
-    if clients.is_empty() {
-        return Ok(());
-    }
-    if token.encryption_key.is_none() && token.encryption_key_env.is_none() {
-        return Err(ConfigError::invalid(
-            "token.encryption_key_env",
-            "[[client]] apps get access tokens signed with gatehouse's keys, which are stored \
-             encrypted: set encryption_key_env (32 random bytes, base64; e.g. \
-             `openssl rand -base64 32`)",
         ));
     }
     let mut ids = HashMap::new();
@@ -261,8 +248,8 @@ mod tests {
     use super::*;
     use crate::config::Settings;
 
-    fn client(kind: ClientKind, uris: &[&str]) -> Client {
-        Client {
+    fn client(kind: ClientKind, uris: &[&str]) -> AppClient {
+        AppClient {
             id: "app".into(),
             kind,
             redirect_uris: uris.iter().map(|u| (*u).to_owned()).collect(),
@@ -287,7 +274,7 @@ mod tests {
             Spa,
             &["http://127.0.0.1:3000/cb", "https://spa.example.com/cb"],
         );
-        let cases: &[(&Client, &str, bool)] = &[
+        let cases: &[(&AppClient, &str, bool)] = &[
             // exact
             (&native, "http://127.0.0.1/callback", true),
             (&native, "com.example.app:/oauth2redirect", true),
@@ -364,7 +351,7 @@ kind = "native"
 redirect_uris = ["http://127.0.0.1/cb", "https://native.example.com/cb"]
 "#;
         let s = Settings::from_toml(text, Vec::new()).expect("valid");
-        let clients = Clients::new(&s.clients, &s.token.audience);
+        let clients = AppClients::new(&s.clients, &s.token.audience);
         assert!(clients.cors_allows("https://spa.example.com"));
         assert!(clients.cors_allows("http://127.0.0.1:3000"));
         assert!(!clients.cors_allows("http://127.0.0.1"));

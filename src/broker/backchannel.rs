@@ -4,21 +4,23 @@
 use http::StatusCode;
 use serde_json::json;
 
-use super::provider::{LogoutClaims, LogoutError};
-use super::{Broker, Client, Reply, client_group};
+use super::Broker;
+use super::logout_token::{LogoutClaims, LogoutError};
 use crate::clock::unix_now;
+use crate::limits::client_group;
 use crate::session::token::TokenHash;
 use crate::store::{Access, AuditEvent, AuditKind, Outcome};
+use crate::web::{Reply, Requester};
 
 impl Broker {
     /// `POST /auth/backchannel-logout`: 200 once the named sessions are revoked, 400 for a
     /// token that is not valid (forged, replayed, an ID token, …), 503 when it cannot be
     /// checked now (the IdP may retry).
-    pub async fn backchannel_logout(&self, token: Option<&str>, client: &Client) -> Reply {
+    pub async fn backchannel_logout(&self, token: Option<&str>, requester: &Requester) -> Reply {
         let now = unix_now();
         let outcome = match token.filter(|t| !t.is_empty() && t.len() <= 16 * 1024) {
             None => Err(LogoutError::Invalid("no logout_token".into())),
-            Some(token) => self.apply_logout_token(token, client, now).await,
+            Some(token) => self.apply_logout_token(token, requester, now).await,
         };
         let reply = |status: StatusCode, body| Reply::Json {
             status,
@@ -40,11 +42,11 @@ impl Broker {
                 self.metrics.record_backchannel_logout(result);
                 tracing::info!(error = %e, "back-channel logout refused");
                 // Costs the sender one request: audited once a minute per client address.
-                let sampled_out = client
+                let sampled_out = requester
                     .ip
                     .is_some_and(|ip| self.seen_recently(format!("bcl {}", client_group(ip))));
                 if !sampled_out {
-                    let event = client.audit(
+                    let event = requester.audit(
                         AuditEvent::new(AuditKind::BackchannelLogout, Outcome::Failure, now)
                             .detail(e.to_string()),
                     );
@@ -70,7 +72,7 @@ impl Broker {
     async fn apply_logout_token(
         &self,
         token: &str,
-        client: &Client,
+        requester: &Requester,
         now: i64,
     ) -> Result<u64, LogoutError> {
         let providers = self.providers.load_full();
@@ -99,7 +101,7 @@ impl Broker {
         if !first {
             return Err(LogoutError::Replayed);
         }
-        let event = client.audit(
+        let event = requester.audit(
             AuditEvent::new(AuditKind::BackchannelLogout, Outcome::Success, now)
                 .idp(idp.clone())
                 .detail(format!(

@@ -23,13 +23,14 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use super::{Broker, Client, LOGIN_PATH, Reply};
+use super::{Broker, LOGIN_PATH};
 use crate::clock::unix_now;
 use crate::identity::{Principal, SessionCaller};
 use crate::pages;
 use crate::session::cookie::{self, TokenCookie};
 use crate::session::{self, Lifetimes, OpaqueToken};
 use crate::store::{AuditEvent, AuditKind, Outcome, User};
+use crate::web::{Reply, Requester};
 
 pub const IMPERSONATE_PATH: &str = "/auth/impersonate";
 pub const STOP_PATH: &str = "/auth/impersonate/stop";
@@ -156,7 +157,7 @@ impl Broker {
         &self,
         params: ImpersonateParams,
         headers: &HeaderMap,
-        client: &Client,
+        requester: &Requester,
     ) -> Reply {
         if !self.impersonation_enabled() {
             return not_found();
@@ -176,7 +177,7 @@ impl Broker {
                 now,
             )
         {
-            return self.too_many(refused, !params.json, client, now).await;
+            return self.too_many(refused, !params.json, requester, now).await;
         }
         let target = match params.user.as_deref().map(str::trim) {
             Some(id) if !id.is_empty() => self.find_user(id).await,
@@ -193,7 +194,7 @@ impl Broker {
                     target.as_ref().map(|t| t.id),
                     impersonator,
                     refusal.reason(),
-                    client,
+                    requester,
                     now,
                 )
                 .await;
@@ -227,7 +228,7 @@ impl Broker {
                     Some(target.id),
                     Some(me.user_id),
                     &format!("{} acts as {}", me.email, target.email),
-                    client,
+                    requester,
                     now,
                 )
                 .await;
@@ -309,7 +310,7 @@ impl Broker {
         &self,
         params: ImpersonateParams,
         headers: &HeaderMap,
-        client: &Client,
+        requester: &Requester,
     ) -> Reply {
         if !self.impersonation_enabled() {
             return not_found();
@@ -325,7 +326,7 @@ impl Broker {
         let Some(impersonator) = me.impersonator_id else {
             return refuse(Refusal::NotImpersonating, params.json);
         };
-        let event = client.audit(
+        let event = requester.audit(
             AuditEvent::new(AuditKind::ImpersonationStopped, Outcome::Success, now)
                 .actor(impersonator.to_string())
                 .detail(format!(
@@ -407,10 +408,10 @@ impl Broker {
         target: Option<Uuid>,
         impersonator: Option<Uuid>,
         detail: &str,
-        client: &Client,
+        requester: &Requester,
         now: i64,
     ) {
-        let mut event = client.audit(AuditEvent::new(kind, outcome, now).detail(detail));
+        let mut event = requester.audit(AuditEvent::new(kind, outcome, now).detail(detail));
         event.user_id = target;
         event.actor = impersonator.map(|id| id.to_string());
         if let Err(e) = self.store.record_audit(&event).await {

@@ -16,13 +16,14 @@
 
 pub mod backchannel;
 pub mod error;
+pub mod id_token;
 pub mod impersonation;
+pub mod logout_token;
 pub mod provider;
 pub mod realm;
 pub mod redirect;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +37,7 @@ use crate::clock::unix_now;
 use crate::config::{ImpersonationConfig, ProvisioningConfig, ResponseMode, Settings};
 use crate::email::Email;
 use crate::identity::SessionCaller;
-use crate::limits::{Limit, Limits, Refusal};
+use crate::limits::{Limit, Limits, Refusal, client_group};
 use crate::metrics::Metrics;
 use crate::pages;
 use crate::provisioning::{self, EmailTrust, Vouching};
@@ -47,6 +48,7 @@ use crate::store::{
     ProvisionRequest, Store, StoreError,
 };
 use crate::strength::{Authentication, StepUp};
+use crate::web::{Reply, Requester};
 pub use error::LoginError;
 use provider::{AuthorizeRequest, Provider};
 use realm::{IdpChoice, choose_idp};
@@ -56,40 +58,6 @@ pub const LOGIN_PATH: &str = "/auth/login";
 pub const CALLBACK_PATH: &str = "/auth/callback";
 pub const LOGOUT_PATH: &str = "/auth/logout";
 pub const BACKCHANNEL_LOGOUT_PATH: &str = "/auth/backchannel-logout";
-
-/// What a broker endpoint answers.
-#[derive(Debug)]
-pub enum Reply {
-    Redirect {
-        location: String,
-        cookies: Vec<String>,
-    },
-    Page {
-        status: StatusCode,
-        html: String,
-        cookies: Vec<String>,
-    },
-    Json {
-        status: StatusCode,
-        body: serde_json::Value,
-        cookies: Vec<String>,
-    },
-    /// 429 with `Retry-After` (seconds): a page for browsers, else JSON.
-    TooManyRequests { retry_after: u64, html: bool },
-}
-
-/// Who is at the browser, for the audit trail.
-#[derive(Debug, Clone, Default)]
-pub struct Client {
-    pub ip: Option<IpAddr>,
-    pub user_agent: Option<String>,
-}
-
-impl Client {
-    fn audit(&self, event: AuditEvent) -> AuditEvent {
-        event.client(self.ip.map(|ip| ip.to_string()), self.user_agent.clone())
-    }
-}
 
 /// `/auth/login` parameters.
 #[derive(Debug, Default)]
@@ -241,7 +209,12 @@ impl Broker {
 
     // === /auth/login ===
 
-    pub async fn login(&self, params: LoginParams, headers: &HeaderMap, client: &Client) -> Reply {
+    pub async fn login(
+        &self,
+        params: LoginParams,
+        headers: &HeaderMap,
+        requester: &Requester,
+    ) -> Reply {
         let now = unix_now();
         let rd = self.redirects.target(params.rd.as_deref());
         let mut hint = params
@@ -250,8 +223,8 @@ impl Broker {
             .map(str::trim)
             .filter(|h| !h.is_empty() && h.len() <= 320)
             .map(str::to_owned);
-        if let Some(refused) = self.login_start_refused(hint.as_deref(), client, now) {
-            return self.too_many(refused, true, client, now).await;
+        if let Some(refused) = self.login_start_refused(hint.as_deref(), requester, now) {
+            return self.too_many(refused, true, requester, now).await;
         }
         let mut idp = params.idp.clone();
         let mut step_up = params.step_up.clone();
@@ -327,7 +300,10 @@ impl Broker {
             signup: params.signup,
             account: hint.as_ref().map(|h| h.to_ascii_lowercase()),
         };
-        match self.start_login(provider, &rd, ask, headers, client).await {
+        match self
+            .start_login(provider, &rd, ask, headers, requester)
+            .await
+        {
             Ok(reply) => reply,
             Err(e) => {
                 let now = unix_now();
@@ -336,7 +312,7 @@ impl Broker {
                 let sampled_out = matches!(e, LoginError::Unreachable(_))
                     && self.seen_recently(format!("unreachable {}", provider.name()));
                 if !sampled_out {
-                    self.record_failure(&e, Some(provider.name()), client, now)
+                    self.record_failure(&e, Some(provider.name()), requester, now)
                         .await;
                 }
                 self.error_page(e.status(), &e.user_message(), &rd)
@@ -348,10 +324,10 @@ impl Broker {
     fn login_start_refused(
         &self,
         hint: Option<&str>,
-        client: &Client,
+        requester: &Requester,
         now: i64,
     ) -> Option<Refusal> {
-        if let Some(ip) = client.ip
+        if let Some(ip) = requester.ip
             && let Err(refused) = self
                 .limits
                 .check(Limit::LoginStartsPerIp, &client_group(ip), now)
@@ -365,9 +341,15 @@ impl Broker {
     }
 
     /// 429, audited once per key and minute (every refusal is counted in the metric).
-    async fn too_many(&self, refused: Refusal, html: bool, client: &Client, now: i64) -> Reply {
+    async fn too_many(
+        &self,
+        refused: Refusal,
+        html: bool,
+        requester: &Requester,
+        now: i64,
+    ) -> Reply {
         if refused.first_in_window {
-            let event = client.audit(
+            let event = requester.audit(
                 AuditEvent::new(AuditKind::RateLimited, Outcome::Failure, now)
                     .detail(format!("{} over its limit", refused.limit.name())),
             );
@@ -387,7 +369,7 @@ impl Broker {
         rd: &RedirectTarget,
         ask: LoginAsk<'_>,
         headers: &HeaderMap,
-        client: &Client,
+        requester: &Requester,
     ) -> Result<Reply, LoginError> {
         let now = unix_now();
         // Reuse this browser's binding so parallel logins (tabs) all stay valid.
@@ -418,7 +400,7 @@ impl Broker {
         let new_state = NewLoginState {
             state_hash: state.hash().to_hex(),
             binding_hash: binding.hash().to_hex(),
-            client_ip: client.ip.map(client_group),
+            client_ip: requester.ip.map(client_group),
             nonce: nonce.as_str().to_owned(),
             pkce_verifier: pkce_verifier.secret().to_owned(),
             idp: provider.name().to_owned(),
@@ -465,18 +447,18 @@ impl Broker {
         &self,
         params: CallbackParams,
         headers: &HeaderMap,
-        client: &Client,
+        requester: &Requester,
     ) -> Reply {
         let now = unix_now();
-        let group = client.ip.map(client_group);
+        let group = requester.ip.map(client_group);
         if let Some(group) = &group
             && let Some(refused) = self
                 .limits
                 .blocked_now(Limit::FailedCallbacksPerIp, group, now)
         {
-            return self.too_many(refused, true, client, now).await;
+            return self.too_many(refused, true, requester, now).await;
         }
-        match self.finish_login(params, headers, client, now).await {
+        match self.finish_login(params, headers, requester, now).await {
             Ok((location, session_cookie, idp)) => {
                 self.metrics.record_login(&idp, "success");
                 Reply::Redirect {
@@ -496,7 +478,7 @@ impl Broker {
                 if let Some(account) = &account
                     && self.limits.failed_sign_in(account, now)
                 {
-                    let event = client.audit(
+                    let event = requester.audit(
                         AuditEvent::new(AuditKind::SuspiciousLogin, Outcome::Failure, now)
                             .detail(format!("repeated failed sign-ins for {account}")),
                     );
@@ -513,12 +495,13 @@ impl Broker {
                 // A callback that matches no login in progress costs a client one request:
                 // audit one per client address a minute, count them all.
                 let sampled_out = e.is_unsolicited()
-                    && client.ip.is_some_and(|ip| {
+                    && requester.ip.is_some_and(|ip| {
                         let group = client_group(ip);
                         self.seen_recently(group)
                     });
                 if !sampled_out {
-                    self.record_failure(&e, idp.as_deref(), client, now).await;
+                    self.record_failure(&e, idp.as_deref(), requester, now)
+                        .await;
                 }
                 self.error_page(e.status(), &e.user_message(), &RedirectTarget::root())
             }
@@ -531,7 +514,7 @@ impl Broker {
         &self,
         params: CallbackParams,
         headers: &HeaderMap,
-        client: &Client,
+        requester: &Requester,
         now: i64,
     ) -> Result<(String, String, String), (LoginError, FailedLogin)> {
         let no_idp = |e: LoginError| (e, FailedLogin::default());
@@ -662,8 +645,8 @@ impl Broker {
                 name: identity.name.clone(),
                 new_users_enabled: self.provisioning.new_users_enabled,
                 may_create,
-                ip: client.ip.map(|ip| ip.to_string()),
-                user_agent: client.user_agent.clone(),
+                ip: requester.ip.map(|ip| ip.to_string()),
+                user_agent: requester.user_agent.clone(),
                 now,
             })
             .await
@@ -702,14 +685,14 @@ impl Broker {
             )
             .await
             .map_err(|e| fail(e.into()))?;
-        self.end_replaced_session(headers, client, now).await;
+        self.end_replaced_session(headers, requester, now).await;
         let how = match &outcome {
             ProvisionOutcome::Existing(_) => "returning user",
             ProvisionOutcome::Linked(_) => "identity linked to existing user",
             ProvisionOutcome::Created(_) => "new user",
         };
         for kind in [AuditKind::LoginSucceeded, AuditKind::SessionCreated] {
-            let event = client.audit(
+            let event = requester.audit(
                 AuditEvent::new(kind, Outcome::Success, now)
                     .user(user.id)
                     .idp(provider.name())
@@ -747,12 +730,12 @@ impl Broker {
 
     /// A sign-in replaces the session this browser had (a step-up keeps the user and gets a
     /// new session id): the old one ends now, on every replica.
-    async fn end_replaced_session(&self, headers: &HeaderMap, client: &Client, now: i64) {
+    async fn end_replaced_session(&self, headers: &HeaderMap, requester: &Requester, now: i64) {
         let TokenCookie::Present(old) = cookie::find(headers, &self.cookies.session_name) else {
             return;
         };
         let hash = old.hash();
-        let event = client.audit(
+        let event = requester.audit(
             AuditEvent::new(AuditKind::SessionRevoked, Outcome::Success, now)
                 .detail("replaced by a new sign-in"),
         );
@@ -766,8 +749,14 @@ impl Broker {
         }
     }
 
-    async fn record_failure(&self, e: &LoginError, idp: Option<&str>, client: &Client, now: i64) {
-        let mut event = client.audit(
+    async fn record_failure(
+        &self,
+        e: &LoginError,
+        idp: Option<&str>,
+        requester: &Requester,
+        now: i64,
+    ) {
+        let mut event = requester.audit(
             AuditEvent::new(AuditKind::LoginFailed, Outcome::Failure, now)
                 .detail(format!("{}: {e}", e.reason())),
         );
@@ -793,7 +782,12 @@ impl Broker {
 
     // === /auth/logout ===
 
-    pub async fn logout(&self, rd: Option<&str>, headers: &HeaderMap, client: &Client) -> Reply {
+    pub async fn logout(
+        &self,
+        rd: Option<&str>,
+        headers: &HeaderMap,
+        requester: &Requester,
+    ) -> Reply {
         let now = unix_now();
         let rd = self.redirects.target(rd);
         let mut location = rd.as_str().to_owned();
@@ -807,7 +801,7 @@ impl Broker {
             cookie::find(headers, self.cookies.impersonator_name())
         {
             let hash = original.hash();
-            let event = client.audit(AuditEvent::new(AuditKind::Logout, Outcome::Success, now));
+            let event = requester.audit(AuditEvent::new(AuditKind::Logout, Outcome::Success, now));
             if let Err(e) = self
                 .store
                 .revoke_session(&hash.to_hex(), Some(&event), now)
@@ -820,7 +814,7 @@ impl Broker {
         if let TokenCookie::Present(token) = cookie::find(headers, &self.cookies.session_name) {
             let hash = token.hash();
             let record = self.store.load_session(&hash.to_hex(), now).await;
-            let event = client.audit(AuditEvent::new(AuditKind::Logout, Outcome::Success, now));
+            let event = requester.audit(AuditEvent::new(AuditKind::Logout, Outcome::Success, now));
             let revoked = self
                 .store
                 .revoke_session(&hash.to_hex(), Some(&event), now)
@@ -937,36 +931,4 @@ struct FailedLogin {
     idp: Option<String>,
     /// The account (email, lower-cased), for counting repeated failures.
     account: Option<String>,
-}
-
-/// The unit a client's per-address limits apply to: its IPv4 address, or its IPv6 /64 (one
-/// subscriber's allocation, within which addresses are free to rotate).
-pub fn client_group(ip: IpAddr) -> String {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            let prefix = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
-            format!("{prefix}/64")
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn client_groups() {
-        let cases = [
-            ("192.0.2.7", "192.0.2.7"),
-            ("::ffff:192.0.2.7", "192.0.2.7"),
-            ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
-            ("2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"),
-            ("::1", "::/64"),
-        ];
-        for (ip, group) in cases {
-            assert_eq!(client_group(ip.parse().unwrap()), group, "{ip}");
-        }
-    }
 }

@@ -1,7 +1,9 @@
 //! `gatehouse check-config`: the effective configuration, as gatehouse will use it.
 
-use crate::config::{Access, ClientKind, ResponseMode, Settings, UnknownSubjects};
+use crate::apps::config::ClientKind;
+use crate::config::{ResponseMode, Settings};
 use crate::policy::HostMatch;
+use crate::policy::config::{Access, UnknownSubjects};
 use crate::store::redact_url;
 
 pub fn print(settings: &Settings) {

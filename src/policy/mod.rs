@@ -9,6 +9,7 @@
 //! settings): if `/ADMIN/panel` did not match an `/admin/` rule, it would fall through to a
 //! laxer route and still reach the admin pages.
 
+pub mod config;
 pub mod host;
 pub mod path;
 mod regexes;
@@ -17,7 +18,7 @@ use std::borrow::Cow;
 
 use regex::{Regex, RegexBuilder};
 
-use crate::config::{Access, BearerConfig, RouteConfig};
+use self::config::{Access, BearerConfig, RouteConfig};
 use crate::strength::StepUp;
 pub use host::{HostError, RequestHost};
 pub use path::{NormalizedPath, PathError, normalize};

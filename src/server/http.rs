@@ -1,7 +1,6 @@
 //! The HTTP listener: `/authz` forward-auth and the browser-facing `/auth/*` pages. Handlers
 //! only translate HTTP to the broker's plain inputs and its [`Reply`] back to HTTP.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use axum::Router;
@@ -11,13 +10,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
+use super::respond::{requester, respond};
 use super::{AppState, forward_auth};
 use crate::broker::impersonation::{IMPERSONATE_PATH, ImpersonateParams, STOP_PATH};
 use crate::broker::{
-    BACKCHANNEL_LOGOUT_PATH, CALLBACK_PATH, CallbackParams, Client, LOGIN_PATH, LOGOUT_PATH,
-    LoginParams, Reply,
+    BACKCHANNEL_LOGOUT_PATH, CALLBACK_PATH, CallbackParams, LOGIN_PATH, LOGOUT_PATH, LoginParams,
 };
 use crate::strength::StepUp;
+use crate::web::unique_params;
 
 pub fn router(state: AppState) -> Router {
     let welcome = state.broker.welcome_path().to_owned();
@@ -44,40 +44,9 @@ pub fn router(state: AppState) -> Router {
         router = router.route(&welcome, get(welcome_page));
     }
     if state.apps.is_some() {
-        router = crate::apps::routes::routes(router);
+        router = super::apps::routes(router);
     }
     router.with_state(state)
-}
-
-/// Query or form pairs, with the names that appear more than once (ambiguous: an HTTP
-/// parameter pollution attempt or a broken client) dropped.
-pub(crate) fn unique_params(raw: &[u8]) -> (HashMap<String, String>, Vec<String>) {
-    let mut values: HashMap<String, String> = HashMap::new();
-    let mut repeated = Vec::new();
-    for (k, v) in url::form_urlencoded::parse(raw) {
-        if values.insert(k.to_string(), v.into_owned()).is_some() {
-            repeated.push(k.into_owned());
-        }
-    }
-    for name in &repeated {
-        values.remove(name);
-    }
-    (values, repeated)
-}
-
-/// Who is at the other end: the client address (through trusted proxies) and user agent.
-pub(crate) fn client(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Client {
-    Client {
-        ip: Some(forward_auth::client_ip(
-            headers,
-            peer.ip(),
-            &state.settings.server.trusted_proxies,
-        )),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(String::from),
-    }
 }
 
 async fn login(
@@ -103,8 +72,8 @@ async fn login(
         signup: flag(params.remove("signup")),
         step_up: step_up.filter(|s| !s.is_empty()),
     };
-    let client = client(&state, peer, &headers);
-    respond(state.broker.login(params, &headers, &client).await)
+    let requester = requester(&state, peer, &headers);
+    respond(state.broker.login(params, &headers, &requester).await)
 }
 
 async fn callback_query(
@@ -139,8 +108,8 @@ async fn callback(state: AppState, peer: SocketAddr, headers: HeaderMap, raw: &[
         // Refuse rather than guess which one is meant.
         params.state = None;
     }
-    let client = client(&state, peer, &headers);
-    respond(state.broker.callback(params, &headers, &client).await)
+    let requester = requester(&state, peer, &headers);
+    respond(state.broker.callback(params, &headers, &requester).await)
 }
 
 async fn logout(
@@ -150,9 +119,9 @@ async fn logout(
     headers: HeaderMap,
 ) -> Response {
     let (params, _) = unique_params(query.unwrap_or_default().as_bytes());
-    let client = client(&state, peer, &headers);
+    let requester = requester(&state, peer, &headers);
     let rd = params.get("rd").map(String::as_str);
-    respond(state.broker.logout(rd, &headers, &client).await)
+    respond(state.broker.logout(rd, &headers, &requester).await)
 }
 
 /// OIDC Back-Channel Logout: the IdP POSTs `logout_token` (form-encoded).
@@ -163,12 +132,12 @@ async fn backchannel_logout(
     body: Bytes,
 ) -> Response {
     let (mut params, _) = unique_params(&body);
-    let client = client(&state, peer, &headers);
+    let requester = requester(&state, peer, &headers);
     let token = params.remove("logout_token");
     respond(
         state
             .broker
-            .backchannel_logout(token.as_deref(), &client)
+            .backchannel_logout(token.as_deref(), &requester)
             .await,
     )
 }
@@ -184,8 +153,8 @@ async fn impersonate(
     body: Bytes,
 ) -> Response {
     let params = impersonate_params(&headers, &body);
-    let client = client(&state, peer, &headers);
-    respond(state.broker.impersonate(params, &headers, &client).await)
+    let requester = requester(&state, peer, &headers);
+    respond(state.broker.impersonate(params, &headers, &requester).await)
 }
 
 async fn stop_impersonating(
@@ -195,11 +164,11 @@ async fn stop_impersonating(
     body: Bytes,
 ) -> Response {
     let params = impersonate_params(&headers, &body);
-    let client = client(&state, peer, &headers);
+    let requester = requester(&state, peer, &headers);
     respond(
         state
             .broker
-            .stop_impersonating(params, &headers, &client)
+            .stop_impersonating(params, &headers, &requester)
             .await,
     )
 }
@@ -266,94 +235,4 @@ async fn welcome_page(State(state): State<AppState>, headers: HeaderMap) -> Resp
 
 async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Response {
     respond(state.broker.userinfo(&headers).await)
-}
-
-/// Turns a broker reply into a response. Every reply is `no-store`; pages also get a strict
-/// CSP, no framing and no referrer (callback URLs carry codes).
-pub(crate) fn respond(reply: Reply) -> Response {
-    let (mut response, cookies) = match reply {
-        Reply::Redirect { location, cookies } => {
-            let mut r = StatusCode::FOUND.into_response();
-            match HeaderValue::from_str(&location) {
-                Ok(v) => {
-                    r.headers_mut().insert(header::LOCATION, v);
-                }
-                Err(_) => {
-                    tracing::warn!("unrepresentable redirect target; sending /");
-                    r.headers_mut()
-                        .insert(header::LOCATION, HeaderValue::from_static("/"));
-                }
-            }
-            (r, cookies)
-        }
-        Reply::Page {
-            status,
-            html,
-            cookies,
-        } => {
-            let mut r = (status, axum::response::Html(html)).into_response();
-            let h = r.headers_mut();
-            h.insert(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(
-                    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-                ),
-            );
-            h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-            (r, cookies)
-        }
-        Reply::Json {
-            status,
-            body,
-            cookies,
-        } => ((status, axum::Json(body)).into_response(), cookies),
-        Reply::TooManyRequests { retry_after, html } => {
-            let mut r = if html {
-                (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    axum::response::Html(crate::pages::message_page(
-                        "Too many attempts",
-                        &format!("Please wait {retry_after} seconds and try again."),
-                        None,
-                    )),
-                )
-                    .into_response()
-            } else {
-                (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    axum::Json(serde_json::json!({ "error": "too_many_requests" })),
-                )
-                    .into_response()
-            };
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-            (r, Vec::new())
-        }
-    };
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    for cookie in cookies {
-        if let Ok(value) = HeaderValue::from_str(&cookie) {
-            headers.append(header::SET_COOKIE, value);
-        }
-    }
-    response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn repeated_parameters_are_dropped() {
-        let (params, repeated) = unique_params(b"state=a&code=c&state=b&rd=%2Fx");
-        assert_eq!(params.get("state"), None);
-        assert_eq!(params.get("code").map(String::as_str), Some("c"));
-        assert_eq!(params.get("rd").map(String::as_str), Some("/x"));
-        assert_eq!(repeated, vec!["state".to_owned()]);
-    }
 }

@@ -4,10 +4,12 @@
 //! listen on port 0; [`Server::run`] takes the shutdown signal as a future.
 
 pub mod admin;
+mod apps;
 pub mod forward_auth;
 pub mod grpc;
 pub mod http;
 pub mod reload;
+mod respond;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -107,7 +109,7 @@ impl Server {
         if settings.database.migrate {
             store.migrate().await?;
         }
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new().with_check_labels(&crate::decision::CHECK_LABELS));
         let (sessions, touch_writer) = Sessions::new(
             store.clone(),
             Lifetimes::from_config(&settings.session),

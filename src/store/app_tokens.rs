@@ -9,7 +9,7 @@
 
 use uuid::Uuid;
 
-use super::audit::insert_audit;
+use super::sql::insert_audit;
 use super::{AuditEvent, Store, StoreError, with_pool, with_write_tx};
 
 /// Used (rotated) refresh tokens are kept this long, so that presenting one again is

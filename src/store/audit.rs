@@ -4,6 +4,7 @@
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::sql::{insert_audit, like_pattern};
 use super::{Store, StoreError, with_pool};
 
 /// What happened. The string forms are stable: `gatehouse audit --kind` filters on them.
@@ -258,25 +259,6 @@ pub struct AuditRecord {
     pub detail: Option<String>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn attacker_text_cannot_forge_lines() {
-        let event = AuditEvent::new(AuditKind::LoginFailed, Outcome::Failure, 0)
-            .detail("idp_error: x\n2026-01-01 login_succeeded \u{1b}[2J")
-            .client(None, Some("ua\r\nforged".repeat(100)));
-        let detail = event.detail.unwrap();
-        assert!(
-            !detail.contains('\n') && !detail.contains('\u{1b}'),
-            "{detail:?}"
-        );
-        let ua = event.user_agent.unwrap();
-        assert!(!ua.contains('\r') && ua.chars().count() == 256, "{ua:?}");
-    }
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
     pub user_id: Option<Uuid>,
@@ -318,7 +300,7 @@ impl AuditFilter {
         if let Some(text) = &self.email_contains {
             add(
                 "u.email LIKE ? ESCAPE '\\'",
-                Param::Text(super::users::like_pattern(text)),
+                Param::Text(like_pattern(text)),
             );
         }
         if let Some(kind) = self.kind {
@@ -348,30 +330,6 @@ impl AuditFilter {
         (format!("{filter} ORDER BY a.id DESC LIMIT {limit}"), params)
     }
 }
-
-pub(super) const INSERT_AUDIT: &str = "INSERT INTO audit_events \
-    (at, kind, outcome, user_id, actor, idp, ip, user_agent, detail) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-
-/// Records `$event` on the transaction or connection `$conn`.
-macro_rules! insert_audit {
-    ($conn:expr, $event:expr) => {{
-        let event: &$crate::store::AuditEvent = $event;
-        sqlx::query($crate::store::audit::INSERT_AUDIT)
-            .bind(event.at)
-            .bind(event.kind.as_str())
-            .bind(event.outcome.as_str())
-            .bind(event.user_id)
-            .bind(event.actor.as_deref())
-            .bind(event.idp.as_deref())
-            .bind(event.ip.as_deref())
-            .bind(event.user_agent.as_deref())
-            .bind(event.detail.as_deref())
-            .execute($conn)
-            .await?;
-    }};
-}
-pub(crate) use insert_audit;
 
 impl Store {
     /// Records an event on its own (for actions without a transaction, e.g. a failed login).
@@ -422,5 +380,24 @@ impl Store {
                 return Ok(total);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attacker_text_cannot_forge_lines() {
+        let event = AuditEvent::new(AuditKind::LoginFailed, Outcome::Failure, 0)
+            .detail("idp_error: x\n2026-01-01 login_succeeded \u{1b}[2J")
+            .client(None, Some("ua\r\nforged".repeat(100)));
+        let detail = event.detail.unwrap();
+        assert!(
+            !detail.contains('\n') && !detail.contains('\u{1b}'),
+            "{detail:?}"
+        );
+        let ua = event.user_agent.unwrap();
+        assert!(!ua.contains('\r') && ua.chars().count() == 256, "{ua:?}");
     }
 }

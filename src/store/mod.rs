@@ -14,6 +14,7 @@ mod orgs;
 mod revocations;
 mod sessions;
 mod signing_keys;
+mod sql;
 mod users;
 
 use std::str::FromStr;

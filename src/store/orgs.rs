@@ -4,8 +4,7 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-use super::audit::insert_audit;
-use super::revocations::insert_revocation;
+use super::sql::{insert_audit, insert_revocation};
 use super::{Actor, AuditEvent, AuditKind, Outcome, Store, StoreError, with_pool, with_write_tx};
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -6,6 +6,7 @@
 
 use uuid::Uuid;
 
+use super::sql::insert_revocation;
 use super::{Store, StoreError, with_pool};
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -34,25 +35,6 @@ impl Revocation {
         }
     }
 }
-
-pub(super) const INSERT_REVOCATION: &str =
-    "INSERT INTO revocations (user_id, session_hash, created_at) VALUES ($1, $2, $3)";
-
-/// Adds a revocation on `$conn` at `$now`: of one session (`$session_hash: Option<&str>`), else
-/// of every session of `$user_id` (`Option<Uuid>`), else of every session.
-macro_rules! insert_revocation {
-    ($conn:expr, $user_id:expr, $session_hash:expr, $now:expr) => {{
-        let user_id: Option<uuid::Uuid> = $user_id;
-        let session_hash: Option<&str> = $session_hash;
-        sqlx::query($crate::store::revocations::INSERT_REVOCATION)
-            .bind(user_id)
-            .bind(session_hash)
-            .bind($now)
-            .execute($conn)
-            .await?;
-    }};
-}
-pub(crate) use insert_revocation;
 
 impl Store {
     /// Revocations created at or after `since` (Unix seconds), oldest first. Readers re-read a

@@ -3,8 +3,7 @@
 use uuid::Uuid;
 
 use super::app_tokens::revoke_app_tokens_of_user;
-use super::audit::insert_audit;
-use super::revocations::insert_revocation;
+use super::sql::{insert_audit, insert_revocation};
 use super::{Actor, AuditEvent, AuditKind, Outcome, Store, StoreError, with_pool, with_write_tx};
 
 /// A session to insert.

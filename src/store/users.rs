@@ -4,8 +4,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::app_tokens::revoke_app_tokens_of_user;
-use super::audit::insert_audit;
-use super::revocations::insert_revocation;
+use super::sql::{insert_audit, insert_revocation, like_pattern};
 use super::{Actor, AuditEvent, AuditKind, Outcome, Store, StoreError, with_pool, with_write_tx};
 use crate::email::Email;
 use crate::provisioning::Vouching;
@@ -713,15 +712,4 @@ enum Kind {
     Existing,
     Linked,
     Created,
-}
-
-/// A `LIKE` pattern matching `text` anywhere, with `\` as the escape character. Emails are
-/// stored with ASCII lower-cased, so the needle is too.
-pub(super) fn like_pattern(text: &str) -> String {
-    let needle = text
-        .to_ascii_lowercase()
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    format!("%{needle}%")
 }

@@ -1,4 +1,4 @@
-//! HTTP for the authorization server: `/auth/authorize`, `/auth/token`, `/auth/revoke` (with
+//! HTTP for the authorization server ([`crate::apps`]): `/auth/authorize`, `/auth/token`, `/auth/revoke` (with
 //! CORS for registered single-page apps) and the RFC 8414 metadata. Handlers only translate
 //! HTTP to [`Apps`]' plain inputs and its answers back.
 
@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use super::{AUTHORIZE_PATH, Apps, METADATA_PATH, REVOKE_PATH, TOKEN_PATH, TokenReply};
-use crate::server::AppState;
-use crate::server::http::client;
+use super::AppState;
+use super::respond::{requester, respond};
+use crate::apps::{AUTHORIZE_PATH, Apps, METADATA_PATH, REVOKE_PATH, TOKEN_PATH, TokenReply};
 
 /// Token and revocation requests are a few hundred bytes.
 const MAX_FORM_BYTES: usize = 16 * 1024;
@@ -48,11 +48,11 @@ async fn authorize(
     let Some(apps) = &state.apps else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let who = client(&state, peer, &headers);
+    let requester = requester(&state, peer, &headers);
     let reply = apps
-        .authorize(query.as_deref().unwrap_or_default(), &headers, &who)
+        .authorize(query.as_deref().unwrap_or_default(), &headers, &requester)
         .await;
-    crate::server::http::respond(reply)
+    respond(reply)
 }
 
 fn is_form(headers: &HeaderMap) -> bool {
@@ -75,8 +75,8 @@ async fn token(
     let Some(apps) = &state.apps else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let who = client(&state, peer, &headers);
-    let reply = apps.token(&body, is_form(&headers), &who).await;
+    let requester = requester(&state, peer, &headers);
+    let reply = apps.token(&body, is_form(&headers), &requester).await;
     json_reply(apps, &headers, reply)
 }
 
@@ -89,8 +89,8 @@ async fn revoke(
     let Some(apps) = &state.apps else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let who = client(&state, peer, &headers);
-    let reply = apps.revoke(&body, is_form(&headers), &who).await;
+    let requester = requester(&state, peer, &headers);
+    let reply = apps.revoke(&body, is_form(&headers), &requester).await;
     json_reply(apps, &headers, reply)
 }
 
