@@ -1,7 +1,7 @@
 //! The decisions, end to end: a browser or API client → real Envoy → gatehouse (gRPC ext_authz)
 //! → echo upstream, on SQLite and on PostgreSQL.
 
-mod support;
+use crate::support;
 
 use support::{BROWSER_ACCEPT, Backend, Stack};
 

@@ -1,7 +1,6 @@
 //! A token issuer the test controls: it publishes a discovery document and a JWKS, signs
 //! tokens with RSA keys from `tests/fixtures`, rotates its keys and goes down on request.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -17,11 +16,11 @@ use serde_json::{Value, json};
 pub const KEYS: [(&str, &str); 2] = [
     (
         "issuer-key-1",
-        include_str!("../fixtures/id-token-test-key.pem"),
+        include_str!("../../fixtures/id-token-test-key.pem"),
     ),
     (
         "issuer-key-2",
-        include_str!("../fixtures/other-test-key.pem"),
+        include_str!("../../fixtures/other-test-key.pem"),
     ),
 ];
 
@@ -35,7 +34,6 @@ struct IssuerState {
 
 pub struct TestIssuer {
     pub issuer: String,
-    pub addr: SocketAddr,
     state: Arc<Mutex<IssuerState>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -87,7 +85,6 @@ impl TestIssuer {
         });
         Self {
             issuer,
-            addr,
             state,
             task,
         }

@@ -1,7 +1,7 @@
 //! The browser login, end to end: browser model → real Envoy → gatehouse → real OpenID Provider
 //! (oidc-provider, tests/op) and back, on SQLite and on PostgreSQL.
 
-mod support;
+use crate::support;
 
 use support::browser::{Browser, Form, Page, Pending, forms};
 use support::op::{account, is_interaction};

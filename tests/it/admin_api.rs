@@ -2,7 +2,7 @@
 //! shares its implementation (and audit trail) with the CLI; the audit API and the audit page
 //! over the events of a real login.
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use support::admin::{self, Api};

@@ -1,7 +1,7 @@
 //! SIGHUP: routes and identity providers reload in place, on connections that stay open; a
 //! config that does not load, or needs a restart, changes nothing and the log says why.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

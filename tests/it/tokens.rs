@@ -2,7 +2,7 @@
 //! test controls, tenant-scoped routes, the minted upstream token verified by Envoy's own
 //! `jwt_authn`, and impersonation; on SQLite and PostgreSQL.
 
-mod support;
+use crate::support;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -1,7 +1,7 @@
 //! The gRPC edge called directly, as Envoy would: `Authorization/Check` and
 //! `grpc.health.v1.Health/Check`.
 
-mod support;
+use crate::support;
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest, HttpResponse};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;

@@ -3,7 +3,7 @@
 //! The login-side items (email identity, IdP trust, `email_verified`, login-state flood) are in
 //! `tests/login.rs`.
 
-mod support;
+use crate::support;
 
 use envoy_types::ext_authz::v3::pb::{CheckResponse, HttpResponse};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;

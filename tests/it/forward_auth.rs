@@ -1,7 +1,7 @@
 //! `/authz` forward-auth: the same decisions as ext_authz, called directly (as nginx, Traefik
 //! and Caddy do) and through Envoy's HTTP ext_authz filter.
 
-mod support;
+use crate::support;
 
 use support::{BROWSER_ACCEPT, Backend, Stack, StackOptions, StackUrls, base_config, send};
 

@@ -1,7 +1,7 @@
 //! The command line, through the binary: configuration errors, `check-config`, defaults,
 //! admin commands and shutdown.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

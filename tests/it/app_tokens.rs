@@ -2,7 +2,7 @@
 //! (`[[client]]`) get codes at `/auth/authorize` (PKCE S256), tokens at `/auth/token`, revoke
 //! at `/auth/revoke`, and use the access token on bearer routes; on SQLite and PostgreSQL.
 
-mod support;
+use crate::support;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -3,7 +3,7 @@
 //! within the bound, 503 otherwise, readiness, recovery without a restart), SQLite locked, the
 //! IdP down, and SIGTERM while checks are flowing.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

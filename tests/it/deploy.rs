@@ -2,7 +2,7 @@
 //! Envoy config validate offline (`scripts/validate-deploy`), the validator catches broken
 //! copies, and the config the manifests ship is one gatehouse accepts.
 
-mod support;
+use crate::support;
 
 use std::process::Output;
 

@@ -2,8 +2,6 @@
 //! fresh database per test on SQLite or PostgreSQL, an echo upstream, and HTTP clients that send
 //! exactly what they are told.
 
-#![allow(dead_code)] // each test binary uses its own subset
-
 pub mod admin;
 pub mod browser;
 pub mod check;
@@ -118,7 +116,8 @@ open_signup = true
 /// gatehouse's own HTTP listener as the browser-facing origin (no proxy in front), with an
 /// OpenID Provider that redirects back to it: for tests of the login and admin pages.
 pub struct DirectStack {
-    pub db: TestDb,
+    /// Held for its drop, which drops the database.
+    _db: TestDb,
     pub op: OpenIdProvider,
     /// `http://127.0.0.1:<port>`, where gatehouse's HTTP listener will be.
     pub base: String,
@@ -142,7 +141,7 @@ impl DirectStack {
             &format!("http_listen = \"127.0.0.1:{port}\""),
         );
         Self {
-            db,
+            _db: db,
             op,
             base,
             config,
@@ -185,11 +184,13 @@ pub struct Stack {
     pub db: TestDb,
     pub providers: Vec<OpenIdProvider>,
     pub gatehouse: Gatehouse,
-    pub upstream: Upstream,
+    /// Held for its drop, which stops it.
+    _upstream: Upstream,
     pub envoy: Envoy,
     /// `http://127.0.0.1:PORT`: Envoy's listener as the browser sees it.
     pub base: String,
-    pub dir: tempfile::TempDir,
+    /// Held for its drop, which deletes the stack's files.
+    _dir: tempfile::TempDir,
 }
 
 impl Stack {
@@ -234,10 +235,10 @@ impl Stack {
             db,
             providers,
             gatehouse,
-            upstream,
+            _upstream: upstream,
             envoy,
             base,
-            dir,
+            _dir: dir,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The store and the session service on real databases: each test gets a fresh SQLite file or
 //! PostgreSQL database.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! and sign-ups, step-up MFA per route and per org, IdP groups mapped to roles, back-channel
 //! logout, and the brute-force limits.
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use support::browser::{Browser, Form, Page, forms};
@@ -559,6 +559,10 @@ async fn idp_groups_map_to_roles_at_each_login(backend: Backend) {
             .as_deref(),
         Some("admin,ops")
     );
+    let cached = browser
+        .navigate(&format!("{}/admin/panel", stack.base))
+        .await;
+    assert!(cached.response.reached_upstream(), "{:#?}", cached.hops);
     assert_eq!(audit(&stack, "roles_mapped").await.len(), 3);
 }
 

@@ -209,20 +209,14 @@ impl Gatehouse {
             .unwrap_or_else(|_| panic!("gatehouse did not exit; log:\n{}", self.logs()))
             .expect("wait")
     }
-
-    /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
 }
 
 // === Envoy ===
 
 pub struct Envoy {
-    child: Child,
+    /// Held for its drop, which kills the process.
+    _child: Child,
     pub listener: SocketAddr,
-    pub admin: SocketAddr,
-    pub log: PathBuf,
 }
 
 /// Where Envoy's clusters point, and its own listener.
@@ -270,10 +264,6 @@ pub fn envoy_config(template: &str, ports: &EnvoyPorts, admin: u16) -> String {
 }
 
 impl Envoy {
-    pub async fn start(dir: &Path, template: &str, ports: EnvoyPorts) -> Self {
-        Self::start_edited(dir, template, &[], ports).await
-    }
-
     /// Starts Envoy on `template` with each `(from, to)` replacement applied once.
     pub async fn start_edited(
         dir: &Path,
@@ -328,10 +318,8 @@ impl Envoy {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Self {
-            child,
+            _child: child,
             listener: SocketAddr::from(([127, 0, 0, 1], ports.listener)),
-            admin,
-            log,
         }
     }
 }
@@ -339,9 +327,9 @@ impl Envoy {
 // === nginx ===
 
 pub struct Nginx {
-    child: Child,
+    /// Held for its drop, which kills the process.
+    _child: Child,
     pub listener: SocketAddr,
-    pub error_log: PathBuf,
 }
 
 /// The nginx binary from Debian's package, which the test script unpacks into `.deps/nginx`.
@@ -419,9 +407,8 @@ impl Nginx {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Self {
-            child,
+            _child: child,
             listener: addr,
-            error_log,
         }
     }
 }
@@ -429,7 +416,8 @@ impl Nginx {
 // === OpenID Provider (tests/op) ===
 
 pub struct OpenIdProvider {
-    child: Child,
+    /// Held for its drop, which kills the process.
+    _child: Child,
     /// Kept open: the fixture exits when its stdin closes.
     _stdin: ChildStdin,
     pub issuer: String,
@@ -468,7 +456,7 @@ impl OpenIdProvider {
             .parse()
             .expect("issuer address");
         Self {
-            child,
+            _child: child,
             _stdin: stdin,
             issuer,
             addr,

@@ -3,7 +3,7 @@
 //! login, and to the welcome page), 403, a whole login through nginx, and 503 when gatehouse
 //! is gone.
 
-mod support;
+use crate::support;
 
 use support::browser::Browser;
 use support::processes::Nginx;

@@ -1,13 +1,13 @@
 //! Logins per second, and gatehouse's CPU per login: a benchmark, not a test of speed (it is
 //! `#[ignore]`d and asserts only that every login succeeds). BENCHMARKS.md gives the command:
 //!
-//! `cargo test --release --test login_bench -- --ignored --nocapture`
+//! `cargo test --release --test it login_bench:: -- --ignored --nocapture`
 //!
 //! Each login is the whole browser flow against the real OpenID Provider fixture: `/auth/login`
 //! (state stored), the OP's login page and form, the callback (code exchange, ID-token
 //! verification, identity lookup, session created), sequentially from fresh browsers.
 
-mod support;
+use crate::support;
 
 use std::time::Instant;
 
