@@ -42,6 +42,7 @@ use crate::metrics::Metrics;
 use crate::pages;
 use crate::provisioning::{self, EmailTrust, Vouching};
 use crate::session::cookie::{self, CookieSettings, TokenCookie};
+use crate::session::revocations::RevocationSync;
 use crate::session::{OpaqueToken, SessionError, Sessions};
 use crate::store::{
     Access, AuditEvent, AuditKind, NewLoginState, Outcome, PendingLoginCaps, ProvisionOutcome,
@@ -114,6 +115,8 @@ pub struct Broker {
     provisioning: ProvisioningConfig,
     impersonation: ImpersonationConfig,
     limits: Arc<Limits>,
+    /// Applies a change of mapped roles to this replica's caches at once.
+    revocations: Arc<RevocationSync>,
     metrics: Arc<Metrics>,
 }
 
@@ -139,6 +142,7 @@ impl Broker {
         sessions: Sessions,
         cookies: CookieSettings,
         limits: Arc<Limits>,
+        revocations: Arc<RevocationSync>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, LoginError> {
         let public_origin = settings.public_origin();
@@ -174,6 +178,7 @@ impl Broker {
             provisioning: settings.provisioning.clone(),
             impersonation: settings.impersonation.clone(),
             limits,
+            revocations,
             metrics,
         })
     }
@@ -669,10 +674,19 @@ impl Broker {
         if !provider.config.role_claims.is_empty() {
             let roles =
                 provisioning::mapped_roles(&provider.config.role_claims, &identity.role_claims);
-            self.store
+            let changed = self
+                .store
                 .set_idp_roles(user.id, provider.name(), &roles, now)
                 .await
                 .map_err(|e| fail(e.into()))?;
+            if changed {
+                // The revocation written with the change reaches other replicas by NOTIFY or
+                // their poll; this replica applies it now, as the admin API does after a
+                // grant, so the user's other sessions here see the new roles at once.
+                if let Err(e) = self.revocations.sync().await {
+                    tracing::warn!(error = %e, "mapped roles changed; cached sessions see them at the next revocation poll");
+                }
+            }
         }
         let token = self
             .sessions

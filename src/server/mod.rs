@@ -171,6 +171,7 @@ impl Server {
             sessions.clone(),
             cookies.clone(),
             limits.clone(),
+            revocations.clone(),
             metrics.clone(),
         )?);
         let grpc = bind("gRPC", settings.server.grpc_listen).await?;

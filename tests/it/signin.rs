@@ -540,6 +540,18 @@ async fn idp_groups_map_to_roles_at_each_login(backend: Backend) {
         "{:#?}",
         page.hops
     );
+    // Her other session, cached since the first login, sees the change at once (polling is
+    // off in these stacks, and the cache would otherwise keep dev for 30 s).
+    let cached = browser.navigate(&format!("{}/app/home", stack.base)).await;
+    assert_eq!(
+        cached
+            .response
+            .upstream_header("x-gatehouse-roles")
+            .as_deref(),
+        Some("ops"),
+        "{:#?}",
+        cached.hops
+    );
     // And joining "admins" grants admin (an /admin/ route lets them in).
     let page = sign_in_defining(
         &stack,
