@@ -41,6 +41,10 @@ struct Args {
     concurrency: Option<usize>,
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Closed loop: stop after this many checks (or `--seconds`, whichever comes first); for
+    /// counting instructions per check.
+    #[arg(long)]
+    checks: Option<u64>,
     /// HTTP/2 connections to spread checks over.
     #[arg(long, default_value_t = 4)]
     connections: usize,
@@ -154,14 +158,27 @@ async fn main() {
             }
         }
         (None, Some(concurrency)) => {
+            let remaining = Arc::new(std::sync::atomic::AtomicU64::new(
+                args.checks.unwrap_or(u64::MAX),
+            ));
             let mut tasks = Vec::new();
             for i in 0..concurrency.max(1) {
                 let mut client = clients[i % clients.len()].clone();
                 let req = req.clone();
                 let tally = tally.clone();
+                let remaining = remaining.clone();
+                let take = move || {
+                    remaining
+                        .fetch_update(
+                            std::sync::atomic::Ordering::Relaxed,
+                            std::sync::atomic::Ordering::Relaxed,
+                            |n| n.checked_sub(1),
+                        )
+                        .is_ok()
+                };
                 tasks.push(tokio::spawn(async move {
                     let mut local = Tally::default();
-                    while started.elapsed() < duration {
+                    while started.elapsed() < duration && take() {
                         let t = Instant::now();
                         let outcome = call(&mut client, &req).await;
                         local.record(t, outcome);
