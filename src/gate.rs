@@ -12,7 +12,7 @@ use http::{HeaderName, HeaderValue};
 use crate::bearer::{self, Bearer, BearerError, Presented};
 use crate::clock::unix_now;
 use crate::decision::{Decision, Denial, Grant, LoginUrls, Malformed, decide_matches};
-use crate::identity::{BearerCaller, Caller, JWT_HEADER, SessionCaller};
+use crate::identity::{BearerCaller, Caller, JWT_HEADER, SessionCaller, SignedIn};
 use crate::metrics::Metrics;
 use crate::policy::{Matches, Policy, RequestHost, normalize};
 use crate::request::AuthzRequest;
@@ -44,12 +44,26 @@ pub struct Verdict {
 /// Changes to the request that goes upstream, applied on allow.
 #[derive(Debug, Default)]
 pub struct UpstreamChanges {
-    /// Identity headers to set (overwriting any client-sent value).
+    /// The signed-in user, whose identity headers are set (rendered once per cached session).
+    pub user: Option<Arc<SignedIn>>,
+    /// Further headers to set: a bearer token's, the minted token.
     pub set: Vec<(HeaderName, HeaderValue)>,
     /// Client-sent `x-gatehouse-*` headers that gatehouse does not set: removed.
     pub remove: Vec<HeaderName>,
     /// The `cookie` header without gatehouse's cookies.
     pub cookie: CookieRewrite,
+}
+
+impl UpstreamChanges {
+    /// Every header to set (overwriting any client-sent value): the user's identity headers,
+    /// then the others. Values are valid header values.
+    pub fn headers(&self) -> impl Iterator<Item = (&HeaderName, &[u8])> {
+        let identity = self
+            .user
+            .iter()
+            .flat_map(|user| user.headers.iter().map(|(n, v)| (n, v.as_bytes())));
+        identity.chain(self.set.iter().map(|(n, v)| (n, v.as_bytes())))
+    }
 }
 
 impl Gate {
@@ -58,19 +72,16 @@ impl Gate {
         let now = unix_now();
         let mut decision = self.decide(req, now).await;
         let upstream = match &decision {
-            Decision::Allow(grant) => match self.identity_headers(grant, now) {
-                Ok(set) => {
-                    let remove = req
+            Decision::Allow(grant) => match self.identity_changes(grant, now) {
+                Ok(mut changes) => {
+                    changes.remove = req
                         .spoofed_identity_headers()
-                        .filter(|name| !set.iter().any(|(n, _)| n == *name))
+                        .filter(|name| !changes.headers().any(|(n, _)| n == *name))
                         .cloned()
                         .collect();
-                    Some(UpstreamChanges {
-                        set,
-                        remove,
-                        // gatehouse's cookies are its own: the upstream gets none of them.
-                        cookie: cookie::strip(&req.headers, &self.cookies.own_names()),
-                    })
+                    // gatehouse's cookies are its own: the upstream gets none of them.
+                    changes.cookie = cookie::strip(&req.headers, &self.cookies.own_names());
+                    Some(changes)
                 }
                 Err(e) => {
                     // Upstreams expect the minted token: without it, fail closed.
@@ -93,25 +104,31 @@ impl Gate {
         Verdict { decision, upstream }
     }
 
-    /// The headers that tell the upstream who the caller is.
-    fn identity_headers(
+    /// Who the upstream is told the caller is: the signed-in user (whose identity headers are
+    /// set) and the other headers to set. Nothing removed yet.
+    fn identity_changes(
         &self,
         grant: &Grant,
         now: i64,
-    ) -> Result<Vec<(HeaderName, HeaderValue)>, crate::tokens::TokenError> {
-        Ok(match grant {
-            Grant::Public => Vec::new(),
-            Grant::Token(token) => token.headers.clone(),
+    ) -> Result<UpstreamChanges, crate::tokens::TokenError> {
+        let (user, set) = match grant {
+            Grant::Public => (None, Vec::new()),
+            Grant::Token(token) => (None, token.headers.clone()),
             Grant::User { principal, token } => {
-                let mut set = principal.user.headers.clone();
+                let mut set = Vec::new();
                 if let Some(token) = token {
                     set.extend(token.headers.iter().cloned());
                 }
                 if let Some(minter) = &self.minter {
                     set.push((JWT_HEADER, minter.token_for(principal, now)?));
                 }
-                set
+                (Some(principal.user.clone()), set)
             }
+        };
+        Ok(UpstreamChanges {
+            user,
+            set,
+            ..UpstreamChanges::default()
         })
     }
 

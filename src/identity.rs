@@ -61,36 +61,78 @@ impl Identity {
         wanted.iter().any(|w| self.roles.iter().any(|r| r == w))
     }
 
-    /// The headers the upstream receives on allow. Computed once per cached session, not per
-    /// check.
-    pub fn upstream_headers(&self) -> Vec<(HeaderName, HeaderValue)> {
-        let mut headers = vec![
-            (USER_ID_HEADER, uuid_value(self.user_id)),
-            (
-                EMAIL_HEADER,
-                // Emails are validated at provisioning; a value a header cannot carry is
-                // dropped rather than mangled.
-                HeaderValue::from_bytes(self.email.as_bytes())
-                    .unwrap_or_else(|_| HeaderValue::from_static("")),
-            ),
-            (
-                ORG_ID_HEADER,
-                self.org_id
-                    .map(uuid_value)
-                    .unwrap_or_else(|| HeaderValue::from_static("")),
-            ),
-            (
-                ROLES_HEADER,
-                HeaderValue::from_bytes(self.roles.join(",").as_bytes())
-                    .unwrap_or_else(|_| HeaderValue::from_static("")),
-            ),
-        ];
-        if let Some(impersonator) = self.impersonator_id {
-            headers.push((IMPERSONATOR_HEADER, uuid_value(impersonator)));
-        }
-        headers
+    /// The headers the upstream receives on allow. Rendered once per cached session, not
+    /// per check.
+    pub fn upstream_headers(&self) -> IdentityHeaders {
+        IdentityHeaders::render(self)
     }
 }
+
+/// The identity headers of one user, in [`IdentityHeaders::NAMES`] order, and only those with
+/// a value: no org, no roles, not impersonating: no header (a client-sent copy is removed all
+/// the same). The values live in one string, so a cached session holds one small allocation
+/// for all of them, and a check copies them out as slices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityHeaders {
+    values: Box<str>,
+    /// Where each name's value ends in `values` (it starts where the previous one ends); an
+    /// empty value is a header not sent.
+    ends: [u32; 5],
+}
+
+impl IdentityHeaders {
+    pub const NAMES: [HeaderName; 5] = [
+        USER_ID_HEADER,
+        EMAIL_HEADER,
+        ORG_ID_HEADER,
+        ROLES_HEADER,
+        IMPERSONATOR_HEADER,
+    ];
+
+    fn render(identity: &Identity) -> Self {
+        let mut buf = Uuid::encode_buffer();
+        let mut uuid = |id: Uuid| id.hyphenated().encode_lower(&mut buf).to_owned();
+        let roles = identity.roles.join(",");
+        let parts = [
+            Some(uuid(identity.user_id)),
+            Some(identity.email.clone()),
+            identity.org_id.map(&mut uuid),
+            Some(roles),
+            identity.impersonator_id.map(&mut uuid),
+        ];
+        let mut values = String::new();
+        let mut ends = [0; 5];
+        for (end, part) in ends.iter_mut().zip(parts) {
+            // Emails and role names are validated where they are stored; a value a header
+            // cannot carry is left out rather than mangled.
+            if let Some(part) = part.filter(|p| HeaderValue::from_str(p).is_ok()) {
+                values.push_str(&part);
+            }
+            *end = u32::try_from(values.len()).unwrap_or(u32::MAX);
+        }
+        Self {
+            values: values.into_boxed_str(),
+            ends,
+        }
+    }
+
+    /// Every header to send: its name and its value, a valid header value.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static HeaderName, &str)> + '_ {
+        let mut start = 0;
+        IDENTITY_HEADER_NAMES
+            .iter()
+            .zip(self.ends)
+            .filter_map(move |(name, end)| {
+                let end = usize::try_from(end).unwrap_or(usize::MAX);
+                let value = self.values.get(start..end).unwrap_or_default();
+                start = end;
+                (!value.is_empty()).then_some((name, value))
+            })
+    }
+}
+
+/// [`IdentityHeaders::NAMES`] with a `'static` address, for borrowing.
+static IDENTITY_HEADER_NAMES: [HeaderName; 5] = IdentityHeaders::NAMES;
 
 /// Whether a client header could pass for one of gatehouse's: its name, with `_` read as `-`
 /// and ASCII case ignored, starts with `x-gatehouse-`. CGI, WSGI and PHP expose both
@@ -109,12 +151,6 @@ pub fn poses_as_identity_header(name: &str) -> bool {
         })
 }
 
-fn uuid_value(id: Uuid) -> HeaderValue {
-    let mut buf = Uuid::encode_buffer();
-    HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf))
-        .unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
 /// A caller with a local identity, and where the token minted for them is cached.
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -130,9 +166,10 @@ pub struct Principal {
 }
 
 /// The token minted for one session or bearer token, re-used until a third of its lifetime is
-/// left. Empty until the first allow that needs one.
+/// left. Empty until the first allow that needs one; boxed, so that a session on a deployment
+/// that mints nothing holds one word for it.
 #[derive(Debug, Default)]
-pub struct MintSlot(pub Mutex<Option<Minted>>);
+pub struct MintSlot(pub Mutex<Option<Box<Minted>>>);
 
 #[derive(Debug, Clone)]
 pub struct Minted {
@@ -194,7 +231,7 @@ impl Caller {
 #[derive(Debug)]
 pub struct SignedIn {
     pub identity: Identity,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub headers: IdentityHeaders,
 }
 
 impl SignedIn {
@@ -222,17 +259,67 @@ mod tests {
         let get = |n: &HeaderName| {
             headers
                 .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, v)| v.to_str().unwrap().to_owned())
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.to_owned())
         };
         assert_eq!(
             get(&USER_ID_HEADER).as_deref(),
             Some("00000000-0000-0000-0000-000000000000")
         );
         assert_eq!(get(&EMAIL_HEADER).as_deref(), Some("a@acme.test"));
-        assert_eq!(get(&ORG_ID_HEADER).as_deref(), Some(""));
+        assert_eq!(
+            get(&ORG_ID_HEADER),
+            None,
+            "no org: no header, not an empty one"
+        );
         assert_eq!(get(&ROLES_HEADER).as_deref(), Some("admin,dev"));
         assert_eq!(get(&IMPERSONATOR_HEADER), None);
+        let in_org = Identity {
+            org_id: Some(Uuid::from_u128(7)),
+            roles: Vec::new(),
+            impersonator_id: Some(Uuid::from_u128(9)),
+            ..id.clone()
+        };
+        let headers: Vec<(String, String)> = in_org
+            .upstream_headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_owned()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                (
+                    "x-gatehouse-user-id",
+                    "00000000-0000-0000-0000-000000000000"
+                ),
+                ("x-gatehouse-email", "a@acme.test"),
+                ("x-gatehouse-org-id", "00000000-0000-0000-0000-000000000007"),
+                (
+                    "x-gatehouse-impersonator-id",
+                    "00000000-0000-0000-0000-000000000009"
+                ),
+            ]
+            .map(|(n, v)| (n.to_owned(), v.to_owned())),
+            "no roles: no roles header"
+        );
+        // A value a header cannot carry is left out, and the others keep their places.
+        let odd = Identity {
+            email: "a\nb@acme.test".into(),
+            ..in_org.clone()
+        };
+        let names: Vec<&str> = odd
+            .upstream_headers()
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "x-gatehouse-user-id",
+                "x-gatehouse-org-id",
+                "x-gatehouse-impersonator-id"
+            ]
+        );
         assert!(id.has_any_role(&["ops".into(), "dev".into()]));
         assert!(!id.has_any_role(&["ops".into()]));
     }

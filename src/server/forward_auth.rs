@@ -147,8 +147,10 @@ fn allow_response(changes: UpstreamChanges, cookies: Option<HeaderValue>) -> Res
         .iter()
         .map(|n| n.as_str().to_owned())
         .collect();
-    for (name, value) in changes.set {
-        headers.insert(name, value);
+    for (name, value) in changes.headers() {
+        if let Ok(value) = HeaderValue::from_bytes(value) {
+            headers.insert(name.clone(), value);
+        }
     }
     match changes.cookie {
         CookieRewrite::Unchanged => {

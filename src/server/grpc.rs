@@ -28,6 +28,9 @@ const CODE_PERMISSION_DENIED: i32 = 7;
 const CODE_UNAVAILABLE: i32 = 14;
 const CODE_UNAUTHENTICATED: i32 = 16;
 
+/// Envoy sends at most `max_headers_count` (100 by default) headers.
+const MAX_PRESIZED_HEADERS: usize = 128;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConversionError {
     #[error("CheckRequest has no HTTP attributes")]
@@ -73,8 +76,12 @@ pub fn authz_request(check: &CheckRequest) -> Result<AuthzRequest, ConversionErr
         .and_then(|a| a.request.as_ref())
         .and_then(|r| r.http.as_ref())
         .ok_or(ConversionError::MissingHttp)?;
-    let mut headers = HeaderMap::new();
-    match http.header_map.as_ref().filter(|m| !m.headers.is_empty()) {
+    let raw = http.header_map.as_ref().filter(|m| !m.headers.is_empty());
+    // Sized once for the request's headers (capped: the count comes from the peer, and
+    // `HeaderMap::with_capacity` panics past its maximum).
+    let count = raw.map_or(http.headers.len(), |m| m.headers.len());
+    let mut headers = HeaderMap::with_capacity(count.min(MAX_PRESIZED_HEADERS));
+    match raw {
         Some(raw) => {
             for h in &raw.headers {
                 let value = if h.raw_value.is_empty() {
@@ -126,16 +133,15 @@ fn append_header(headers: &mut HeaderMap, key: &str, value: &[u8]) -> Result<(),
 pub fn check_response(verdict: &Verdict) -> CheckResponse {
     match (&verdict.decision, &verdict.upstream) {
         (Decision::Allow(_), Some(changes)) => {
-            let mut set: Vec<HeaderValueOption> = changes
-                .set
-                .iter()
-                .map(|(name, value)| overwrite(name.as_str(), value.as_bytes()))
-                .collect();
-            let mut remove: Vec<String> = changes
-                .remove
-                .iter()
-                .map(|n| n.as_str().to_owned())
-                .collect();
+            // Sized for the cookie rewrite too: no vector grows while the response is built.
+            let mut set = Vec::with_capacity(changes.headers().count() + 1);
+            set.extend(
+                changes
+                    .headers()
+                    .map(|(name, value)| overwrite(name.as_str(), value)),
+            );
+            let mut remove = Vec::with_capacity(changes.remove.len() + 1);
+            remove.extend(changes.remove.iter().map(|n| n.as_str().to_owned()));
             match changes.cookie.utf8_only() {
                 CookieRewrite::Unchanged => {}
                 CookieRewrite::Replace(value) => set.push(overwrite("cookie", value.as_bytes())),

@@ -287,11 +287,11 @@ impl Minter {
             return Ok(minted.value.clone());
         }
         let (value, expires_at) = self.sign(principal, now)?;
-        *slot = Some(Minted {
+        *slot = Some(Box::new(Minted {
             for_user: principal.user.clone(),
             value: value.clone(),
             expires_at,
-        });
+        }));
         Ok(value)
     }
 

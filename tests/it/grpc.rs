@@ -63,14 +63,19 @@ async fn check_answers_and_health_is_serving() {
         .collect();
     let get = |k: &str| set.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     assert_eq!(get("x-gatehouse-email").as_deref(), Some("alice@acme.test"));
-    assert_eq!(get("x-gatehouse-roles").as_deref(), Some(""));
+    // Alice has no roles and no org: no header for either (not an empty one), and the spoofed
+    // copies are removed instead.
+    assert_eq!(get("x-gatehouse-roles"), None, "{set:?}");
+    assert_eq!(get("x-gatehouse-org-id"), None, "{set:?}");
     assert_eq!(get("cookie").as_deref(), Some("other=1"));
     // Set headers overwrite the spoofed ones; a spoofed name gatehouse does not set is removed,
     // and nothing it sets is also in the remove list (Envoy applies removals last).
+    let mut removed = ok.headers_to_remove.clone();
+    removed.sort();
+    assert_eq!(removed, ["x-gatehouse-org-id", "x-gatehouse-roles"]);
     assert!(
-        ok.headers_to_remove.is_empty(),
-        "{:?}",
-        ok.headers_to_remove
+        set.iter().all(|(n, _)| !removed.contains(n)),
+        "{set:?} {removed:?}"
     );
     for h in &ok.headers {
         assert_eq!(h.append_action, 2, "OVERWRITE_IF_EXISTS_OR_ADD");
