@@ -92,10 +92,18 @@ async fn valid_session_reaches_upstream_with_identity_and_without_secrets(backen
                 ),
                 ("x-gatehouse-roles", "superuser"),
                 ("x-gatehouse-impersonator-id", "spoofed"),
+                // Alice has no org: gatehouse sends no org header, and removes this one.
+                ("x-gatehouse-org-id", "00000000-0000-0000-0000-00000000beef"),
+                // A name gatehouse never sets.
+                ("x-gatehouse-superuser", "yes"),
+                ("x-forwarded-host", "evil.test"),
             ],
         )
         .await;
     assert!(r.reached_upstream(), "{r:?}");
+    assert_eq!(r.upstream_header("x-gatehouse-org-id"), None, "{r:?}");
+    assert_eq!(r.upstream_header("x-gatehouse-superuser"), None, "{r:?}");
+    assert_eq!(r.upstream_header("x-forwarded-host"), None, "{r:?}");
     let show = stack
         .gatehouse
         .cli_ok(&["user", "show", "alice@acme.test"])
