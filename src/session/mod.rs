@@ -80,8 +80,8 @@ struct Cached {
 }
 
 struct LiveSession {
+    /// Its `expires_at` is the session's absolute expiry.
     principal: Principal,
-    absolute_expires_at: i64,
     /// Most recent use seen by this replica.
     last_seen_at: AtomicI64,
     /// The `last_seen_at` value last handed to the store writer.
@@ -241,7 +241,7 @@ impl Sessions {
             return SessionCaller::Anonymous;
         };
         let last_seen = session.last_seen_at.load(Ordering::Relaxed);
-        if !is_live(last_seen, session.absolute_expires_at, self.lifetimes, now) {
+        if !is_live(last_seen, session.principal.expires_at, self.lifetimes, now) {
             if fresh_read {
                 // The store agrees it is over: stop asking it on every request.
                 self.cache.insert(
@@ -427,7 +427,6 @@ impl LiveSession {
                 expires_at: r.absolute_expires_at,
                 auth: Arc::new(auth),
             },
-            absolute_expires_at: r.absolute_expires_at,
             last_seen_at: AtomicI64::new(r.last_seen_at),
             last_written_at: AtomicI64::new(r.last_seen_at),
         }

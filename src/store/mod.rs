@@ -176,6 +176,10 @@ macro_rules! with_write_tx {
 
 pub(crate) use {with_pool, with_write_tx};
 
+/// SQLite's page cache per pooled connection, in KiB: hot index pages of the session and user
+/// tables fit (sessions found in the database are cached in memory above it anyway).
+const SQLITE_PAGE_CACHE_KIB: u32 = 1024;
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -187,7 +191,10 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                // Each connection keeps its own page cache; bounded, so the pool's share of
+                // the RSS is known (SQLite's default is about 2 MiB per connection).
+                .pragma("cache_size", format!("-{SQLITE_PAGE_CACHE_KIB}"));
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(3))
