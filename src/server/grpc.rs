@@ -7,6 +7,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use envoy_types::ext_authz::v3::pb::{
     Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
     HeaderValue as PbHeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
@@ -57,7 +58,7 @@ impl Authorization for CheckService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        let response = match authz_request(request.get_ref()) {
+        let response = match authz_request(request.into_inner()) {
             Ok(req) => check_response(&self.gate.check(&req).await),
             Err(e) => {
                 tracing::debug!(error = %e, "malformed CheckRequest");
@@ -69,62 +70,72 @@ impl Authorization for CheckService {
 }
 
 /// Reads the HTTP attributes out of a `CheckRequest`. Uses the raw header list when Envoy sends
-/// one (`encode_raw_headers: true`): it keeps repeated headers apart and bytes intact.
-pub fn authz_request(check: &CheckRequest) -> Result<AuthzRequest, ConversionError> {
-    let attributes = check.attributes.as_ref();
-    let http = attributes
-        .and_then(|a| a.request.as_ref())
-        .and_then(|r| r.http.as_ref())
-        .ok_or(ConversionError::MissingHttp)?;
-    let raw = http.header_map.as_ref().filter(|m| !m.headers.is_empty());
-    // Sized once for the request's headers (capped: the count comes from the peer, and
-    // `HeaderMap::with_capacity` panics past its maximum).
-    let count = raw.map_or(http.headers.len(), |m| m.headers.len());
-    let mut headers = HeaderMap::with_capacity(count.min(MAX_PRESIZED_HEADERS));
-    match raw {
-        Some(raw) => {
-            for h in &raw.headers {
-                let value = if h.raw_value.is_empty() {
-                    h.value.as_bytes()
-                } else {
-                    &h.raw_value
-                };
-                append_header(&mut headers, &h.key, value)?;
-            }
-        }
-        None => {
-            for (key, value) in &http.headers {
-                append_header(&mut headers, key, value.as_bytes())?;
-            }
-        }
-    }
+/// one (`encode_raw_headers: true`): it keeps repeated headers apart and bytes intact. Takes the
+/// request by value: header values and the request line move into the [`AuthzRequest`]
+/// without being copied.
+pub fn authz_request(check: CheckRequest) -> Result<AuthzRequest, ConversionError> {
+    let attributes = check.attributes.ok_or(ConversionError::MissingHttp)?;
     let client_ip = attributes
-        .and_then(|a| a.source.as_ref())
+        .source
+        .as_ref()
         .and_then(|peer| peer.address.as_ref())
         .and_then(|addr| addr.address.as_ref())
         .and_then(|addr| match addr {
             Address::SocketAddress(sa) => sa.address.parse::<IpAddr>().ok(),
             _ => None,
         });
+    let http = attributes
+        .request
+        .and_then(|r| r.http)
+        .ok_or(ConversionError::MissingHttp)?;
+    let raw = http.header_map.filter(|m| !m.headers.is_empty());
+    // Sized once for the request's headers (capped: the count comes from the peer, and
+    // `HeaderMap::with_capacity` panics past its maximum).
+    let count = raw.as_ref().map_or(http.headers.len(), |m| m.headers.len());
+    let mut headers = HeaderMap::with_capacity(count.min(MAX_PRESIZED_HEADERS));
+    match raw {
+        Some(raw) => {
+            for h in raw.headers {
+                let value = if h.raw_value.is_empty() {
+                    h.value.into_bytes()
+                } else {
+                    h.raw_value
+                };
+                append_header(&mut headers, &h.key, value)?;
+            }
+        }
+        None => {
+            for (key, value) in http.headers {
+                append_header(&mut headers, &key, value.into_bytes())?;
+            }
+        }
+    }
+    let mut method = http.method;
+    method.make_ascii_uppercase();
     Ok(AuthzRequest {
-        method: http.method.to_ascii_uppercase(),
-        scheme: http.scheme.clone(),
-        host: http.host.clone(),
-        path: http.path.clone(),
+        method,
+        scheme: http.scheme,
+        host: http.host,
+        path: http.path,
         headers,
         client_ip,
     })
 }
 
-fn append_header(headers: &mut HeaderMap, key: &str, value: &[u8]) -> Result<(), ConversionError> {
+fn append_header(
+    headers: &mut HeaderMap,
+    key: &str,
+    value: Vec<u8>,
+) -> Result<(), ConversionError> {
     // Pseudo-headers duplicate the fields above.
     if key.starts_with(':') {
         return Ok(());
     }
     let name = HeaderName::from_bytes(key.as_bytes())
         .map_err(|_| ConversionError::HeaderName(key.to_owned()))?;
-    let value =
-        HeaderValue::from_bytes(value).map_err(|_| ConversionError::HeaderValue(key.to_owned()))?;
+    // The value's bytes become the header value's, checked, not copied.
+    let value = HeaderValue::from_maybe_shared(Bytes::from(value))
+        .map_err(|_| ConversionError::HeaderValue(key.to_owned()))?;
     headers.append(name, value);
     Ok(())
 }
@@ -276,7 +287,7 @@ mod tests {
     #[test]
     fn converts_both_header_encodings() {
         for raw in [false, true] {
-            let req = authz_request(&check_request(
+            let req = authz_request(check_request(
                 &[("accept", "text/html"), (":path", "/ignored")],
                 raw,
             ))
@@ -290,26 +301,23 @@ mod tests {
 
     #[test]
     fn raw_headers_keep_repeats_apart() {
-        let req = authz_request(&check_request(
-            &[("cookie", "a=1"), ("cookie", "b=2")],
-            true,
-        ))
-        .unwrap();
+        let req =
+            authz_request(check_request(&[("cookie", "a=1"), ("cookie", "b=2")], true)).unwrap();
         assert_eq!(req.headers.get_all("cookie").iter().count(), 2);
     }
 
     #[test]
     fn malformed_requests_are_errors_not_panics() {
         assert_eq!(
-            authz_request(&CheckRequest::default()).unwrap_err(),
+            authz_request(CheckRequest::default()).unwrap_err(),
             ConversionError::MissingHttp
         );
         assert!(matches!(
-            authz_request(&check_request(&[("bad header", "x")], false)),
+            authz_request(check_request(&[("bad header", "x")], false)),
             Err(ConversionError::HeaderName(_))
         ));
         assert!(matches!(
-            authz_request(&check_request(&[("x", "a\nb")], true)),
+            authz_request(check_request(&[("x", "a\nb")], true)),
             Err(ConversionError::HeaderValue(_))
         ));
         let response = bad_request();
