@@ -58,6 +58,35 @@ impl fmt::Display for NormalizedPath {
 /// Normalizes a request target's path (anything after `?` or `#` is ignored).
 pub fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
     let path = raw.split(['?', '#']).next().unwrap_or_default();
+    if is_canonical(path) {
+        return Ok(NormalizedPath(path.to_owned()));
+    }
+    canonicalize(path)
+}
+
+/// Whether `path` is in canonical form already, as most request paths are: plain characters
+/// between single slashes, no dot segments. [`canonicalize`] would return it unchanged (a
+/// property test holds the two to that).
+fn is_canonical(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    if !rest.bytes().all(|b| b == b'/' || is_plain(b)) {
+        return false;
+    }
+    let mut segments = rest.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        // An empty segment is a repeated slash, unless it is the last (a trailing slash).
+        let repeated_slash = segment.is_empty() && segments.peek().is_some();
+        if repeated_slash || segment == "." || segment == ".." {
+            return false;
+        }
+    }
+    true
+}
+
+/// The whole normalization of a path without query or fragment.
+fn canonicalize(path: &str) -> Result<NormalizedPath, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
@@ -239,6 +268,35 @@ mod tests {
         }
     }
 
+    #[test]
+    fn canonical_paths_take_the_shortcut_unchanged() {
+        let cases = [
+            ("/", true),
+            ("/app", true),
+            ("/app/", true),
+            ("/a/b.c/~x/.well-known/x@y:z", true),
+            ("", false),
+            ("app", false),
+            ("//", false),
+            ("/a//b", false),
+            ("/a/.", false),
+            ("/a/..", false),
+            ("/a/../b", false),
+            ("/./a", false),
+            ("/a%2Fb", false),
+            ("/a%41", false),
+            ("/caf\u{e9}", false),
+            ("/a;b", false),
+            ("/a\\b", false),
+        ];
+        for (path, canonical) in cases {
+            assert_eq!(is_canonical(path), canonical, "{path:?}");
+            if canonical {
+                assert_eq!(canonicalize(path).unwrap().as_str(), path);
+            }
+        }
+    }
+
     mod properties {
         use super::*;
         use proptest::prelude::*;
@@ -270,6 +328,9 @@ mod tests {
         }
 
         fn check(raw: &str) -> Result<(), TestCaseError> {
+            // The shortcut for canonical paths changes nothing.
+            let path = raw.split(['?', '#']).next().unwrap_or_default();
+            prop_assert_eq!(normalize(raw), canonicalize(path), "{:?}", raw);
             let Ok(normalized) = normalize(raw) else {
                 return Ok(());
             };
