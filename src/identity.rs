@@ -68,7 +68,7 @@ impl Identity {
     }
 }
 
-/// The identity headers of one user, in [`IdentityHeaders::NAMES`] order, and only those with
+/// The identity headers of one user, in [`IDENTITY_HEADER_NAMES`] order, and only those with
 /// a value: no org, no roles, not impersonating: no header (a client-sent copy is removed all
 /// the same). The values live in one string, so a cached session holds one small allocation
 /// for all of them, and a check copies them out as slices.
@@ -81,14 +81,6 @@ pub struct IdentityHeaders {
 }
 
 impl IdentityHeaders {
-    pub const NAMES: [HeaderName; 5] = [
-        USER_ID_HEADER,
-        EMAIL_HEADER,
-        ORG_ID_HEADER,
-        ROLES_HEADER,
-        IMPERSONATOR_HEADER,
-    ];
-
     fn render(identity: &Identity) -> Self {
         let mut buf = Uuid::encode_buffer();
         let mut uuid = |id: Uuid| id.hyphenated().encode_lower(&mut buf).to_owned();
@@ -131,8 +123,15 @@ impl IdentityHeaders {
     }
 }
 
-/// [`IdentityHeaders::NAMES`] with a `'static` address, for borrowing.
-static IDENTITY_HEADER_NAMES: [HeaderName; 5] = IdentityHeaders::NAMES;
+/// The names of [`IdentityHeaders`], in the order of its values (a `static`, so that the
+/// iterator can hand out `'static` borrows).
+static IDENTITY_HEADER_NAMES: [HeaderName; 5] = [
+    USER_ID_HEADER,
+    EMAIL_HEADER,
+    ORG_ID_HEADER,
+    ROLES_HEADER,
+    IMPERSONATOR_HEADER,
+];
 
 /// Whether a client header could pass for one of gatehouse's: its name, with `_` read as `-`
 /// and ASCII case ignored, starts with `x-gatehouse-`. CGI, WSGI and PHP expose both
