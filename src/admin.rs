@@ -12,11 +12,14 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::config::Settings;
+use crate::email::Email;
+use crate::local::methods::{self as local_methods, Method};
+use crate::local::password::{PasswordPool, check_strength};
 use crate::session::{self, Lifetimes};
 pub use crate::store::Actor;
 use crate::store::{
     AuditEvent, AuditFilter, AuditKind, AuditRecord, IdentityRow, MappedRole, Org, OrgSignInChange,
-    Outcome, Store, StoreError, User,
+    Outcome, PasswordChange, Store, StoreError, User,
 };
 
 /// Page sizes: the default, and the most one request may ask for.
@@ -253,10 +256,114 @@ impl<'a> Admin<'a> {
                 "no [[idp]] is called {idp:?} (configured: {known:?})"
             )));
         }
+        let mut change = change.clone();
+        if let Some(list) = &change.methods {
+            change.methods = Some(self.checked_methods(list)?);
+        }
         Ok(self
             .store
-            .set_org_signin(org, change, self.actor.clone(), now)
+            .set_org_signin(org, &change, self.actor.clone(), now)
             .await?)
+    }
+
+    /// An org's method list, parsed and checked against `[local]`; empty means the default.
+    fn checked_methods(&self, list: &[String]) -> Result<Vec<String>, AdminError> {
+        if list.iter().all(|m| m.trim().is_empty()) {
+            return Ok(Vec::new());
+        }
+        let methods = local_methods::parse_list(&list.join(",")).map_err(AdminError::Invalid)?;
+        let Some(local) = &self.settings.local else {
+            if methods.iter().any(|m| m.is_local()) {
+                return Err(AdminError::Invalid(
+                    "local sign-in is not configured: add a [local] section (and [email]) first"
+                        .into(),
+                ));
+            }
+            return Ok(methods.iter().map(|m| m.as_str().to_owned()).collect());
+        };
+        if methods.contains(&Method::Totp) && local.mfa == local_methods::MfaPolicy::Off {
+            return Err(AdminError::Invalid(
+                "totp is listed but TOTP is off (local.mfa = \"off\")".into(),
+            ));
+        }
+        Ok(methods.iter().map(|m| m.as_str().to_owned()).collect())
+    }
+
+    // === local credentials ===
+
+    /// Sets a user's local password (`gatehouse user set-password`): the strength rules
+    /// apply, their org must allow passwords, and their other sessions and refresh tokens end.
+    pub async fn set_password(
+        &self,
+        user: &UserRef,
+        password: String,
+        now: i64,
+    ) -> Result<User, AdminError> {
+        let Some(local) = &self.settings.local else {
+            return Err(AdminError::Invalid(
+                "local sign-in is not configured ([local])".into(),
+            ));
+        };
+        let user = self.find_user(user).await?;
+        let email = Email::parse(&user.email).map_err(|e| AdminError::Invalid(e.to_string()))?;
+        let org = self.store.org_for_domain(email.domain()).await?;
+        let realm = crate::local::realm_of(local, &self.settings.idps, email.domain(), org);
+        if !realm.allows(Method::Password) {
+            return Err(AdminError::Invalid(format!(
+                "{} may not use a password: {}",
+                user.email,
+                realm.refusal()
+            )));
+        }
+        let product = self
+            .settings
+            .email
+            .as_ref()
+            .map_or("gatehouse", |e| e.product_name.as_str());
+        check_strength(&password, &user.email, product, local.password_min_length)
+            .map_err(|w| AdminError::Invalid(format!("password refused: {w}")))?;
+        let pool = PasswordPool::new().map_err(|e| AdminError::Invalid(e.to_string()))?;
+        let hash = pool
+            .hash(secrecy::SecretString::from(password))
+            .await
+            .map_err(|e| AdminError::Invalid(e.to_string()))?;
+        let event = event(&self.actor, AuditKind::PasswordSet, now)
+            .user(user.id)
+            .detail("set by an operator; other sessions and refresh tokens ended");
+        self.store
+            .set_password(
+                &PasswordChange {
+                    user_id: user.id,
+                    hash,
+                    kind: AuditKind::PasswordSet,
+                    keep_session: None,
+                    reset_hash: None,
+                },
+                &event,
+                now,
+            )
+            .await?;
+        Ok(user)
+    }
+
+    /// Lifts a block on a user's local sign-in. `changed`: there was one.
+    pub async fn unlock(&self, user: &UserRef, now: i64) -> Result<UserChange, AdminError> {
+        let user = self.find_user(user).await?;
+        let changed = self
+            .store
+            .unlock_local(user.id, self.actor.clone(), now)
+            .await?;
+        Ok(UserChange { user, changed })
+    }
+
+    /// Removes a user's TOTP. `changed`: they had it.
+    pub async fn mfa_reset(&self, user: &UserRef, now: i64) -> Result<UserChange, AdminError> {
+        let user = self.find_user(user).await?;
+        let changed = self
+            .store
+            .reset_mfa(user.id, self.actor.clone(), now)
+            .await?;
+        Ok(UserChange { user, changed })
     }
 
     // === users ===

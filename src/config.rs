@@ -17,6 +17,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::apps::config::{AppTokensConfig, ClientConfig};
+use crate::local::config::{EmailConfig, LocalConfig};
 use crate::policy::config::{Access, RouteConfig};
 use crate::policy::{Policy, PolicyError};
 
@@ -41,6 +42,8 @@ const ENV_SECTIONS: &[&str] = &[
     "audit",
     "app_tokens",
     "limits",
+    "local",
+    "email",
 ];
 /// `GATEHOUSE_*` variables with their own meaning, never treated as config keys.
 const ENV_RESERVED: &[&str] = &["GATEHOUSE_CONFIG", "GATEHOUSE_LOG", "GATEHOUSE_LOG_FORMAT"];
@@ -60,6 +63,10 @@ const STRING_KEYS: &[&str] = &[
     "token.encryption_key",
     "token.encryption_key_env",
     "impersonation.role",
+    "email.smtp_url",
+    "email.smtp_password_env",
+    "email.from",
+    "email.product_name",
 ];
 
 // === file format ===
@@ -228,6 +235,10 @@ pub struct LimitsConfig {
     pub token_calls_per_account: u32,
     /// `/auth/impersonate` attempts per impersonator.
     pub impersonations_per_account: u32,
+    /// Failed local sign-in steps (password, emailed code, TOTP) per client address.
+    pub local_failures_per_ip: u32,
+    /// Sign-in codes and reset links emailed per address.
+    pub emails_per_account: u32,
     /// This many failed sign-ins for one account within `suspicious_window_seconds` raise a
     /// `suspicious_login` audit event.
     pub suspicious_failures: u32,
@@ -243,6 +254,8 @@ impl Default for LimitsConfig {
             token_calls_per_ip: 120,
             token_calls_per_account: 60,
             impersonations_per_account: 10,
+            local_failures_per_ip: 30,
+            emails_per_account: 5,
             suspicious_failures: 5,
             suspicious_window_seconds: 900,
         }
@@ -429,6 +442,8 @@ struct FileConfig {
     app_tokens: AppTokensConfig,
     #[serde(rename = "client")]
     clients: Vec<ClientConfig>,
+    local: Option<LocalConfig>,
+    email: Option<EmailConfig>,
 }
 
 // === validated settings ===
@@ -456,6 +471,10 @@ pub struct Settings {
     pub app_tokens: AppTokensConfig,
     /// `[[client]]`: first-party apps (see [`crate::apps`]).
     pub clients: Vec<ClientConfig>,
+    /// `[local]`: sign-in without an IdP (see [`crate::local`]); `None`: off.
+    pub local: Option<LocalConfig>,
+    /// `[email]`: how mail is sent.
+    pub email: Option<EmailConfig>,
 }
 
 impl Settings {
@@ -526,6 +545,8 @@ impl Settings {
             mut routes,
             app_tokens,
             clients,
+            local,
+            email,
         } = file;
 
         match server.public_url.scheme() {
@@ -655,6 +676,28 @@ impl Settings {
                  `openssl rand -base64 32`)",
             ));
         }
+        crate::local::config::validate(local.as_ref(), email.as_ref())
+            .map_err(|e| ConfigError::invalid(e.key, e.message))?;
+        if let Some(local) = &local {
+            if let Some(i) = idps.iter().position(|i| i.name == crate::local::LOCAL_IDP) {
+                return Err(ConfigError::invalid(
+                    format!("idp[{i}].name"),
+                    "\"local\" names local sign-in ([local]) in sessions and the audit trail: \
+                     choose another name",
+                ));
+            }
+            if local.mfa != crate::local::methods::MfaPolicy::Off
+                && token.encryption_key.is_none()
+                && token.encryption_key_env.is_none()
+            {
+                return Err(ConfigError::invalid(
+                    "token.encryption_key_env",
+                    "local sign-in with TOTP (local.mfa = \"optional\" or \"required\") stores \
+                     TOTP secrets encrypted: set encryption_key_env (32 random bytes, base64; \
+                     e.g. `openssl rand -base64 32`), or set local.mfa = \"off\"",
+                ));
+            }
+        }
         if impersonation.enabled && impersonation.role.trim().is_empty() {
             return Err(ConfigError::invalid(
                 "impersonation.role",
@@ -686,6 +729,8 @@ impl Settings {
             policy,
             app_tokens,
             clients,
+            local,
+            email,
         })
     }
 

@@ -20,6 +20,7 @@
 //! | edges | [`server`] | every listener, and the only code that speaks HTTP or gRPC: `grpc` (ext_authz), `forward_auth` (`/authz`), `http` (the broker's `/auth/*` handlers), `apps` (the apps' handlers), `respond` (a [`web::Reply`] → a response), `admin` (API, audit page, metrics), `reload` (SIGHUP) |
 //! | operations | [`admin`] | the admin operations behind both the CLI and `/admin/v1`; the audit query |
 //! | flows | [`broker`] | browser login against OIDC IdPs: `realm` (home-realm discovery), `provider` (discovery, authorize URL, code exchange, userinfo), `id_token` (ID-token validation), `redirect` (`rd` rules), `backchannel` and `logout_token` (back-channel logout), `impersonation`, `error` |
+//! | | [`local`] | sign-in without an IdP: `flow` (the steps), `browser` and `account` (pages), `api` (`/auth/v1`), `methods` (which an address may use), `password` (argon2id, strength), `totp`, `codes`, `mailer` (SMTP), `config` (`[local]`, `[email]`) |
 //! | | [`apps`] | authorization server for `[[client]]` apps: `authorize`, `token` (code and refresh grants, revocation), `pkce`, `clients` (registry, redirect URIs), `config` (`[[client]]`, `[app_tokens]`) |
 //! | | [`web`] | what flows and edges share, with no web framework: the reply, the requester, query/form parameters |
 //! | check | [`gate`] | the check engine used by both edges: request → caller → [`decision::decide`] → verdict |
@@ -58,6 +59,7 @@ pub mod gate;
 pub mod identity;
 pub mod jwt;
 pub mod limits;
+pub mod local;
 pub mod metrics;
 pub mod pages;
 pub mod policy;

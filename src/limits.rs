@@ -26,16 +26,22 @@ pub enum Limit {
     TokenCallsPerIp,
     TokenCallsPerAccount,
     ImpersonationsPerAccount,
+    /// Failed local sign-in steps (password, code, TOTP) per client address.
+    LocalFailuresPerIp,
+    /// Sign-in codes and reset links emailed per address.
+    EmailsPerAccount,
 }
 
 impl Limit {
-    const ALL: [Limit; 6] = [
+    const ALL: [Limit; 8] = [
         Limit::LoginStartsPerIp,
         Limit::LoginStartsPerAccount,
         Limit::FailedCallbacksPerIp,
         Limit::TokenCallsPerIp,
         Limit::TokenCallsPerAccount,
         Limit::ImpersonationsPerAccount,
+        Limit::LocalFailuresPerIp,
+        Limit::EmailsPerAccount,
     ];
 
     /// The config key under `[limits]`, also the metric label.
@@ -47,6 +53,8 @@ impl Limit {
             Limit::TokenCallsPerIp => "token_calls_per_ip",
             Limit::TokenCallsPerAccount => "token_calls_per_account",
             Limit::ImpersonationsPerAccount => "impersonations_per_account",
+            Limit::LocalFailuresPerIp => "local_failures_per_ip",
+            Limit::EmailsPerAccount => "emails_per_account",
         }
     }
 
@@ -58,6 +66,8 @@ impl Limit {
             Limit::TokenCallsPerIp => c.token_calls_per_ip,
             Limit::TokenCallsPerAccount => c.token_calls_per_account,
             Limit::ImpersonationsPerAccount => c.impersonations_per_account,
+            Limit::LocalFailuresPerIp => c.local_failures_per_ip,
+            Limit::EmailsPerAccount => c.emails_per_account,
         }
     }
 }

@@ -112,7 +112,7 @@ impl AppError {
 
     /// What the client is told: the code, and for its own mistakes a description (written
     /// here, never an internal error's text).
-    fn reply(&self) -> TokenReply {
+    pub fn reply(&self) -> TokenReply {
         let description = match self {
             Self::InvalidRequest(d)
             | Self::InvalidClient(d)

@@ -350,6 +350,61 @@ impl Apps {
         )
     }
 
+    /// Issues an access and refresh token to `client_id` for `user_id`, who just signed in
+    /// without a browser (the multi-step API of `crate::local`): the same tokens and refresh
+    /// family as a code exchange, with no session behind them.
+    pub async fn issue_signed_in(
+        &self,
+        client_id: &str,
+        user_id: Uuid,
+        auth: &AuthClaims,
+        requester: &Requester,
+    ) -> Result<Value, AppError> {
+        let client = self
+            .clients
+            .get(client_id)
+            .ok_or_else(|| AppError::InvalidClient(format!("unknown client_id {client_id:?}")))?;
+        let now = unix_now();
+        let user = self.enabled_user(user_id).await?;
+        let refresh = OpaqueToken::generate()?;
+        let family_expires_at = now.saturating_add(self.refresh_ttl);
+        let answer = self.tokens(
+            client,
+            &user,
+            Issue {
+                scope: None,
+                auth,
+                refresh: &refresh,
+                family_expires_at,
+            },
+            now,
+        )?;
+        let family = NewRefreshToken {
+            token_hash: refresh.hash().to_hex(),
+            family_id: Uuid::new_v4(),
+            client_id: client.id.clone(),
+            user_id: user.id,
+            scope: None,
+            code_hash: None,
+            session_hash: None,
+            auth: serde_json::to_string(auth).ok(),
+            created_at: now,
+            family_expires_at,
+        };
+        let event = requester.audit(
+            AuditEvent::new(AuditKind::AppTokenIssued, Outcome::Success, now)
+                .user(user.id)
+                .detail(format!("client_id={} grant=local_sign_in", client.id)),
+        );
+        self.store.insert_refresh_family(&family, &event).await?;
+        Ok(answer)
+    }
+
+    /// Whether `client_id` is a configured `[[client]]`.
+    pub fn has_client(&self, client_id: &str) -> bool {
+        self.clients.get(client_id).is_some()
+    }
+
     async fn enabled_user(&self, id: Uuid) -> Result<User, AppError> {
         self.store
             .user_by_id(id)

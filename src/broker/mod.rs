@@ -38,6 +38,7 @@ use crate::config::{ImpersonationConfig, ProvisioningConfig, ResponseMode, Setti
 use crate::email::Email;
 use crate::identity::SessionCaller;
 use crate::limits::{Limit, Limits, Refusal, client_group};
+use crate::local::{LOCAL_IDP, LOCAL_PATH, Local, Realm};
 use crate::metrics::Metrics;
 use crate::pages;
 use crate::provisioning::{self, EmailTrust, Vouching};
@@ -70,6 +71,9 @@ pub struct LoginParams {
     pub signup: bool,
     /// `step_up=1` (with `mfa`, `acr_values`, `max_age`): raise the current session.
     pub step_up: Option<StepUp>,
+    /// `sso=1`: go to the IdP even if the address could sign in locally (the local sign-in
+    /// page's "Sign in with SSO").
+    pub sso: bool,
 }
 
 /// What a login start asks of the IdP beyond the basics, and what the callback must check.
@@ -118,6 +122,9 @@ pub struct Broker {
     /// Applies a change of mapped roles to this replica's caches at once.
     revocations: Arc<RevocationSync>,
     metrics: Arc<Metrics>,
+    /// Local sign-in, when `[local]` is configured: home-realm discovery sends addresses
+    /// with local methods there.
+    local: Option<Arc<Local>>,
 }
 
 fn build_providers(
@@ -180,7 +187,14 @@ impl Broker {
             limits,
             revocations,
             metrics,
+            local: None,
         })
+    }
+
+    /// Sends addresses with local methods to local sign-in (`[local]`).
+    pub fn with_local(mut self, local: Option<Arc<Local>>) -> Self {
+        self.local = local;
+        self
     }
 
     /// Discovers every IdP in the background.
@@ -237,6 +251,13 @@ impl Broker {
         if step_up.is_some()
             && let SessionCaller::User(p) = self.caller(headers).await
         {
+            if self.local.is_some() && p.auth.idp.as_deref() == Some(LOCAL_IDP) {
+                // A local session steps up with TOTP, at local sign-in.
+                return Reply::Redirect {
+                    location: format!("{LOCAL_PATH}/step-up?{}", query(&[("rd", rd.as_str())])),
+                    cookies: Vec::new(),
+                };
+            }
             idp = idp.or_else(|| p.auth.idp.clone());
             hint = Some(p.user.identity.email.clone());
         }
@@ -254,6 +275,44 @@ impl Broker {
             },
             None => None,
         };
+        if let Some(local) = &self.local
+            && idp.is_none()
+            && !params.sso
+            && params.step_up.is_none()
+        {
+            match hint.as_deref().map(Email::parse) {
+                // Local methods for this address: the local sign-in page.
+                Some(Ok(email)) => {
+                    let realm = local
+                        .realm(&email, Some(org.clone()))
+                        .await
+                        .unwrap_or_else(|_| unreachable_realm(&email));
+                    if realm.offers_local() {
+                        let signup = if params.signup { "1" } else { "" };
+                        return Reply::Redirect {
+                            location: format!(
+                                "{LOCAL_PATH}?{}",
+                                query(&[
+                                    ("login_hint", email.as_str()),
+                                    ("rd", rd.as_str()),
+                                    ("signup", signup),
+                                ])
+                            ),
+                            cookies: Vec::new(),
+                        };
+                    }
+                }
+                // No address yet: ask for it (some will sign in locally, some with SSO).
+                None => {
+                    return Reply::Page {
+                        status: StatusCode::OK,
+                        html: pages::email_first_page(LOGIN_PATH, rd.as_str(), None, params.signup),
+                        cookies: Vec::new(),
+                    };
+                }
+                Some(Err(_)) => {}
+            }
+        }
         if org.as_ref().is_some_and(|o| o.require_mfa) {
             // Ask for MFA now rather than after a first, weaker sign-in.
             step_up.get_or_insert_with(StepUp::default).mfa = true;
@@ -936,6 +995,24 @@ impl Broker {
 
     pub fn welcome_path(&self) -> &str {
         &self.welcome_path
+    }
+}
+
+/// A query string of these pairs (empty values left out).
+fn query(pairs: &[(&str, &str)]) -> String {
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
+        out.append_pair(k, v);
+    }
+    out.finish()
+}
+
+/// The realm when it cannot be read: SSO only, so a lookup failure never opens a local door.
+fn unreachable_realm(email: &Email) -> Realm {
+    Realm {
+        domain: email.domain().to_owned(),
+        methods: vec![crate::local::methods::Method::Sso],
+        org: None,
     }
 }
 

@@ -59,6 +59,7 @@ pub async fn run(settings: Settings, command: Command) -> Result<(), CliError> {
             no_require_mfa,
             auto_enable,
             no_auto_enable,
+            methods,
         }) => {
             let flag = |on: bool, off: bool| match (on, off) {
                 (true, _) => Some(true),
@@ -74,15 +75,25 @@ pub async fn run(settings: Settings, command: Command) -> Result<(), CliError> {
                 },
                 require_mfa: flag(require_mfa, no_require_mfa),
                 auto_enable: flag(auto_enable, no_auto_enable),
+                methods: methods.map(|m| {
+                    m.split([',', ' '])
+                        .map(str::trim)
+                        .filter(|w| !w.is_empty())
+                        .map(String::from)
+                        .collect()
+                }),
             };
             let org = admin.set_org_signin(&org, &change, now).await?;
             println!(
-                "org {:?}: idp={} params={:?} require_mfa={} auto_enable={}",
+                "org {:?}: idp={} params={:?} require_mfa={} auto_enable={} methods={}",
                 org.name,
                 org.idp.as_deref().unwrap_or("(discovery)"),
                 org.idp_params,
                 org.require_mfa,
-                org.auto_enable
+                org.auto_enable,
+                org.methods
+                    .as_ref()
+                    .map_or_else(|| "(default)".to_owned(), |m| m.join(","))
             );
             // Sessions of its users may now need MFA: replicas drop their caches.
             true
@@ -250,6 +261,39 @@ async fn user(admin: &Admin<'_>, cmd: UserCommand, now: i64) -> Result<bool, Cli
                 u.email
             );
             Ok(true)
+        }
+        UserCommand::SetPassword { user } => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| CliError::Usage(format!("reading the password from stdin: {e}")))?;
+            let password = line.trim_end_matches(['\r', '\n']).to_owned();
+            let u = admin.set_password(&user, password, now).await?;
+            eprintln!(
+                "{}: password set; their other sessions and refresh tokens are revoked",
+                u.email
+            );
+            Ok(true)
+        }
+        UserCommand::Unlock { user } => {
+            let c = admin.unlock(&user, now).await?;
+            said(
+                &c.user.email,
+                c.changed,
+                "unlocked",
+                "was not locked (failure count cleared)",
+            );
+            Ok(false)
+        }
+        UserCommand::MfaReset { user } => {
+            let c = admin.mfa_reset(&user, now).await?;
+            said(
+                &c.user.email,
+                c.changed,
+                "no longer has TOTP; they set it up again at their next sign-in",
+                "had no TOTP",
+            );
+            Ok(false)
         }
     }
 }

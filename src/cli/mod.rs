@@ -104,6 +104,10 @@ pub enum OrgCommand {
         auto_enable: bool,
         #[arg(long)]
         no_auto_enable: bool,
+        /// Its sign-in methods, e.g. `sso` or `email_code,password,totp` (needs `[local]`);
+        /// "" goes back to the default.
+        #[arg(long, value_name = "METHODS")]
+        methods: Option<String>,
     },
 }
 
@@ -160,6 +164,21 @@ pub enum UserCommand {
         issuer: String,
         #[arg(long)]
         subject: String,
+    },
+    /// Set a user's local password, read from standard input (one line).
+    SetPassword {
+        #[arg(value_name = "USER")]
+        user: UserRef,
+    },
+    /// Lift a block on a user's local sign-in (after repeated failures).
+    Unlock {
+        #[arg(value_name = "USER")]
+        user: UserRef,
+    },
+    /// Remove a user's TOTP and recovery codes: they set it up again at their next sign-in.
+    MfaReset {
+        #[arg(value_name = "USER")]
+        user: UserRef,
     },
 }
 

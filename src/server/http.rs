@@ -46,6 +46,9 @@ pub fn router(state: AppState) -> Router {
     if state.apps.is_some() {
         router = super::apps::routes(router);
     }
+    if state.local.is_some() {
+        router = super::local::routes(router);
+    }
     router.with_state(state)
 }
 
@@ -70,6 +73,7 @@ async fn login(
         login_hint: params.remove("login_hint"),
         idp: params.remove("idp"),
         signup: flag(params.remove("signup")),
+        sso: flag(params.remove("sso")),
         step_up: step_up.filter(|s| !s.is_empty()),
     };
     let requester = requester(&state, peer, &headers);

@@ -8,6 +8,7 @@ mod apps;
 pub mod forward_auth;
 pub mod grpc;
 pub mod http;
+mod local;
 pub mod reload;
 mod respond;
 
@@ -30,6 +31,7 @@ use crate::config::Settings;
 use crate::decision::LoginUrls;
 use crate::gate::Gate;
 use crate::limits::Limits;
+use crate::local::{Local, LocalParts, LocalSetupError};
 use crate::metrics::Metrics;
 use crate::session::cookie::CookieSettings;
 use crate::session::revocations::RevocationSync;
@@ -57,6 +59,8 @@ pub enum ServeError {
     Login(#[from] LoginError),
     #[error("minted tokens: {0}")]
     Token(#[from] TokenError),
+    #[error("local sign-in: {0}")]
+    Local(#[from] LocalSetupError),
 }
 
 /// Everything the handlers share. Cheap to clone.
@@ -75,6 +79,8 @@ pub struct AppState {
     /// `/auth/authorize`, `/auth/token`, `/auth/revoke`: present when `[[client]]` apps are
     /// configured.
     pub apps: Option<Arc<Apps>>,
+    /// `/auth/local/*` and `/auth/v1/*`: present when `[local]` is configured.
+    pub local: Option<Arc<Local>>,
     pub cookies: CookieSettings,
     /// Who may use `/admin/v1/*` and `/admin/audit`.
     pub admin_auth: Arc<admin::AdminAuth>,
@@ -165,15 +171,30 @@ impl Server {
             bearer.clone(),
             metrics.clone(),
         );
-        let broker = Arc::new(Broker::new(
+        let local = Local::new(
             &settings,
-            store.clone(),
-            sessions.clone(),
-            cookies.clone(),
-            limits.clone(),
-            revocations.clone(),
-            metrics.clone(),
-        )?);
+            LocalParts {
+                store: store.clone(),
+                sessions: sessions.clone(),
+                cookies: cookies.clone(),
+                limits: limits.clone(),
+                apps: apps.clone(),
+                metrics: metrics.clone(),
+            },
+        )?
+        .map(Arc::new);
+        let broker = Arc::new(
+            Broker::new(
+                &settings,
+                store.clone(),
+                sessions.clone(),
+                cookies.clone(),
+                limits.clone(),
+                revocations.clone(),
+                metrics.clone(),
+            )?
+            .with_local(local.clone()),
+        );
         let grpc = bind("gRPC", settings.server.grpc_listen).await?;
         let http = bind("HTTP", settings.server.http_listen).await?;
         let admin = bind("admin", settings.server.admin_listen).await?;
@@ -189,6 +210,7 @@ impl Server {
             bearer,
             minter,
             apps,
+            local,
             cookies,
             admin_auth,
             limits,

@@ -177,12 +177,38 @@ impl CookieSettings {
     }
 
     /// Every cookie gatehouse sets: upstreams get none of them.
-    pub fn own_names(&self) -> [&str; 3] {
+    pub fn own_names(&self) -> [&str; 4] {
         [
             &self.session_name,
             self.binding_name(),
             self.impersonator_name(),
+            self.flow_name(),
         ]
+    }
+
+    /// A local sign-in in progress (see `crate::local`): its flow token. `__Host-` on https.
+    pub fn flow_name(&self) -> &'static str {
+        if self.secure {
+            "__Host-gatehouse-flow"
+        } else {
+            "gatehouse-flow"
+        }
+    }
+
+    /// `Lax`, so the emailed link (a top-level navigation) carries it back.
+    pub fn flow(&self, token: &OpaqueToken, max_age_seconds: i64) -> String {
+        Cookie::build((self.flow_name(), token.as_str().to_owned()))
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(SameSite::Lax)
+            .path("/")
+            .max_age(cookie::time::Duration::seconds(max_age_seconds))
+            .build()
+            .to_string()
+    }
+
+    pub fn clear_flow(&self) -> String {
+        clear(self.flow_name(), self.secure, SameSite::Lax)
     }
 
     /// While impersonating, the impersonator's own session token waits here, to be restored

@@ -26,6 +26,11 @@ impl OpaqueToken {
         Ok(Self(URL_SAFE_NO_PAD.encode(bytes)))
     }
 
+    /// Fills `bytes` from the operating system's CSPRNG.
+    pub fn fill(bytes: &mut [u8]) -> Result<(), RandomError> {
+        getrandom::fill(bytes).map_err(RandomError)
+    }
+
     /// Accepts exactly the shape [`generate`](Self::generate) produces; anything else
     /// (garbage, oversized, padded) is `None` without touching the store.
     pub fn parse(raw: &str) -> Option<Self> {

@@ -45,10 +45,24 @@ pub enum AuditKind {
     RefreshTokenReused,
     /// A refresh token family was revoked (`/auth/revoke`, or a replayed code).
     AppTokenRevoked,
+    /// Too many failed local attempts: the account's local sign-in is blocked for a while.
+    AccountLocked,
+    /// An operator lifted a block (`gatehouse user unlock`, the admin API).
+    AccountUnlocked,
+    /// A password was set or changed (the detail says which, and who).
+    PasswordSet,
+    /// A password was reset through an emailed link.
+    PasswordReset,
+    /// A user enrolled TOTP.
+    MfaEnrolled,
+    /// An operator removed a user's TOTP (`gatehouse user mfa-reset`).
+    MfaReset,
+    /// A sign-in email could not be sent (the SMTP server was down or refused it).
+    EmailFailed,
 }
 
 impl AuditKind {
-    pub const ALL: [Self; 29] = [
+    pub const ALL: [Self; 36] = [
         Self::LoginStarted,
         Self::LoginSucceeded,
         Self::LoginFailed,
@@ -78,6 +92,13 @@ impl AuditKind {
         Self::AppTokenIssued,
         Self::RefreshTokenReused,
         Self::AppTokenRevoked,
+        Self::AccountLocked,
+        Self::AccountUnlocked,
+        Self::PasswordSet,
+        Self::PasswordReset,
+        Self::MfaEnrolled,
+        Self::MfaReset,
+        Self::EmailFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -111,6 +132,13 @@ impl AuditKind {
             Self::AppTokenIssued => "app_token_issued",
             Self::RefreshTokenReused => "refresh_token_reused",
             Self::AppTokenRevoked => "app_token_revoked",
+            Self::AccountLocked => "account_locked",
+            Self::AccountUnlocked => "account_unlocked",
+            Self::PasswordSet => "password_set",
+            Self::PasswordReset => "password_reset",
+            Self::MfaEnrolled => "mfa_enrolled",
+            Self::MfaReset => "mfa_reset",
+            Self::EmailFailed => "email_failed",
         }
     }
 

@@ -9,6 +9,7 @@
 mod app_tokens;
 mod audit;
 mod health;
+mod local;
 mod login_states;
 mod orgs;
 mod revocations;
@@ -32,6 +33,7 @@ pub use app_tokens::{
 };
 pub use audit::{Actor, AuditEvent, AuditFilter, AuditKind, AuditRecord, Outcome};
 pub use health::{Access, Health};
+pub use local::{Credentials, Flow, NewFlow, PasswordChange};
 pub use login_states::{LoginState, NewLoginState, PendingLoginCaps};
 pub use orgs::{Org, OrgSignInChange};
 pub use revocations::{Revocation, RevocationScope};

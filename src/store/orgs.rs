@@ -19,6 +19,9 @@ pub struct Org {
     pub idp_params: BTreeMap<String, String>,
     /// Every route needs MFA for its users.
     pub require_mfa: bool,
+    /// The sign-in methods it allows (`sso`, `email_code`, `password`, `totp`); `None`: the
+    /// default (see `crate::local::methods`).
+    pub methods: Option<Vec<String>>,
 }
 
 /// A change to an org's sign-in settings; `None` leaves a setting as it is.
@@ -34,6 +37,9 @@ pub struct OrgSignInChange {
     pub require_mfa: Option<bool>,
     #[serde(default)]
     pub auto_enable: Option<bool>,
+    /// Checked by the caller (`crate::admin`); an empty list goes back to the default.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -44,9 +50,11 @@ struct OrgRow {
     idp: Option<String>,
     idp_params: Option<String>,
     require_mfa: bool,
+    methods: Option<String>,
 }
 
-const ORG_COLUMNS: &str = "o.id, o.name, o.auto_enable, o.idp, o.idp_params, o.require_mfa";
+const ORG_COLUMNS: &str =
+    "o.id, o.name, o.auto_enable, o.idp, o.idp_params, o.require_mfa, o.methods";
 
 impl OrgRow {
     fn into_org(self, domains: Vec<String>) -> Org {
@@ -63,6 +71,9 @@ impl OrgRow {
                 .and_then(|json| serde_json::from_str(json).ok())
                 .unwrap_or_default(),
             require_mfa: self.require_mfa,
+            methods: self
+                .methods
+                .map(|m| m.split(',').map(str::to_owned).collect()),
         }
     }
 }
@@ -122,6 +133,7 @@ impl Store {
                 idp: None,
                 idp_params: BTreeMap::new(),
                 require_mfa: false,
+                methods: None,
             }),
         }
     }
@@ -261,22 +273,31 @@ impl Store {
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
         let require_mfa = change.require_mfa.unwrap_or(org.require_mfa);
         let auto_enable = change.auto_enable.unwrap_or(org.auto_enable);
+        let methods = match &change.methods {
+            Some(list) if list.is_empty() => None,
+            Some(list) => Some(list.clone()),
+            None => org.methods.clone(),
+        };
+        let methods_text = methods.as_ref().map(|m| m.join(","));
         let detail = format!(
-            "org {}: idp={} params={} require_mfa={require_mfa} auto_enable={auto_enable}",
+            "org {}: idp={} params={} require_mfa={require_mfa} auto_enable={auto_enable} \
+             methods={}",
             org.name,
             idp.as_deref().unwrap_or("(default)"),
             params_json.as_deref().unwrap_or("{}"),
+            methods_text.as_deref().unwrap_or("(default)"),
         );
         with_write_tx!(self, |tx| {
             sqlx::query(
                 "UPDATE organizations SET idp = $2, idp_params = $3, require_mfa = $4, \
-                 auto_enable = $5 WHERE id = $1",
+                 auto_enable = $5, methods = $6 WHERE id = $1",
             )
             .bind(org.id)
             .bind(idp.as_deref())
             .bind(params_json.as_deref())
             .bind(require_mfa)
             .bind(auto_enable)
+            .bind(methods_text.as_deref())
             .execute(&mut *tx)
             .await?;
             if require_mfa != org.require_mfa {
@@ -293,6 +314,7 @@ impl Store {
             idp_params: params,
             require_mfa,
             auto_enable,
+            methods,
             ..org
         })
     }

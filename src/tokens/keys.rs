@@ -52,7 +52,7 @@ impl KeyVault {
         })
     }
 
-    fn seal(&self, aad: &[u8], der: &[u8]) -> Result<String, KeyError> {
+    pub(crate) fn seal(&self, aad: &[u8], der: &[u8]) -> Result<String, KeyError> {
         let mut nonce = [0u8; 24];
         getrandom::fill(&mut nonce).map_err(|e| KeyError::Generate(e.to_string()))?;
         let sealed = self
@@ -64,7 +64,7 @@ impl KeyVault {
         Ok(STANDARD.encode(out))
     }
 
-    fn open(&self, kid: &str, aad: &[u8], stored: &str) -> Result<Vec<u8>, KeyError> {
+    pub(crate) fn open(&self, kid: &str, aad: &[u8], stored: &str) -> Result<Vec<u8>, KeyError> {
         let bytes = STANDARD
             .decode(stored)
             .map_err(|_| KeyError::Decrypt(kid.to_owned()))?;

@@ -49,6 +49,8 @@ pub fn router() -> Router<AppState> {
             "/admin/v1/users/{user}/identities",
             axum::routing::delete(unlink_identity),
         )
+        .route("/admin/v1/users/{user}/unlock", post(unlock_user))
+        .route("/admin/v1/users/{user}/mfa-reset", post(mfa_reset))
         .route(
             "/admin/v1/sessions",
             post(create_session).delete(revoke_sessions),
@@ -240,6 +242,16 @@ async fn enable_user(auth: Authorized, Path(user): Path<String>) -> ApiResult {
 
 async fn disable_user(auth: Authorized, Path(user): Path<String>) -> ApiResult {
     set_enabled(auth, &user, false).await
+}
+
+/// Lifts a block on the user's local sign-in (after repeated failures).
+async fn unlock_user(auth: Authorized, Path(user): Path<String>) -> ApiResult {
+    ok(auth.admin().unlock(&user_ref(&user), unix_now()).await?)
+}
+
+/// Removes the user's TOTP and recovery codes.
+async fn mfa_reset(auth: Authorized, Path(user): Path<String>) -> ApiResult {
+    ok(auth.admin().mfa_reset(&user_ref(&user), unix_now()).await?)
 }
 
 async fn set_enabled(auth: Authorized, user: &str, enabled: bool) -> ApiResult {

@@ -1,5 +1,7 @@
-//! The few HTML pages gatehouse shows (errors, access denied, welcome, email-first login).
-//! One layout, every dynamic value escaped.
+//! The few HTML pages gatehouse shows (errors, access denied, welcome, email-first login;
+//! local sign-in's in [`local`]). One layout, every dynamic value escaped.
+
+pub mod local;
 
 use html_escape::{encode_double_quoted_attribute as attr, encode_text as text};
 
@@ -10,11 +12,17 @@ main{background:#fff;border:1px solid #d8dee4;border-radius:12px;padding:2rem 2.
 width:calc(100% - 3rem);box-shadow:0 1px 3px rgba(0,0,0,.06)}\
 h1{font-size:1.35rem;margin:0 0 .75rem}p{margin:.5rem 0}\
 .who{font-weight:600}.muted{color:#59636e;font-size:.9rem}\
-form{margin-top:1.25rem}input[type=email],input[type=text]{width:100%;box-sizing:border-box;padding:.55rem .7rem;\
+form{margin-top:1.25rem}input[type=email],input[type=text],input[type=password]{width:100%;box-sizing:border-box;padding:.55rem .7rem;\
 border:1px solid #d1d9e0;border-radius:6px;font:inherit;margin:.25rem 0 .75rem}\
 button,.button{display:inline-block;background:#1f6feb;color:#fff;border:0;border-radius:6px;\
 padding:.55rem 1rem;font:inherit;cursor:pointer;text-decoration:none}\
-button.secondary{background:#eef1f4;color:#1f2328;border:1px solid #d1d9e0}";
+button.secondary{background:#eef1f4;color:#1f2328;border:1px solid #d1d9e0}\
+.error{background:#ffebe9;border:1px solid #ff818266;border-radius:6px;padding:.5rem .75rem;color:#82071e}\
+.notice{background:#ddf4ff;border:1px solid #54aeff66;border-radius:6px;padding:.5rem .75rem}\
+.or{color:#59636e;text-align:center;margin:1.25rem 0 0}.links{margin-top:1rem;font-size:.9rem}\
+.qr{display:flex;justify-content:center;margin:1rem 0}.qr svg{width:200px;height:200px}\
+code.secret{display:block;word-break:break-all;background:#f6f8fa;padding:.5rem;border-radius:6px;font-size:.95rem}\
+ul.codes{columns:2;font-family:ui-monospace,monospace;padding-left:1.2rem}";
 
 /// A page with a title, a message and an optional link (`(href, label)`).
 pub fn message_page(title: &str, message: &str, link: Option<(&str, &str)>) -> String {
@@ -116,7 +124,7 @@ pub fn impersonating_page(email: &str, by: &str, stop_action: &str, csrf: &str) 
     )
 }
 
-fn layout(title: &str, body: &str) -> String {
+pub(crate) fn layout(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
