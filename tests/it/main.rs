@@ -14,6 +14,7 @@ mod envoy_e2e;
 mod forward_auth;
 mod grpc;
 mod hardening;
+mod local_signin;
 mod login;
 mod login_bench;
 mod nginx;

@@ -81,6 +81,22 @@ impl TestDb {
         }
     }
 
+    /// Runs one statement straight on the database (to age a row, say).
+    pub async fn execute(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = <sqlx::SqliteConnection as Connection>::connect(&self.url)
+                    .await
+                    .expect("connect sqlite");
+                sqlx::query(sql).execute(&mut conn).await.expect("execute");
+            }
+            Backend::Postgres => {
+                let mut conn = PgConnection::connect(&self.url).await.expect("connect");
+                sqlx::query(sql).execute(&mut conn).await.expect("execute");
+            }
+        }
+    }
+
     /// A store on this database (migrated).
     pub async fn store(&self) -> gatehouse::store::Store {
         let store = gatehouse::store::Store::connect(&self.url, 5)
