@@ -40,8 +40,10 @@ pub struct Verified {
     pub needs_rehash: bool,
 }
 
-/// Hashes and verifies on blocking threads, at most one per core at a time: argon2 costs tens
-/// of milliseconds of CPU and must never stall the workers that answer checks.
+/// Hashes and verifies on blocking threads, at most one fewer at a time than there are cores
+/// (one on two cores): argon2 costs tens of milliseconds of CPU and must never stall the
+/// workers that answer checks, so a core is always left to them. Sign-ins beyond that wait
+/// their turn (asynchronously).
 #[derive(Clone)]
 pub struct PasswordPool {
     permits: Arc<Semaphore>,
@@ -53,11 +55,12 @@ pub struct PasswordPool {
 impl PasswordPool {
     pub fn new() -> Result<Self, PasswordError> {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let permits = cores.saturating_sub(1).max(1);
         let mut random = [0u8; 32];
         getrandom::fill(&mut random).map_err(|e| PasswordError::Hash(e.to_string()))?;
         let dummy = hash_now(&SecretString::from(hex(&random)))?;
         Ok(Self {
-            permits: Arc::new(Semaphore::new(cores)),
+            permits: Arc::new(Semaphore::new(permits)),
             dummy: dummy.into(),
         })
     }

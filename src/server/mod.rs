@@ -370,7 +370,7 @@ pub enum Shutdown {
     Now,
 }
 
-/// Deletes expired sessions, login states and old revocations every minute (one indexed
+/// Deletes expired sessions, login states, sign-in flows and old revocations every minute (one indexed
 /// delete per table, cheap when there is nothing to do), and audit events past
 /// `audit.retention_days` every hour.
 async fn housekeeping(store: Store, retention_days: u64) {
@@ -392,6 +392,12 @@ async fn housekeeping(store: Store, retention_days: u64) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(rows = n, "purged expired app codes and refresh tokens"),
             Err(e) => tracing::warn!(error = %e, "housekeeping of app tokens failed"),
+        }
+        // And local sign-in's expired flows and reset links.
+        match store.prune_local(now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(rows = n, "purged expired sign-in flows and reset links"),
+            Err(e) => tracing::warn!(error = %e, "housekeeping of local sign-in failed"),
         }
         if retention_days > 0 && minutes.is_multiple_of(60) {
             match store.prune_audit(now.saturating_sub(retention)).await {
