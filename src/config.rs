@@ -679,7 +679,10 @@ impl Settings {
         crate::local::config::validate(local.as_ref(), email.as_ref())
             .map_err(|e| ConfigError::invalid(e.key, e.message))?;
         if let Some(local) = &local {
-            if let Some(i) = idps.iter().position(|i| i.name == crate::local::LOCAL_IDP) {
+            if let Some(i) = idps
+                .iter()
+                .position(|i| i.name == crate::local::config::LOCAL_IDP)
+            {
                 return Err(ConfigError::invalid(
                     format!("idp[{i}].name"),
                     "\"local\" names local sign-in ([local]) in sessions and the audit trail: \

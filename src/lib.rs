@@ -11,8 +11,9 @@
 //! Layers from the top down. An import points down or sideways within a layer, and no files
 //! import each other in a circle. One arrow points up, by design: [`config`] gathers the
 //! sections and checks them with their owners' code, so it reads `apps::config` (the
-//! `[[client]]` types) and calls `apps::clients::validate`; both files are leaves that import
-//! nothing from the apps' flows (as [`policy`] owns `[[route]]` in `policy::config`).
+//! `[[client]]` types) and calls `apps::clients::validate`, and reads `local::config` (`[local]`,
+//! `[email]`) and `local::methods`; these files are leaves that import nothing from the flows
+//! (as [`policy`] owns `[[route]]` in `policy::config`).
 //!
 //! | layer | module | job |
 //! |---|---|---|

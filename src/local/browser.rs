@@ -211,7 +211,9 @@ impl Local {
             return Err(self.forbidden_csrf());
         }
         match self.flow(&token).await {
-            Ok(flow) => Ok(flow),
+            // An API flow (bound to a client) is not a browser's.
+            Ok(flow) if flow.client_id.is_none() => Ok(flow),
+            Ok(_) => Err(self.expired_page(None)),
             Err(e) => Err(self.error_reply(&e, None)),
         }
     }
@@ -472,13 +474,22 @@ impl Local {
 
     // === TOTP enrollment ===
 
-    /// Who is enrolling: a flow whose first factor passed, or a signed-in local user.
-    async fn enrolling_user(&self, headers: &HeaderMap) -> Option<(uuid::Uuid, String, Enroller)> {
+    /// Who is enrolling: a flow whose first factor passed for a user without TOTP, or a
+    /// signed-in user (who, if they already have TOTP, signed in with it). Anything else would
+    /// let a first factor replace the second.
+    async fn enrolling_user(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<(uuid::Uuid, String, Enroller), LocalError> {
         if let Some(token) = self.flow_cookie(headers)
             && let Ok(flow) = self.flow(&token).await
+            && flow.client_id.is_none()
             && let Some(user_id) = flow.user_id
         {
-            return Some((
+            if self.store.credentials(user_id).await?.totp_secret.is_some() {
+                return Err(LocalError::NotAllowed(ALREADY_ENROLLED.into()));
+            }
+            return Ok((
                 user_id,
                 csrf_token("flow", token.as_str()),
                 Enroller::Flow(Box::new(flow)),
@@ -491,19 +502,24 @@ impl Local {
                 .await
             && p.user.identity.impersonator_id.is_none()
         {
-            return Some((
-                p.user.identity.user_id,
+            let user_id = p.user.identity.user_id;
+            if !p.auth.has_mfa() && self.store.credentials(user_id).await?.totp_secret.is_some() {
+                return Err(LocalError::NotAllowed(ALREADY_ENROLLED.into()));
+            }
+            return Ok((
+                user_id,
                 csrf_token("session", token.as_str()),
                 Enroller::Session,
             ));
         }
-        None
+        Err(LocalError::FlowInvalid)
     }
 
     /// `GET /auth/local/totp/enroll`: a new secret, its QR code and its text.
     pub async fn page_enroll(&self, headers: &HeaderMap) -> Reply {
-        let Some((user_id, csrf, _)) = self.enrolling_user(headers).await else {
-            return self.expired_page(None);
+        let (user_id, csrf, _) = match self.enrolling_user(headers).await {
+            Ok(found) => found,
+            Err(e) => return self.error_reply(&e, None),
         };
         match self.begin_enrollment(user_id).await {
             Ok(enrollment) => page(
@@ -522,8 +538,9 @@ impl Local {
         headers: &HeaderMap,
         requester: &Requester,
     ) -> Reply {
-        let Some((user_id, csrf, enroller)) = self.enrolling_user(headers).await else {
-            return self.expired_page(None);
+        let (user_id, csrf, enroller) = match self.enrolling_user(headers).await {
+            Ok(found) => found,
+            Err(e) => return self.error_reply(&e, None),
         };
         if !self.csrf_ok(&form, &csrf) {
             return self.forbidden_csrf();
@@ -665,6 +682,10 @@ impl Local {
         }
     }
 }
+
+const ALREADY_ENROLLED: &str = "Two-factor authentication is already on for this account. To \
+    set up a new device, sign in with your current one (or a recovery code) first, or ask an \
+    administrator to reset it.";
 
 /// Whose enrollment: one in the middle of signing in, or a signed-in user adding TOTP.
 enum Enroller {

@@ -1,11 +1,16 @@
 //! The `[local]` and `[email]` sections as written in the file. Owned by local sign-in
 //! ([`super`]); validated here, except the rules that span sections (TOTP secrets need
 //! `token.encryption_key`, an `[[idp]]` may not be called `local`), which the configuration
-//! loader keeps.
+//! loader keeps. A leaf: the loader reads it, so it imports nothing of the flows.
 
+use lettre::{AsyncSmtpTransport, Tokio1Executor};
 use serde::Deserialize;
 
 use super::methods::{Method, MfaPolicy};
+
+/// The name local sign-in goes by where an `[[idp]]` name would be: sessions, the audit
+/// trail, metrics. No `[[idp]]` may take it.
+pub const LOCAL_IDP: &str = "local";
 
 /// `[local]`: sign-in without an identity provider. Absent: local methods are off.
 #[derive(Debug, Clone, Deserialize)]
@@ -79,11 +84,26 @@ fn invalid(key: &str, message: impl Into<String>) -> Invalid {
     }
 }
 
+/// Checks an `smtp_url` without connecting.
+pub fn check_smtp_url(url: &str) -> Result<(), String> {
+    if url == "log" {
+        return Ok(());
+    }
+    if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+        return Err(
+            "must be smtp://host:port (STARTTLS with ?tls=required), smtps://host:port, or \"log\""
+                .into(),
+        );
+    }
+    AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Checks `[local]` against `[email]`.
 pub fn validate(local: Option<&LocalConfig>, email: Option<&EmailConfig>) -> Result<(), Invalid> {
     if let Some(email) = email {
-        super::mailer::parse_transport(&email.smtp_url)
-            .map_err(|e| invalid("email.smtp_url", e.to_string()))?;
+        check_smtp_url(&email.smtp_url).map_err(|e| invalid("email.smtp_url", e))?;
         if email.from.parse::<lettre::message::Mailbox>().is_err() {
             return Err(invalid(
                 "email.from",

@@ -349,17 +349,19 @@ impl Local {
         let verified = self
             .verify_password(password.clone(), stored.clone())
             .await?;
-        let Some(user) = user.filter(|_| verified.matches && !credentials.locked_at(now)) else {
-            let known = self.store.user_by_email(&flow.email).await?;
-            return Err(self
-                .fail(
-                    flow,
-                    known.as_ref(),
-                    LocalError::Rejected(WRONG_PASSWORD),
-                    requester,
-                    now,
-                )
-                .await);
+        let user = match user {
+            Some(user) if verified.matches && !credentials.locked_at(now) => user,
+            known => {
+                return Err(self
+                    .fail(
+                        flow,
+                        known.as_ref(),
+                        LocalError::Rejected(WRONG_PASSWORD),
+                        requester,
+                        now,
+                    )
+                    .await);
+            }
         };
         if verified.needs_rehash
             && let Some(old) = &stored

@@ -31,22 +31,6 @@ enum Transport {
     Log,
 }
 
-/// Checks an `smtp_url` without connecting (config validation).
-pub fn parse_transport(url: &str) -> Result<(), MailError> {
-    if url == "log" {
-        return Ok(());
-    }
-    if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
-        return Err(MailError::Url(
-            "must be smtp://host:port (STARTTLS with ?tls=required), smtps://host:port, or \"log\""
-                .into(),
-        ));
-    }
-    AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-        .map(|_| ())
-        .map_err(|e| MailError::Url(e.to_string()))
-}
-
 pub struct Mailer {
     transport: Transport,
     from: Mailbox,
@@ -267,6 +251,7 @@ impl Mailer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::local::config::check_smtp_url;
 
     fn mailer() -> Mailer {
         Mailer::new(&EmailConfig {
@@ -286,10 +271,10 @@ mod tests {
             "smtp://mail.test:587?tls=required",
             "smtps://user@mail.test:465",
         ] {
-            assert!(parse_transport(ok).is_ok(), "{ok}");
+            assert!(check_smtp_url(ok).is_ok(), "{ok}");
         }
         for bad in ["", "http://mail", "mail.test:25", "smtp//x"] {
-            assert!(parse_transport(bad).is_err(), "{bad}");
+            assert!(check_smtp_url(bad).is_err(), "{bad}");
         }
     }
 

@@ -46,9 +46,7 @@ use mailer::{Mail, Mailer};
 use methods::{DomainFacts, Method};
 use password::PasswordPool;
 
-/// The name local sign-in goes by where an `[[idp]]` name would be: sessions, the audit
-/// trail, metrics.
-pub const LOCAL_IDP: &str = "local";
+pub use config::LOCAL_IDP;
 /// The issuer of the `(issuer, subject)` identity an emailed code creates (subject: the
 /// address).
 pub const LOCAL_ISSUER: &str = "urn:gatehouse:local";
@@ -188,10 +186,6 @@ impl Local {
             provisioning: settings.provisioning.clone(),
             metrics: parts.metrics,
         }))
-    }
-
-    pub fn email_config_product(&self) -> &str {
-        self.mailer.product()
     }
 
     /// The realm of `email`, given its org (already looked up by the caller, or `None` to

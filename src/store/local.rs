@@ -150,27 +150,26 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let actor: Actor = actor.into();
         let was_locked = with_write_tx!(self, |tx| {
-            let done = sqlx::query(
-                "UPDATE local_credentials SET failed_attempts = 0, locked_until = NULL, \
-                 updated_at = $3 WHERE user_id = $1 AND locked_until > $2",
-            )
-            .bind(user_id)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            let locked: Option<(Option<i64>,)> =
+                sqlx::query_as("SELECT locked_until FROM local_credentials WHERE user_id = $1")
+                    .bind(user_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             sqlx::query(
-                "UPDATE local_credentials SET failed_attempts = 0, locked_until = NULL \
-                 WHERE user_id = $1",
+                "UPDATE local_credentials SET failed_attempts = 0, locked_until = NULL, \
+                 updated_at = $2 WHERE user_id = $1",
             )
             .bind(user_id)
+            .bind(now)
             .execute(&mut *tx)
             .await?;
             let event = AuditEvent::new(AuditKind::AccountUnlocked, Outcome::Success, now)
                 .user(user_id)
                 .by(&actor);
             insert_audit!(&mut *tx, &event);
-            done.rows_affected() > 0
+            locked
+                .and_then(|(until,)| until)
+                .is_some_and(|until| until > now)
         });
         Ok(was_locked)
     }

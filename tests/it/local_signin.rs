@@ -1001,6 +1001,16 @@ async fn totp_enrollment_replay_recovery_and_step_up(backend: Backend) {
     );
     assert!(!has_session(&other));
     let totp_form = form(&totp_page, "/auth/local/totp");
+    // A first factor cannot replace the second by enrolling a new device.
+    let bypass = visit(&mut other, &ls, "/auth/local/totp/enroll").await;
+    assert_eq!(bypass.status(), 403, "{}", bypass.body());
+    assert!(!bypass.body().contains("<svg"));
+    // Nor can a session that did not use TOTP (here: one made by the CLI).
+    let cli_session = ls.stack.gatehouse.session_for(email).await;
+    let mut holder = Browser::new();
+    holder.set_cookie(HOST, "gatehouse", &cli_session);
+    let bypass = visit(&mut holder, &ls, "/auth/local/totp/enroll").await;
+    assert_eq!(bypass.status(), 403, "{}", bypass.body());
     let replay = other
         .submit(&totp_page, &totp_form, &[("code", &code)])
         .await;
