@@ -72,6 +72,7 @@ emails_per_account = 100000
 token_calls_per_ip = 100000
 token_calls_per_account = 100000
 {idp}
+{admin}
 [[client]]
 client_id = "cli"
 kind = "native"
@@ -90,6 +91,7 @@ api = true
 bearer = {{ issuers = ["{base_url}"], audiences = ["{API}"] }}
 {routes}"#,
         idp = idp_toml("main", &urls.issuers[0]),
+        admin = support::admin::SECTION,
         base_url = urls.base,
         routes = support::ROUTES,
     )
@@ -110,7 +112,13 @@ async fn local_stack(backend: Backend, local_extra: &'static str) -> LocalStack 
         StackOptions {
             providers: vec![Vec::new()],
             config: Box::new(move |urls| config(urls, &smtp_url, local_extra)),
-            env: vec![(TOKEN_KEY_VAR.to_owned(), token_key())],
+            env: vec![
+                (TOKEN_KEY_VAR.to_owned(), token_key()),
+                (
+                    support::admin::TOKEN_VAR.to_owned(),
+                    support::admin::TOKEN.to_owned(),
+                ),
+            ],
             ..StackOptions::default()
         },
     )
@@ -279,6 +287,7 @@ async fn set_password(
     let mut child = tokio::process::Command::new(support::processes::gatehouse_bin())
         .args(["user", "set-password", email, "--config", &config])
         .env(TOKEN_KEY_VAR, token_key())
+        .env(support::admin::TOKEN_VAR, support::admin::TOKEN)
         .env("GATEHOUSE_SERVER_ADMIN_LISTEN", gh.admin.to_string())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -793,7 +802,10 @@ async fn lockout_notifies_holds_across_restarts_and_unlocks(backend: Backend) {
     let config = std::fs::read_to_string(&ls.stack.gatehouse.config).expect("config");
     ls.stack.gatehouse.stop().await;
     let restarted_dir = tempfile::tempdir().expect("tempdir");
-    let env = [(TOKEN_KEY_VAR, token_key())];
+    let env = [
+        (TOKEN_KEY_VAR, token_key()),
+        (support::admin::TOKEN_VAR, support::admin::TOKEN.to_owned()),
+    ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let restarted = Gatehouse::start(restarted_dir.path(), &config, &env).await;
     let try_password = |gh: &Gatehouse| {
@@ -925,6 +937,40 @@ async fn an_sso_org_refuses_local_credentials(backend: Backend) {
     let out = set_password(&ls.stack.gatehouse, email, STRONG).await;
     assert!(!out.success);
     assert!(out.stderr.contains("Initech SSO"), "{}", out.stderr);
+    // The admin API sets an org's methods (audited); listing a local one lets it in.
+    let admin = support::admin::Api::new(ls.stack.gatehouse.admin);
+    let org = admin
+        .expect(
+            200,
+            "PATCH",
+            "/admin/v1/orgs/Initech",
+            Some(json!({"methods": ["password", "sso"]})),
+        )
+        .await;
+    assert_eq!(org["methods"], json!(["sso", "password"]));
+    admin
+        .expect(
+            400,
+            "PATCH",
+            "/admin/v1/orgs/Initech",
+            Some(json!({"methods": ["totp"]})),
+        )
+        .await;
+    assert!(audit(&ls, "org_updated").await.len() >= 2);
+    let (token, methods) = init(&ls, email).await;
+    assert_eq!(methods["methods"], json!(["sso", "password"]));
+    let r = authenticate(
+        &ls,
+        &token,
+        json!({"method": "password", "password": STRONG}),
+    )
+    .await;
+    assert_eq!(
+        r.status, 400,
+        "checked now, and wrong (no password yet): {}",
+        r.body
+    );
+    assert_eq!(r.json()["error"], "invalid_grant");
     // An org without local sign-in configured cannot be given local methods by mistake.
     let bad = ls
         .stack
