@@ -101,6 +101,7 @@ pub struct BoundAddrs {
 pub struct Server {
     state: AppState,
     touch_writer: TouchWriter,
+    hangups: reload::Hangups,
     grpc: TcpListener,
     http: TcpListener,
     admin: TcpListener,
@@ -219,6 +220,7 @@ impl Server {
         Ok(Self {
             state,
             touch_writer,
+            hangups: reload::Hangups::listen(),
             grpc,
             http,
             admin,
@@ -248,6 +250,7 @@ impl Server {
         let Self {
             state,
             touch_writer,
+            hangups,
             grpc,
             http,
             admin,
@@ -279,7 +282,7 @@ impl Server {
             tokio::spawn(minter.clone().keep_fresh());
         }
         state.broker.warm_up();
-        tokio::spawn(reload::on_sighup(state.clone()));
+        tokio::spawn(reload::on_sighup(state.clone(), hangups));
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health

@@ -22,21 +22,43 @@ pub enum ReloadError {
     NewBearerIssuers(Vec<String>),
 }
 
+/// SIGHUP, listened for from before the server says it is ready: a SIGHUP's default action
+/// ends the process, so one that arrives between "ready" and the reload task must already be
+/// caught.
+pub struct Hangups {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    /// Installs the handler now (inside the runtime).
+    pub fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let signal = signal(SignalKind::hangup())
+                .inspect_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP; config reload is off"))
+                .ok();
+            Self { signal }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+}
+
 /// Reloads on every SIGHUP until the process ends.
-pub async fn on_sighup(state: AppState) {
+pub async fn on_sighup(state: AppState, hangups: Hangups) {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP; config reload is off");
+        let Some(mut signal) = hangups.signal else {
             return;
         };
-        while hangups.recv().await.is_some() {
+        while signal.recv().await.is_some() {
             reload(&state);
         }
     }
     #[cfg(not(unix))]
-    let _ = state;
+    let _ = (state, hangups);
 }
 
 /// Reads the config file again and applies its routes and identity providers, or keeps the

@@ -15,6 +15,30 @@ use tokio::net::TcpStream;
 
 on_both_backends!(routes_and_idps_reload_on_sighup);
 
+/// A SIGHUP's default action ends a process: the handler must be in place before `serve` says
+/// it is ready, or a reload sent right then (a config-management tool, a test) kills it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hangup_right_after_ready_reloads_instead_of_killing() {
+    for _ in 0..5 {
+        let stack = DirectStack::start(Backend::Sqlite).await;
+        let dir = tempfile::tempdir().unwrap();
+        let gh = Gatehouse::start(
+            dir.path(),
+            &format!("{}{}", stack.config, routes("public")),
+            &[],
+        )
+        .await;
+        gh.signal("HUP").await;
+        for _ in 0..100 {
+            if reloads(&gh, "success").await > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(reloads(&gh, "success").await, 1, "{}", gh.logs());
+    }
+}
+
 /// One HTTP/1.1 connection, kept open across reloads.
 struct KeptConnection {
     sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
