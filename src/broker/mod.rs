@@ -252,9 +252,18 @@ impl Broker {
             && let SessionCaller::User(p) = self.caller(headers).await
         {
             if self.local.is_some() && p.auth.idp.as_deref() == Some(LOCAL_IDP) {
-                // A local session steps up with TOTP, at local sign-in.
+                // A local session steps up at local sign-in: TOTP for MFA, else (a recent
+                // sign-in) its first factor again.
+                let mfa = if step_up.as_ref().is_some_and(|s| s.mfa) {
+                    "1"
+                } else {
+                    ""
+                };
                 return Reply::Redirect {
-                    location: format!("{LOCAL_PATH}/step-up?{}", query(&[("rd", rd.as_str())])),
+                    location: format!(
+                        "{LOCAL_PATH}/step-up?{}",
+                        query(&[("rd", rd.as_str()), ("mfa", mfa)])
+                    ),
                     cookies: Vec::new(),
                 };
             }

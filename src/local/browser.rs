@@ -604,11 +604,13 @@ impl Local {
 
     // === step-up of a local session ===
 
-    /// `GET /auth/local/step-up?rd=`: a local session asked for MFA. A flow for the same user
-    /// with its first factor already shown, waiting for TOTP (or its enrollment).
+    /// `GET /auth/local/step-up?rd=&mfa=1`: a local session must show more. For MFA, a flow
+    /// for the same user with its first factor already shown, waiting for TOTP (or its
+    /// enrollment); otherwise (a recent sign-in) the user's own sign-in page again.
     pub async fn page_step_up(
         &self,
         rd: Option<&str>,
+        mfa: bool,
         headers: &HeaderMap,
         requester: &Requester,
     ) -> Reply {
@@ -626,6 +628,16 @@ impl Local {
         let Ok(email) = Email::parse(&p.user.identity.email) else {
             return self.expired_page(None);
         };
+        if !mfa {
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            query
+                .append_pair("login_hint", email.as_str())
+                .append_pair("rd", rd.as_str());
+            return Reply::Redirect {
+                location: format!("{LOCAL_PATH}?{}", query.finish()),
+                cookies: Vec::new(),
+            };
+        }
         let started = match self
             .start(&email, None, Some(rd.as_str().to_owned()), false, requester)
             .await

@@ -189,9 +189,15 @@ async fn step_up(
     };
     let (params, _) = unique_params(query.unwrap_or_default().as_bytes());
     let requester = requester(&state, peer, &headers);
+    let mfa = params.get("mfa").is_some_and(|v| v == "1");
     respond(
         local
-            .page_step_up(params.get("rd").map(String::as_str), &headers, &requester)
+            .page_step_up(
+                params.get("rd").map(String::as_str),
+                mfa,
+                &headers,
+                &requester,
+            )
             .await,
     )
 }

@@ -85,6 +85,11 @@ access = "authenticated"
 mfa = true
 
 [[route]]
+path_prefix = "/recent/"
+access = "authenticated"
+max_auth_age_seconds = 1
+
+[[route]]
 path_prefix = "/v1/"
 access = "authenticated"
 api = true
@@ -412,6 +417,22 @@ async fn passwordless_sign_up_and_sign_in_by_code_and_link(backend: Backend) {
     let home = visit(&mut back, &ls, "/app/home").await;
     assert_eq!(upstream_email(&home).as_deref(), Some("bo@small.test"));
     assert_eq!(ls.stack.db.count("users").await, 2);
+    // A route that wants a recent sign-in sends a local session back to its own sign-in page
+    // (no TOTP involved): a new code, and the route lets it through.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let again = visit(&mut back, &ls, "/recent/report").await;
+    assert_eq!(again.url.path(), "/auth/local", "{:#?}", again.hops);
+    assert!(again.body().contains("bo@small.test"));
+    let (code_page, mail) = request_code(&mut back, &ls, &again, "bo@small.test", 3).await;
+    let done = back
+        .submit(
+            &code_page,
+            &form(&code_page, "/auth/local/code"),
+            &[("code", &mail.code())],
+        )
+        .await;
+    assert_eq!(done.url.path(), "/recent/report", "{:#?}", done.hops);
+    assert_eq!(upstream_email(&done).as_deref(), Some("bo@small.test"));
     let logins = audit(&ls, "login_succeeded").await;
     assert!(logins.iter().all(|e| e["idp"] == "local"), "{logins:?}");
 }
