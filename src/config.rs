@@ -1048,6 +1048,77 @@ mod tests {
     }
 
     #[test]
+    fn local_sign_in_needs_mail_a_key_and_sane_values() {
+        const EMAIL: &str = "[email]\nsmtp_url = \"log\"\nfrom = \"A <a@a.test>\"\n";
+        const KEY: &str = "[token]\nencryption_key_env = \"K\"\n";
+        // (config, the key the error must name, a word of its message)
+        let cases = [
+            (
+                "[local]\nmfa = \"off\"\n".to_owned(),
+                "email.smtp_url",
+                "[email]",
+            ),
+            (
+                format!("{EMAIL}[local]\n"),
+                "token.encryption_key_env",
+                "TOTP",
+            ),
+            (
+                format!("{EMAIL}[local]\nmfa = \"off\"\nmethods = [\"totp\"]\n"),
+                "local.methods",
+                "totp",
+            ),
+            (
+                format!("{EMAIL}{KEY}[local]\nmethods = [\"totp\"]\n"),
+                "local.methods",
+                "way in",
+            ),
+            (
+                format!("{EMAIL}[local]\nmfa = \"off\"\npassword_min_length = 6\n"),
+                "local.password_min_length",
+                "at least 8",
+            ),
+            (
+                format!("{EMAIL}[local]\nmfa = \"off\"\ncode_ttl_seconds = 0\n"),
+                "local.code_ttl_seconds",
+                "greater than 0",
+            ),
+            (
+                "[email]\nsmtp_url = \"http://mail\"\nfrom = \"a@a.test\"\n".to_owned(),
+                "email.smtp_url",
+                "smtps://",
+            ),
+            (
+                "[email]\nsmtp_url = \"log\"\nfrom = \"not a mailbox\"\n".to_owned(),
+                "email.from",
+                "mailbox",
+            ),
+            (
+                format!(
+                    "{EMAIL}[local]\nmfa = \"off\"\n[[idp]]\nname = \"local\"\n\
+                     issuer = \"https://idp.test\"\nclient_id = \"c\"\n"
+                ),
+                "idp[0].name",
+                "another name",
+            ),
+        ];
+        for (text, key, word) in &cases {
+            let message = error(text);
+            assert!(
+                message.contains(key) && message.contains(word),
+                "{text}\n=> {message}"
+            );
+        }
+        let ok = load(&format!(
+            "{EMAIL}{KEY}[local]\nmethods = [\"email_code\", \"totp\"]\n"
+        ))
+        .expect("valid");
+        assert!(ok.local.is_some() && ok.email.is_some());
+        // No [local]: nothing needed, nothing on.
+        assert!(load("").unwrap().local.is_none());
+    }
+
+    #[test]
     fn empty_config_has_safe_defaults() {
         let s = load("").unwrap();
         assert_eq!(s.server.grpc_listen.to_string(), "127.0.0.1:9191");

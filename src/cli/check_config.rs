@@ -130,6 +130,33 @@ pub fn describe(s: &Settings) -> String {
             client.redirect_uris.join(" ")
         ));
     }
+    match (&s.local, &s.email) {
+        (Some(local), Some(email)) => {
+            let methods: Vec<&str> = local.methods.iter().map(|m| m.as_str()).collect();
+            line(format!(
+                "local sign-in: default methods {}, mfa {:?}, lockout after {} failures for {}s",
+                methods.join(","),
+                local.mfa,
+                local.lockout_failures,
+                local.lockout_seconds
+            ));
+            let transport = if email.smtp_url == "log" {
+                "the log (development only: nothing is sent)".to_owned()
+            } else {
+                redact_url(&email.smtp_url)
+            };
+            line(format!(
+                "email: from {} via {transport}{}",
+                email.from,
+                email
+                    .smtp_password_env
+                    .as_ref()
+                    .map(|v| format!(", password from ${v}"))
+                    .unwrap_or_default()
+            ));
+        }
+        _ => line("local sign-in: off (no [local] section)".to_owned()),
+    }
     if s.impersonation.enabled {
         line(format!(
             "impersonation: role {}, sessions {}s{}",
@@ -190,5 +217,32 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("identity providers: none"), "{text}");
+        assert!(text.contains("local sign-in: off"), "{text}");
+    }
+
+    #[test]
+    fn describes_local_sign_in() {
+        let s = Settings::from_toml(
+            r#"
+            [email]
+            smtp_url = "smtp://mailer:secret@mail.test:587?tls=required"
+            smtp_password_env = "SMTP_PW"
+            from = "Acme <no-reply@acme.test>"
+            [local]
+            methods = ["email_code", "password"]
+            mfa = "off"
+            "#,
+            Vec::new(),
+        )
+        .unwrap();
+        let text = describe(&s);
+        assert!(
+            text.contains(
+                "local sign-in: default methods email_code,password, mfa Off, lockout after 10 failures for 900s"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("password from $SMTP_PW"), "{text}");
+        assert!(!text.contains("secret"), "{text}");
     }
 }
