@@ -22,7 +22,7 @@
 //! | operations | [`admin`] | the admin operations behind both the CLI and `/admin/v1`; the audit query |
 //! | flows | [`broker`] | browser login against OIDC IdPs: `realm` (home-realm discovery), `provider` (discovery, authorize URL, code exchange, userinfo), `id_token` (ID-token validation), `redirect` (`rd` rules), `backchannel` and `logout_token` (back-channel logout), `impersonation`, `error` |
 //! | | [`local`] | sign-in without an IdP: `flow` (the steps), `browser` and `account` (pages), `api` (`/auth/v1`), `methods` (which an address may use), `password` (argon2id, strength), `totp`, `codes`, `mailer` (SMTP), `config` (`[local]`, `[email]`) |
-//! | | [`saml`] | SAML 2.0 IdPs (being built): `binding` (bounded Redirect/POST decoding), `screen` (the strict XML shape check before any parser), `rules` (what a verified Response must show: pure) |
+//! | | [`saml`] | SAML 2.0 IdPs (being built): `binding` (bounded Redirect/POST decoding), `screen` (the strict XML shape check before any parser), `rules` (what a verified Response must show: pure), `messages` (AuthnRequest, SP metadata) |
 //! | | [`apps`] | authorization server for `[[client]]` apps: `authorize`, `token` (code and refresh grants, revocation), `pkce`, `clients` (registry, redirect URIs), `config` (`[[client]]`, `[app_tokens]`) |
 //! | | [`web`] | what flows and edges share, with no web framework: the reply, the requester, query/form parameters |
 //! | check | [`gate`] | the check engine used by both edges: request → caller → [`decision::decide`] → verdict |
