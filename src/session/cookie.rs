@@ -197,14 +197,7 @@ impl CookieSettings {
 
     /// `Lax`, so the emailed link (a top-level navigation) carries it back.
     pub fn flow(&self, token: &OpaqueToken, max_age_seconds: i64) -> String {
-        Cookie::build((self.flow_name(), token.as_str().to_owned()))
-            .http_only(true)
-            .secure(self.secure)
-            .same_site(SameSite::Lax)
-            .path("/")
-            .max_age(cookie::time::Duration::seconds(max_age_seconds))
-            .build()
-            .to_string()
+        self.lax_with_max_age(self.flow_name(), token, max_age_seconds)
     }
 
     pub fn clear_flow(&self) -> String {
@@ -223,12 +216,17 @@ impl CookieSettings {
 
     /// The impersonator's session token, kept for the way back.
     pub fn impersonator(&self, token: &OpaqueToken, max_age_seconds: i64) -> String {
-        Cookie::build((self.impersonator_name(), token.as_str().to_owned()))
+        self.lax_with_max_age(self.impersonator_name(), token, max_age_seconds)
+    }
+
+    /// `HttpOnly`, `SameSite=Lax`, `Path=/`, `Secure` on https, and a lifetime.
+    fn lax_with_max_age(&self, name: &'static str, token: &OpaqueToken, seconds: i64) -> String {
+        Cookie::build((name, token.as_str().to_owned()))
             .http_only(true)
             .secure(self.secure)
             .same_site(SameSite::Lax)
             .path("/")
-            .max_age(cookie::time::Duration::seconds(max_age_seconds))
+            .max_age(cookie::time::Duration::seconds(seconds))
             .build()
             .to_string()
     }
