@@ -216,12 +216,13 @@ impl Local {
         let mail = if locked {
             self.mailer.blocked_mail()
         } else if user.is_some() || self.may_sign_up(realm, flow.signup) {
-            self.mailer.code_mail(
-                realm.org_name(),
-                &code,
-                &self.link(&format!("{LOCAL_PATH}/link"), link.as_str()),
-                ttl / 60,
-            )
+            // An API flow has no browser cookie for the link to complete in: code only.
+            let link = flow
+                .client_id
+                .is_none()
+                .then(|| self.link(&format!("{LOCAL_PATH}/link"), link.as_str()));
+            self.mailer
+                .code_mail(realm.org_name(), &code, link.as_deref(), ttl / 60)
         } else {
             self.mailer.no_account_mail(&flow.email)
         };
@@ -538,7 +539,16 @@ impl Local {
         if let Err(e) = self.store.record_audit(&event).await {
             tracing::warn!(error = %e, "could not audit a failed local sign-in");
         }
-        if let Some(user) = user {
+        // Failures while blocked do not count again: an attacker hammering a blocked account
+        // must not start block after block (and mail after mail).
+        let blocked = match user {
+            Some(user) => match self.store.credentials(user.id).await {
+                Ok(c) => c.locked_at(now),
+                Err(e) => return e.into(),
+            },
+            None => false,
+        };
+        if let Some(user) = user.filter(|_| !blocked) {
             let locked = requester.audit(
                 AuditEvent::new(AuditKind::AccountLocked, Outcome::Failure, now)
                     .user(user.id)

@@ -152,25 +152,38 @@ impl Mailer {
         }
     }
 
-    /// The sign-in (or sign-up) code and link.
-    pub fn code_mail(&self, org: Option<&str>, code: &str, link: &str, ttl_minutes: i64) -> Mail {
+    /// The sign-in (or sign-up) code, and the link when the sign-in runs in a browser (an
+    /// app's sign-in through the API has no browser for it to open in).
+    pub fn code_mail(
+        &self,
+        org: Option<&str>,
+        code: &str,
+        link: Option<&str>,
+        ttl_minutes: i64,
+    ) -> Mail {
         let product = &self.product;
         let to = match org {
             Some(org) => format!("{product} ({org})"),
             None => product.clone(),
+        };
+        let how = match link {
+            Some(_) => format!(
+                "Type it on the sign-in page, or use the button below in the same browser. \
+                 Both work once and expire in {ttl_minutes} minutes."
+            ),
+            None => format!(
+                "Type it where you are signing in. It works once and expires in {ttl_minutes} minutes."
+            ),
         };
         self.frame(
             format!("Your {product} sign-in code: {code}"),
             &[
                 &format!("Your code to sign in to {to} is:"),
                 code,
-                &format!(
-                    "Type it on the sign-in page, or use the button below in the same browser. \
-                     Both work once and expire in {ttl_minutes} minutes."
-                ),
+                &how,
                 "If you did not try to sign in, ignore this message.",
             ],
-            Some(("Sign in", link)),
+            link.map(|l| ("Sign in", l)),
         )
     }
 
@@ -281,12 +294,22 @@ mod tests {
     #[test]
     fn messages_have_both_parts_escaped() {
         let m = mailer();
-        let mail = m.code_mail(Some("Globex"), "123456", "https://x.test/l?t=a&b=c", 10);
+        let mail = m.code_mail(
+            Some("Globex"),
+            "123456",
+            Some("https://x.test/l?t=a&b=c"),
+            10,
+        );
         assert!(mail.subject.contains("123456"));
         assert!(mail.text.contains("Acme <Portal> (Globex)"));
         assert!(mail.text.contains("https://x.test/l?t=a&b=c"));
         assert!(mail.html.contains("Acme &lt;Portal&gt;"));
         assert!(mail.html.contains("href=\"https://x.test/l?t=a&amp;b=c\""));
         assert!(!mail.html.contains("<Portal>"));
+        let api = m.code_mail(None, "654321", None, 10);
+        assert!(
+            !api.text.contains("http") && !api.html.contains("href"),
+            "{api:?}"
+        );
     }
 }

@@ -803,6 +803,17 @@ async fn lockout_notifies_holds_across_restarts_and_unlocks(backend: Backend) {
     )
     .await;
     assert_eq!((right.status, &right.body), (wrong.status, &wrong.body));
+    // Failures during the block do not start another one (nor another mail).
+    let (token, _) = init(&ls, email).await;
+    for _ in 0..4 {
+        let r = authenticate(
+            &ls,
+            &token,
+            json!({"method": "password", "password": "bad-guess-78"}),
+        )
+        .await;
+        assert_eq!(r.status, 400);
+    }
     // One notification mail per block, and the audit event.
     let notice = ls.smtp.nth(email, 1).await;
     assert!(notice.subject.contains("blocked"), "{}", notice.subject);
