@@ -29,6 +29,16 @@ struct Issue<'a> {
     family_expires_at: i64,
 }
 
+/// What starts a refresh family: its scope, how the user signed in, what it came from (a code
+/// and the session that approved it, or nothing for an API sign-in), and the grant's name.
+struct NewFamily<'a> {
+    scope: Option<String>,
+    auth: &'a AuthClaims,
+    code_hash: Option<String>,
+    session_hash: Option<String>,
+    grant: &'static str,
+}
+
 /// The claims of an app's access token (RFC 9068), with the local identity like the minted
 /// upstream token's.
 #[derive(Debug, Serialize)]
@@ -230,37 +240,63 @@ impl Apps {
             auth_time: session.auth_time,
         };
         let user = self.enabled_user(stored.user_id).await?;
+        self.new_family(
+            client,
+            &user,
+            NewFamily {
+                scope: stored.scope,
+                auth: &auth,
+                code_hash: Some(code_hash),
+                session_hash: Some(stored.session_hash),
+                grant: "authorization_code",
+            },
+            requester,
+            now,
+        )
+        .await
+    }
+
+    /// Tokens that start a new refresh family (a code exchange, or a sign-in through the API),
+    /// the family stored and audited as `app_token_issued`.
+    async fn new_family(
+        &self,
+        client: &AppClient,
+        user: &User,
+        family: NewFamily<'_>,
+        requester: &Requester,
+        now: i64,
+    ) -> Result<Value, AppError> {
         let refresh = OpaqueToken::generate()?;
         let family_expires_at = now.saturating_add(self.refresh_ttl);
         let answer = self.tokens(
             client,
-            &user,
+            user,
             Issue {
-                scope: stored.scope.as_deref(),
-                auth: &auth,
+                scope: family.scope.as_deref(),
+                auth: family.auth,
                 refresh: &refresh,
                 family_expires_at,
             },
             now,
         )?;
-        let family = NewRefreshToken {
+        let stored = NewRefreshToken {
             token_hash: refresh.hash().to_hex(),
             family_id: Uuid::new_v4(),
             client_id: client.id.clone(),
             user_id: user.id,
-            scope: stored.scope.clone(),
-            code_hash: Some(code_hash),
-            session_hash: Some(stored.session_hash),
-            auth: serde_json::to_string(&auth).ok(),
+            scope: family.scope,
+            code_hash: family.code_hash,
+            session_hash: family.session_hash,
+            auth: serde_json::to_string(family.auth).ok(),
             created_at: now,
             family_expires_at,
         };
         let event = requester.audit(
             AuditEvent::new(AuditKind::AppTokenIssued, Outcome::Success, now)
                 .user(user.id)
-                .detail(format!("client_id={} grant=authorization_code", client.id)),
+                .detail(format!("client_id={} grant={}", client.id, family.grant)),
         );
-        self.store.insert_refresh_family(&family, &event).await?;
+        self.store.insert_refresh_family(&stored, &event).await?;
         Ok(answer)
     }
 
@@ -364,40 +400,21 @@ impl Apps {
             .clients
             .get(client_id)
             .ok_or_else(|| AppError::InvalidClient(format!("unknown client_id {client_id:?}")))?;
-        let now = unix_now();
         let user = self.enabled_user(user_id).await?;
-        let refresh = OpaqueToken::generate()?;
-        let family_expires_at = now.saturating_add(self.refresh_ttl);
-        let answer = self.tokens(
+        self.new_family(
             client,
             &user,
-            Issue {
+            NewFamily {
                 scope: None,
                 auth,
-                refresh: &refresh,
-                family_expires_at,
+                code_hash: None,
+                session_hash: None,
+                grant: "local_sign_in",
             },
-            now,
-        )?;
-        let family = NewRefreshToken {
-            token_hash: refresh.hash().to_hex(),
-            family_id: Uuid::new_v4(),
-            client_id: client.id.clone(),
-            user_id: user.id,
-            scope: None,
-            code_hash: None,
-            session_hash: None,
-            auth: serde_json::to_string(auth).ok(),
-            created_at: now,
-            family_expires_at,
-        };
-        let event = requester.audit(
-            AuditEvent::new(AuditKind::AppTokenIssued, Outcome::Success, now)
-                .user(user.id)
-                .detail(format!("client_id={} grant=local_sign_in", client.id)),
-        );
-        self.store.insert_refresh_family(&family, &event).await?;
-        Ok(answer)
+            requester,
+            unix_now(),
+        )
+        .await
     }
 
     /// Whether `client_id` is a configured `[[client]]`.
