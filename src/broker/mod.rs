@@ -813,22 +813,13 @@ impl Broker {
     /// A sign-in replaces the session this browser had (a step-up keeps the user and gets a
     /// new session id): the old one ends now, on every replica.
     async fn end_replaced_session(&self, headers: &HeaderMap, requester: &Requester, now: i64) {
-        let TokenCookie::Present(old) = cookie::find(headers, &self.cookies.session_name) else {
-            return;
-        };
-        let hash = old.hash();
         let event = requester.audit(
             AuditEvent::new(AuditKind::SessionRevoked, Outcome::Success, now)
                 .detail("replaced by a new sign-in"),
         );
-        match self
-            .store
-            .revoke_session(&hash.to_hex(), Some(&event), now)
-            .await
-        {
-            Ok(_) => self.sessions.forget(&hash),
-            Err(e) => tracing::warn!(error = %e, "could not end the session a sign-in replaced"),
-        }
+        self.sessions
+            .end_replaced(headers, &self.cookies.session_name, &event, now)
+            .await;
     }
 
     async fn record_failure(

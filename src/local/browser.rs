@@ -443,21 +443,13 @@ impl Local {
                 now,
             )
             .await?;
-        if let TokenCookie::Present(old) = cookie::find(headers, &self.cookies.session_name) {
-            let hash = old.hash();
-            let event = requester.audit(
-                AuditEvent::new(AuditKind::SessionRevoked, Outcome::Success, now)
-                    .detail("replaced by a new sign-in"),
-            );
-            match self
-                .store
-                .revoke_session(&hash.to_hex(), Some(&event), now)
-                .await
-            {
-                Ok(_) => self.sessions.forget(&hash),
-                Err(e) => tracing::warn!(error = %e, "could not end the replaced session"),
-            }
-        }
+        let replaced = requester.audit(
+            AuditEvent::new(AuditKind::SessionRevoked, Outcome::Success, now)
+                .detail("replaced by a new sign-in"),
+        );
+        self.sessions
+            .end_replaced(headers, &self.cookies.session_name, &replaced, now)
+            .await;
         let event = requester.audit(
             AuditEvent::new(AuditKind::SessionCreated, Outcome::Success, now)
                 .user(signed_in.user.id)

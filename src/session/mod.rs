@@ -22,7 +22,7 @@ use crate::config::SessionConfig;
 use crate::identity::{Identity, MintSlot, Principal, SessionCaller, SignedIn};
 use crate::metrics::Metrics;
 use crate::store::{
-    Access, LoginFacts, NewSession, SessionRecord, SessionTouch, Store, StoreError,
+    Access, AuditEvent, LoginFacts, NewSession, SessionRecord, SessionTouch, Store, StoreError,
 };
 use crate::strength::Authentication;
 pub use token::{OpaqueToken, TokenHash};
@@ -354,6 +354,30 @@ impl Sessions {
             now,
         )
         .await
+    }
+
+    /// Ends the session whose cookie `cookie_name` in `headers` holds, when a sign-in in this
+    /// browser replaces it (a step-up keeps the user and gets a new session id): revoked in
+    /// the store with `event` (every replica follows), then dropped here.
+    pub async fn end_replaced(
+        &self,
+        headers: &HeaderMap,
+        cookie_name: &str,
+        event: &AuditEvent,
+        now: i64,
+    ) {
+        let cookie::TokenCookie::Present(old) = cookie::find(headers, cookie_name) else {
+            return;
+        };
+        let hash = old.hash();
+        match self
+            .store
+            .revoke_session(&hash.to_hex(), Some(event), now)
+            .await
+        {
+            Ok(_) => self.forget(&hash),
+            Err(e) => tracing::warn!(error = %e, "could not end the session a sign-in replaced"),
+        }
     }
 
     /// Drops one session from this replica's cache.
