@@ -318,13 +318,6 @@ impl Local {
                 other => other.into(),
             })?;
         let user = outcome.user().clone();
-        if !self
-            .store
-            .pass_first_factor(&flow.token_hash, "email", user.id, true)
-            .await?
-        {
-            return Err(LocalError::FlowInvalid);
-        }
         self.after_first_factor(flow, realm, user, "email", requester, now)
             .await
     }
@@ -376,18 +369,12 @@ impl Local {
                 Err(e) => tracing::warn!(error = %e, "could not rehash a password"),
             }
         }
-        if !self
-            .store
-            .pass_first_factor(&flow.token_hash, "pwd", user.id, false)
-            .await?
-        {
-            return Err(LocalError::FlowInvalid);
-        }
         self.after_first_factor(flow, realm, user, "pwd", requester, now)
             .await
     }
 
-    /// After a first factor: TOTP when due, else done.
+    /// After a first factor (`email`: a code or link, which is burnt; `pwd`): recorded on the
+    /// flow exactly once, then TOTP when due, else done.
     async fn after_first_factor(
         &self,
         flow: &Flow,
@@ -397,6 +384,14 @@ impl Local {
         requester: &Requester,
         now: i64,
     ) -> Result<Progress, LocalError> {
+        let burn_code = factor == "email";
+        if !self
+            .store
+            .pass_first_factor(&flow.token_hash, factor, user.id, burn_code)
+            .await?
+        {
+            return Err(LocalError::FlowInvalid);
+        }
         self.store.clear_local_failures(user.id, now).await?;
         let credentials = self.store.credentials(user.id).await?;
         let enrolled = credentials.totp_secret.is_some();
