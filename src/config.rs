@@ -291,11 +291,26 @@ pub enum ResponseMode {
     FormPost,
 }
 
+/// The protocol an `[[idp]]` speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdpKind {
+    #[default]
+    Oidc,
+    Saml,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdpConfig {
     pub name: String,
+    #[serde(default)]
+    pub kind: IdpKind,
+    /// OIDC: the issuer URL (required). SAML: the IdP's entityID comes from its metadata.
+    #[serde(default)]
     pub issuer: String,
+    /// OIDC only (required there).
+    #[serde(default)]
     pub client_id: String,
     #[serde(default)]
     pub client_secret: Option<SecretString>,
@@ -329,6 +344,37 @@ pub struct IdpConfig {
     /// `engineering`. Roles granted by hand are never touched.
     #[serde(default)]
     pub role_claims: BTreeMap<String, BTreeMap<String, String>>,
+    /// SAML: where the IdP's metadata is (one of the two).
+    #[serde(default)]
+    pub metadata_url: Option<Url>,
+    #[serde(default)]
+    pub metadata_file: Option<PathBuf>,
+    /// SAML: how often the metadata is read again; a failed read keeps the last good copy.
+    #[serde(default = "default_metadata_refresh_seconds")]
+    pub metadata_refresh_seconds: u64,
+    /// SAML: the attribute holding the email; unset, a NameID of Format emailAddress.
+    #[serde(default)]
+    pub email_attribute: Option<String>,
+    /// SAML: the attribute holding the display name.
+    #[serde(default)]
+    pub name_attribute: Option<String>,
+    /// SAML: accept responses no login of this browser asked for.
+    #[serde(default)]
+    pub allow_idp_initiated: bool,
+    /// SAML: accept RSA-SHA1 signatures and SHA-1 digests.
+    #[serde(default)]
+    pub allow_sha1: bool,
+    /// SAML: the SP's private key (PEM): decrypts `EncryptedAssertion`s and signs
+    /// `AuthnRequest`s and `LogoutRequest`s.
+    #[serde(default)]
+    pub sp_key_file: Option<PathBuf>,
+    /// SAML: the SP's certificate (PEM) for that key, published in the SP metadata.
+    #[serde(default)]
+    pub sp_cert_file: Option<PathBuf>,
+}
+
+fn default_metadata_refresh_seconds() -> u64 {
+    3600
 }
 
 /// The PAPE multi-factor policy (OpenID Provider Authentication Policy Extension), which Auth0
@@ -845,17 +891,9 @@ fn validate_idps(idps: &[IdpConfig]) -> Result<(), ConfigError> {
                 format!("{:?} is already used by idp[{prev}]", idp.name),
             ));
         }
-        match Url::parse(&idp.issuer) {
-            Ok(url) if matches!(url.scheme(), "https" | "http") => {}
-            _ => {
-                return Err(ConfigError::invalid(
-                    key("issuer"),
-                    format!("{:?} is not an http(s) URL", idp.issuer),
-                ));
-            }
-        }
-        if idp.client_id.is_empty() {
-            return Err(ConfigError::invalid(key("client_id"), "must not be empty"));
+        match idp.kind {
+            IdpKind::Oidc => validate_oidc_idp(idp, &key)?,
+            IdpKind::Saml => validate_saml_idp(idp, &key)?,
         }
         for (claim, values) in &idp.role_claims {
             for (value, role) in values {
@@ -867,36 +905,6 @@ fn validate_idps(idps: &[IdpConfig]) -> Result<(), ConfigError> {
                         ),
                     ));
                 }
-            }
-        }
-        if idp.client_secret.is_some() && idp.client_secret_env.is_some() {
-            return Err(ConfigError::invalid(
-                key("client_secret"),
-                "set client_secret or client_secret_env, not both",
-            ));
-        }
-        if !idp.scopes.iter().any(|s| s == "openid") {
-            return Err(ConfigError::invalid(
-                key("scopes"),
-                "must include \"openid\"",
-            ));
-        }
-        for reserved in [
-            "client_id",
-            "redirect_uri",
-            "response_type",
-            "response_mode",
-            "scope",
-            "state",
-            "nonce",
-            "code_challenge",
-            "code_challenge_method",
-        ] {
-            if idp.extra_params.contains_key(reserved) {
-                return Err(ConfigError::invalid(
-                    key("extra_params"),
-                    format!("{reserved:?} is set by gatehouse and cannot be overridden"),
-                ));
             }
         }
         for domain in idp.trusted_email_domains.iter().flatten() {
@@ -933,6 +941,114 @@ fn validate_idps(idps: &[IdpConfig]) -> Result<(), ConfigError> {
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+fn validate_oidc_idp(idp: &IdpConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    match Url::parse(&idp.issuer) {
+        Ok(url) if matches!(url.scheme(), "https" | "http") => {}
+        _ => {
+            return Err(ConfigError::invalid(
+                key("issuer"),
+                format!("{:?} is not an http(s) URL", idp.issuer),
+            ));
+        }
+    }
+    if idp.client_id.is_empty() {
+        return Err(ConfigError::invalid(key("client_id"), "must not be empty"));
+    }
+    if idp.client_secret.is_some() && idp.client_secret_env.is_some() {
+        return Err(ConfigError::invalid(
+            key("client_secret"),
+            "set client_secret or client_secret_env, not both",
+        ));
+    }
+    if !idp.scopes.iter().any(|s| s == "openid") {
+        return Err(ConfigError::invalid(
+            key("scopes"),
+            "must include \"openid\"",
+        ));
+    }
+    for reserved in [
+        "client_id",
+        "redirect_uri",
+        "response_type",
+        "response_mode",
+        "scope",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
+    ] {
+        if idp.extra_params.contains_key(reserved) {
+            return Err(ConfigError::invalid(
+                key("extra_params"),
+                format!("{reserved:?} is set by gatehouse and cannot be overridden"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A SAML IdP: its metadata source, and none of the OIDC-only keys (they would be ignored,
+/// which surprises more than a refusal).
+fn validate_saml_idp(idp: &IdpConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    if !cfg!(feature = "saml") {
+        return Err(ConfigError::invalid(
+            key("kind"),
+            "this gatehouse was built without SAML support: build it with `--features saml` \
+             (needs libxml2 and libxmlsec1, see the README)",
+        ));
+    }
+    match (&idp.metadata_url, &idp.metadata_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                key("metadata_url"),
+                "set metadata_url or metadata_file, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ConfigError::invalid(
+                key("metadata_url"),
+                "a SAML identity provider needs metadata_url or metadata_file",
+            ));
+        }
+        (Some(url), None) if !matches!(url.scheme(), "https" | "http") => {
+            return Err(ConfigError::invalid(
+                key("metadata_url"),
+                format!("{url} is not an http(s) URL"),
+            ));
+        }
+        _ => {}
+    }
+    let oidc_only = [
+        ("issuer", !idp.issuer.is_empty()),
+        ("client_id", !idp.client_id.is_empty()),
+        ("client_secret", idp.client_secret.is_some()),
+        ("client_secret_env", idp.client_secret_env.is_some()),
+        ("extra_params", !idp.extra_params.is_empty()),
+        ("logout_at_idp", idp.logout_at_idp),
+        ("response_mode", idp.response_mode != ResponseMode::Query),
+    ];
+    if let Some((name, _)) = oidc_only.iter().find(|(_, set)| *set) {
+        return Err(ConfigError::invalid(
+            key(name),
+            "is an OpenID Connect setting; a SAML IdP takes its entityID, endpoints and \
+             certificates from its metadata",
+        ));
+    }
+    if idp.sp_cert_file.is_some() && idp.sp_key_file.is_none() {
+        return Err(ConfigError::invalid(
+            key("sp_cert_file"),
+            "needs sp_key_file (the certificate's private key)",
+        ));
+    }
+    if idp.metadata_refresh_seconds < 5 {
+        return Err(ConfigError::invalid(
+            key("metadata_refresh_seconds"),
+            "must be at least 5",
+        ));
     }
     Ok(())
 }

@@ -27,6 +27,11 @@ pub enum Reply {
         body: serde_json::Value,
         cookies: Vec<String>,
     },
+    /// A document of another type (the SAML SP metadata).
+    Document {
+        content_type: &'static str,
+        body: String,
+    },
     /// 429 with `Retry-After` (seconds): a page for browsers, else JSON.
     TooManyRequests { retry_after: u64, html: bool },
 }

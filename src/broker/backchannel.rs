@@ -75,10 +75,10 @@ impl Broker {
         requester: &Requester,
         now: i64,
     ) -> Result<u64, LogoutError> {
-        let providers = self.providers.load_full();
+        let idps = self.idps.load_full();
         let mut last = LogoutError::Invalid("no configured identity provider issued it".into());
         let mut verified: Option<(LogoutClaims, String)> = None;
-        for provider in providers.iter() {
+        for provider in idps.oidc.iter() {
             match provider.verify_logout_token(token).await {
                 Ok(claims) => {
                     verified = Some((claims, provider.name().to_owned()));

@@ -3,6 +3,8 @@
 
 use http::StatusCode;
 
+use crate::saml::response::SamlError;
+use crate::saml::rules::Refusal;
 use crate::session::SessionError;
 use crate::store::StoreError;
 
@@ -43,6 +45,9 @@ pub enum LoginError {
     /// The IdP's answer did not show the strength this login asked for: what was missing.
     #[error("the identity provider did not establish {0}")]
     InsufficientAuthentication(String),
+    /// A SAML response or message refused (its reason names the rule).
+    #[error("SAML: {0}")]
+    Saml(#[from] crate::saml::response::SamlError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -66,6 +71,7 @@ impl LoginError {
             Self::Provisioning(_) => "provisioning_refused",
             Self::NoAccount(_) => "no_account",
             Self::InsufficientAuthentication(_) => "insufficient_authentication",
+            Self::Saml(e) => e.reason(),
             Self::Store(_) | Self::Session(_) => "internal_error",
         }
     }
@@ -82,6 +88,8 @@ impl LoginError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Saml(SamlError::NoMetadata) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Saml(SamlError::Refused(Refusal::Status { .. })) => StatusCode::FORBIDDEN,
             Self::Provisioning(_) | Self::NoAccount(_) | Self::InsufficientAuthentication(_) => {
                 StatusCode::FORBIDDEN
             }
@@ -110,6 +118,22 @@ impl LoginError {
                     .into()
             }
             Self::TokenExchange(_) | Self::IdToken(_) | Self::Userinfo(_) => {
+                "Your identity provider's answer could not be verified, so you were not signed in."
+                    .into()
+            }
+            Self::Saml(SamlError::Refused(refusal @ Refusal::Status { .. })) => {
+                format!("Your identity provider did not sign you in: {refusal}.")
+            }
+            Self::Saml(SamlError::NoMetadata) => {
+                "Your identity provider cannot be reached right now. Please try again in a moment."
+                    .into()
+            }
+            Self::Saml(SamlError::Refused(Refusal::InResponseTo)) => {
+                "This sign-in answer is not for a sign-in started in this browser, so you were \
+                 not signed in. Start again from this browser."
+                    .into()
+            }
+            Self::Saml(_) => {
                 "Your identity provider's answer could not be verified, so you were not signed in."
                     .into()
             }

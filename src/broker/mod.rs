@@ -22,6 +22,7 @@ pub mod logout_token;
 pub mod provider;
 pub mod realm;
 pub mod redirect;
+pub mod saml;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,7 +35,9 @@ use serde_json::json;
 use url::Url;
 
 use crate::clock::unix_now;
-use crate::config::{ImpersonationConfig, ProvisioningConfig, ResponseMode, Settings};
+use crate::config::{
+    IdpConfig, IdpKind, ImpersonationConfig, ProvisioningConfig, ResponseMode, Settings,
+};
 use crate::email::Email;
 use crate::identity::SessionCaller;
 use crate::limits::{Limit, Limits, Refusal, client_group};
@@ -42,16 +45,18 @@ use crate::local::{LOCAL_IDP, LOCAL_PATH, Local, Realm};
 use crate::metrics::Metrics;
 use crate::pages;
 use crate::provisioning::{self, EmailTrust, Vouching};
+use crate::saml::idp::SamlIdp;
 use crate::session::cookie::{self, CookieSettings, TokenCookie};
 use crate::session::revocations::RevocationSync;
 use crate::session::{OpaqueToken, SessionError, Sessions};
 use crate::store::{
-    Access, AuditEvent, AuditKind, NewLoginState, Outcome, PendingLoginCaps, ProvisionOutcome,
-    ProvisionRequest, Store, StoreError,
+    Access, AuditEvent, AuditKind, LoginFacts, LoginState, NewLoginState, Outcome,
+    PendingLoginCaps, ProvisionOutcome, ProvisionRequest, Store, StoreError,
 };
 use crate::strength::{Authentication, StepUp};
 use crate::web::{Reply, Requester};
 pub use error::LoginError;
+use id_token::VerifiedIdentity;
 use provider::{AuthorizeRequest, Provider};
 use realm::{IdpChoice, choose_idp};
 use redirect::{RedirectPolicy, RedirectTarget};
@@ -96,9 +101,17 @@ pub struct CallbackParams {
     pub iss: Option<String>,
 }
 
+/// The configured identity providers, replaced whole on a config reload (a login keeps the
+/// provider it started with).
+pub struct Idps {
+    oidc: Vec<Arc<Provider>>,
+    saml: Vec<Arc<SamlIdp>>,
+    /// Every `[[idp]]` in order: home-realm discovery chooses among them.
+    configs: Vec<IdpConfig>,
+}
+
 pub struct Broker {
-    /// Replaced whole on a config reload; a login keeps the provider it started with.
-    providers: ArcSwap<Vec<Arc<Provider>>>,
+    idps: ArcSwap<Idps>,
     /// `<public_url>/auth/callback`, for providers built on reload.
     callback: String,
     http: reqwest::Client,
@@ -127,19 +140,33 @@ pub struct Broker {
     local: Option<Arc<Local>>,
 }
 
-fn build_providers(
+fn build_idps(
     settings: &Settings,
     callback: &str,
     http: &reqwest::Client,
-) -> Result<Vec<Arc<Provider>>, LoginError> {
-    settings
-        .idps
-        .iter()
-        .map(|idp| {
-            let trust = EmailTrust::of(idp, &settings.idps);
-            Provider::new(idp.clone(), trust, callback, http.clone()).map(Arc::new)
-        })
-        .collect()
+) -> Result<Idps, LoginError> {
+    let mut idps = Idps {
+        oidc: Vec::new(),
+        saml: Vec::new(),
+        configs: settings.idps.clone(),
+    };
+    let origin = settings.public_origin();
+    for idp in &settings.idps {
+        let trust = EmailTrust::of(idp, &settings.idps);
+        match idp.kind {
+            IdpKind::Oidc => idps.oidc.push(Arc::new(Provider::new(
+                idp.clone(),
+                trust,
+                callback,
+                http.clone(),
+            )?)),
+            IdpKind::Saml => idps.saml.push(Arc::new(
+                SamlIdp::new(idp.clone(), trust, &origin, http.clone())
+                    .map_err(|e| LoginError::Config(e.to_string()))?,
+            )),
+        }
+    }
+    Ok(idps)
 }
 
 impl Broker {
@@ -158,9 +185,9 @@ impl Broker {
         let callback = format!("{public_origin}{CALLBACK_PATH}");
         let http = crate::jwt::http_client()
             .map_err(|e| LoginError::Config(format!("HTTP client: {e}")))?;
-        let providers = build_providers(settings, &callback, &http)?;
+        let idps = build_idps(settings, &callback, &http)?;
         Ok(Self {
-            providers: ArcSwap::from_pointee(providers),
+            idps: ArcSwap::from_pointee(idps),
             callback,
             http,
             store,
@@ -197,30 +224,44 @@ impl Broker {
         self
     }
 
-    /// Discovers every IdP in the background.
+    /// Discovers every OIDC IdP and loads every SAML IdP's metadata in the background (and
+    /// keeps it fresh).
     pub fn warm_up(&self) {
-        for provider in self.providers.load().iter() {
+        let idps = self.idps.load();
+        for provider in &idps.oidc {
             let provider = provider.clone();
             tokio::spawn(async move { provider.warm_up().await });
+        }
+        for idp in &idps.saml {
+            idp.keep_fresh();
         }
     }
 
     /// Builds the identity providers of `settings` (which may fail: nothing changes then).
-    pub fn prepare_providers(&self, settings: &Settings) -> Result<Vec<Arc<Provider>>, LoginError> {
-        build_providers(settings, &self.callback, &self.http)
+    pub fn prepare_providers(&self, settings: &Settings) -> Result<Idps, LoginError> {
+        build_idps(settings, &self.callback, &self.http)
     }
 
-    /// Serves logins from `providers` from now on, and discovers them in the background.
-    /// Logins already at an IdP finish with the provider of the same name, if there still is
-    /// one.
-    pub fn replace_providers(&self, providers: Vec<Arc<Provider>>) {
-        self.providers.store(Arc::new(providers));
+    /// Serves logins from `idps` from now on, and discovers them in the background. Logins
+    /// already at an IdP finish with the provider of the same name, if there still is one.
+    pub fn replace_providers(&self, idps: Idps) {
+        self.idps.store(Arc::new(idps));
         self.warm_up();
     }
 
     fn provider(&self, name: &str) -> Option<Arc<Provider>> {
-        self.providers
+        self.idps
             .load()
+            .oidc
+            .iter()
+            .find(|p| p.name() == name)
+            .cloned()
+    }
+
+    fn saml_idp(&self, name: &str) -> Option<Arc<SamlIdp>> {
+        self.idps
+            .load()
+            .saml
             .iter()
             .find(|p| p.name() == name)
             .cloned()
@@ -326,11 +367,10 @@ impl Broker {
             // Ask for MFA now rather than after a first, weaker sign-in.
             step_up.get_or_insert_with(StepUp::default).mfa = true;
         }
-        let providers = self.providers.load_full();
-        let configs: Vec<_> = providers.iter().map(|p| p.config.clone()).collect();
+        let idps = self.idps.load_full();
         let org_idp = org.as_ref().and_then(|o| o.idp.as_deref());
-        let provider = match choose_idp(&configs, idp.as_deref(), org_idp, hint.as_deref()) {
-            IdpChoice::Use(index) => &providers[index],
+        let chosen = match choose_idp(&idps.configs, idp.as_deref(), org_idp, hint.as_deref()) {
+            IdpChoice::Use(index) => &idps.configs[index],
             IdpChoice::AskEmail { note } => {
                 return Reply::Page {
                     status: StatusCode::OK,
@@ -364,7 +404,7 @@ impl Broker {
         };
         let org_params = org
             .as_ref()
-            .filter(|o| o.idp.is_none() || o.idp.as_deref() == Some(provider.name()))
+            .filter(|o| o.idp.is_none() || o.idp.as_deref() == Some(chosen.name.as_str()))
             .map(|o| &o.idp_params);
         let ask = LoginAsk {
             login_hint: hint.as_deref(),
@@ -373,20 +413,39 @@ impl Broker {
             signup: params.signup,
             account: hint.as_ref().map(|h| h.to_ascii_lowercase()),
         };
-        match self
-            .start_login(provider, &rd, ask, headers, requester)
-            .await
-        {
+        let started = match chosen.kind {
+            IdpKind::Oidc => match self.provider(&chosen.name) {
+                Some(provider) => {
+                    self.start_login(&provider, &rd, ask, headers, requester)
+                        .await
+                }
+                None => Err(LoginError::Config(format!(
+                    "idp {:?} is not loaded",
+                    chosen.name
+                ))),
+            },
+            IdpKind::Saml => match self.saml_idp(&chosen.name) {
+                Some(idp) => {
+                    self.start_saml_login(&idp, &rd, ask, headers, requester)
+                        .await
+                }
+                None => Err(LoginError::Config(format!(
+                    "idp {:?} is not loaded",
+                    chosen.name
+                ))),
+            },
+        };
+        match started {
             Ok(reply) => reply,
             Err(e) => {
                 let now = unix_now();
+                let name = chosen.name.as_str();
                 self.observe_store(&e, now);
-                self.metrics.record_login(provider.name(), e.reason());
+                self.metrics.record_login(name, e.reason());
                 let sampled_out = matches!(e, LoginError::Unreachable(_))
-                    && self.seen_recently(format!("unreachable {}", provider.name()));
+                    && self.seen_recently(format!("unreachable {name}"));
                 if !sampled_out {
-                    self.record_failure(&e, Some(provider.name()), requester, now)
-                        .await;
+                    self.record_failure(&e, Some(name), requester, now).await;
                 }
                 self.error_page(e.status(), &e.user_message(), &rd)
             }
@@ -531,7 +590,20 @@ impl Broker {
         {
             return self.too_many(refused, true, requester, now).await;
         }
-        match self.finish_login(params, headers, requester, now).await {
+        let result = self.finish_login(params, headers, requester, now).await;
+        self.landed(result, requester, now).await
+    }
+
+    /// The reply to a finished login (OIDC callback or SAML ACS): the session and its target,
+    /// or the error page, with the limits charged and the failure audited.
+    async fn landed(
+        &self,
+        result: Result<(String, String, String), (LoginError, FailedLogin)>,
+        requester: &Requester,
+        now: i64,
+    ) -> Reply {
+        let group = requester.ip.map(client_group);
+        match result {
             Ok((location, session_cookie, idp)) => {
                 self.metrics.record_login(&idp, "success");
                 Reply::Redirect {
@@ -648,6 +720,39 @@ impl Broker {
             .finish(&code, &login.pkce_verifier, &login.nonce)
             .await
             .map_err(fail)?;
+        self.complete_login(
+            Arrival {
+                idp: &provider.config,
+                trust: &provider.email_trust,
+                identity,
+                id_token: Some(id_token),
+                login: &login,
+                failed,
+            },
+            headers,
+            requester,
+            now,
+        )
+        .await
+    }
+
+    /// Completes a sign-in the IdP vouched for, whatever its protocol: the step-up check,
+    /// provisioning (link, org, sign-up rules), mapped roles, the new session and the audit.
+    async fn complete_login(
+        &self,
+        arrival: Arrival<'_>,
+        headers: &HeaderMap,
+        requester: &Requester,
+        now: i64,
+    ) -> Result<(String, String, String), (LoginError, FailedLogin)> {
+        let Arrival {
+            idp,
+            trust,
+            identity,
+            id_token,
+            login,
+            failed,
+        } = arrival;
         let fail = |e: LoginError| {
             let account = failed
                 .account
@@ -662,13 +767,13 @@ impl Broker {
             )
         };
         let mut facts = identity.login.clone();
-        facts.amr = provider.strength_of(&facts);
+        facts.amr = provider::strength_of(&idp.mfa_acr_values, &facts);
         // A step-up login that did not establish what it asked for is refused, not looped.
         if let Some(step_up) = login.step_up.as_deref() {
             let step_up: StepUp = serde_json::from_str(step_up)
                 .map_err(|e| fail(LoginError::Config(format!("stored step-up: {e}"))))?;
             let shown = Authentication {
-                idp: Some(provider.name().to_owned()),
+                idp: Some(idp.name.clone()),
                 amr: facts.amr.clone(),
                 acr: facts.acr.clone(),
                 // An IdP that omits auth_time authenticated just now, if at all: a
@@ -691,10 +796,10 @@ impl Broker {
             .map_err(|e| fail(LoginError::Provisioning(e.to_string())))?;
         let vouching = match &email {
             Some(email) => provisioning::vouch(
-                provider.name(),
+                &idp.name,
                 email,
                 identity.email_verified,
-                &provider.email_trust,
+                trust,
                 self.provisioning.link_by_verified_email,
             ),
             None => Vouching::nothing(),
@@ -711,7 +816,7 @@ impl Broker {
             .provision(&ProvisionRequest {
                 issuer: identity.issuer.clone(),
                 subject: identity.subject.clone(),
-                idp: provider.name().to_owned(),
+                idp: idp.name.clone(),
                 email,
                 email_verified: identity.email_verified,
                 vouching,
@@ -739,12 +844,11 @@ impl Broker {
                 })
             })?;
         let user = outcome.user();
-        if !provider.config.role_claims.is_empty() {
-            let roles =
-                provisioning::mapped_roles(&provider.config.role_claims, &identity.role_claims);
+        if !idp.role_claims.is_empty() {
+            let roles = provisioning::mapped_roles(&idp.role_claims, &identity.role_claims);
             let changed = self
                 .store
-                .set_idp_roles(user.id, provider.name(), &roles, now)
+                .set_idp_roles(user.id, &idp.name, &roles, now)
                 .await
                 .map_err(|e| fail(e.into()))?;
             if changed {
@@ -758,13 +862,7 @@ impl Broker {
         }
         let token = self
             .sessions
-            .create(
-                user.id,
-                Some(provider.name().to_owned()),
-                Some(id_token),
-                facts,
-                now,
-            )
+            .create(user.id, Some(idp.name.clone()), id_token, facts, now)
             .await
             .map_err(|e| fail(e.into()))?;
         self.end_replaced_session(headers, requester, now).await;
@@ -777,7 +875,7 @@ impl Broker {
             let event = requester.audit(
                 AuditEvent::new(kind, Outcome::Success, now)
                     .user(user.id)
-                    .idp(provider.name())
+                    .idp(idp.name.as_str())
                     .detail(how),
             );
             if let Err(e) = self.store.record_audit(&event).await {
@@ -785,9 +883,9 @@ impl Broker {
             }
         }
         Ok((
-            login.redirect_to,
+            login.redirect_to.clone(),
             self.cookies.session(&token),
-            provider.name().to_owned(),
+            idp.name.clone(),
         ))
     }
 
@@ -801,12 +899,12 @@ impl Broker {
         let Some((_, domain)) = email.as_str().rsplit_once('@') else {
             return Ok(false);
         };
-        let listed = self.providers.load().iter().any(|p| {
-            p.config
-                .domains
-                .iter()
-                .any(|d| d.eq_ignore_ascii_case(domain))
-        });
+        let listed = self
+            .idps
+            .load()
+            .configs
+            .iter()
+            .any(|c| c.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)));
         Ok(listed || self.store.org_for_domain(domain).await?.is_some())
     }
 
@@ -907,13 +1005,25 @@ impl Broker {
                 };
             }
             if let Ok(Some(record)) = record
-                && let Some(provider) = record.idp.as_deref().and_then(|i| self.provider(i))
-                && let Some(url) = provider.logout_url(
-                    record.id_token.as_deref(),
-                    &rd.absolute(&self.public_origin),
-                )
+                && let Some(idp) = record.idp.as_deref()
             {
-                location = url.to_string();
+                let back = rd.absolute(&self.public_origin);
+                let at_idp = match self.provider(idp) {
+                    Some(provider) => provider
+                        .logout_url(record.id_token.as_deref(), &back)
+                        .map(|url| url.to_string()),
+                    None => {
+                        let facts = LoginFacts {
+                            idp_subject: record.idp_subject.clone(),
+                            idp_sid: record.idp_sid.clone(),
+                            ..LoginFacts::default()
+                        };
+                        self.saml_logout_url(idp, &facts, &back, now)
+                    }
+                };
+                if let Some(url) = at_idp {
+                    location = url;
+                }
             }
         }
         Reply::Redirect { location, cookies }
@@ -1014,6 +1124,18 @@ fn unreachable_realm(email: &Email) -> Realm {
         methods: vec![crate::local::methods::Method::Sso],
         org: None,
     }
+}
+
+/// An IdP's word on who signed in, and the login it answers: what completing a sign-in
+/// needs, whichever protocol the IdP speaks.
+struct Arrival<'a> {
+    idp: &'a IdpConfig,
+    trust: &'a EmailTrust,
+    identity: VerifiedIdentity,
+    /// Kept with the session for logout (the OIDC ID token).
+    id_token: Option<String>,
+    login: &'a LoginState,
+    failed: FailedLogin,
 }
 
 /// What a failed callback is known to have been about.

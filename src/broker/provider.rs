@@ -314,23 +314,6 @@ impl Provider {
         Ok(url)
     }
 
-    /// The strength this IdP's answer shows: its `amr`, plus `mfa` when its `acr` is one of
-    /// the IdP's `mfa_acr_values`.
-    pub fn strength_of(&self, login: &LoginFacts) -> Vec<String> {
-        let mut amr = login.amr.clone();
-        if login
-            .acr
-            .as_ref()
-            .is_some_and(|acr| self.config.mfa_acr_values.contains(acr))
-            && !amr.iter().any(|m| m == MFA_AMR)
-        {
-            amr.push(MFA_AMR.to_owned());
-        }
-        amr.sort();
-        amr.dedup();
-        amr
-    }
-
     /// Exchanges the code (with the PKCE verifier) and validates the ID token against `nonce`.
     /// Returns the validated identity and the raw ID token (kept for logout's
     /// `id_token_hint`).
@@ -516,4 +499,21 @@ fn describe_token_error<E: std::error::Error>(e: &E) -> String {
         source = s.source();
     }
     text
+}
+
+/// The strength an IdP's answer shows: its `amr`, plus `mfa` when its `acr` (SAML: the
+/// `AuthnContextClassRef`) is one of the IdP's `mfa_acr_values`.
+pub fn strength_of(mfa_acr_values: &[String], login: &LoginFacts) -> Vec<String> {
+    let mut amr = login.amr.clone();
+    if login
+        .acr
+        .as_ref()
+        .is_some_and(|acr| mfa_acr_values.contains(acr))
+        && !amr.iter().any(|m| m == MFA_AMR)
+    {
+        amr.push(MFA_AMR.to_owned());
+    }
+    amr.sort();
+    amr.dedup();
+    amr
 }

@@ -48,7 +48,7 @@ pub fn new_id() -> Result<String, RandomError> {
     ))
 }
 
-fn instant(now: i64) -> String {
+pub(crate) fn instant(now: i64) -> String {
     chrono::DateTime::from_timestamp(now, 0)
         .unwrap_or_default()
         .format("%Y-%m-%dT%H:%M:%SZ")

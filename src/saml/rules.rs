@@ -41,6 +41,8 @@ pub struct AssertionFacts {
     pub audiences: Vec<String>,
     pub authn_instant: Option<i64>,
     pub authn_context: Option<String>,
+    /// `AuthnStatement/@SessionIndex`, sent back in a `LogoutRequest`.
+    pub session_index: Option<String>,
     pub attributes: BTreeMap<String, Vec<String>>,
 }
 
@@ -88,6 +90,22 @@ pub enum Refusal {
     NoNameId,
     #[error("a transient NameID changes at every login and cannot identify an account")]
     TransientNameId,
+}
+
+impl Refusal {
+    /// The audit reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Status { .. } => "saml_status",
+            Self::NoAssertion | Self::NoNameId | Self::TransientNameId => "saml_subject",
+            Self::Issuer(_) => "saml_issuer",
+            Self::Destination(_) | Self::Recipient(_) => "saml_destination",
+            Self::Audience(_) => "saml_audience",
+            Self::InResponseTo => "saml_in_response_to",
+            Self::Unsolicited => "saml_unsolicited",
+            Self::NotYetValid(_) | Self::Expired(_) | Self::NoExpiry => "saml_time",
+        }
+    }
 }
 
 /// Checks `response` against `expected`; returns the assertion to use.

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -13,9 +14,11 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use super::respond::{requester, respond};
 use super::{AppState, forward_auth};
 use crate::broker::impersonation::{IMPERSONATE_PATH, ImpersonateParams, STOP_PATH};
+use crate::broker::saml::AcsParams;
 use crate::broker::{
     BACKCHANNEL_LOGOUT_PATH, CALLBACK_PATH, CallbackParams, LOGIN_PATH, LOGOUT_PATH, LoginParams,
 };
+use crate::saml::idp::{ACS_PATH, SLO_PATH};
 use crate::strength::StepUp;
 use crate::web::unique_params;
 
@@ -31,6 +34,12 @@ pub fn router(state: AppState) -> Router {
         .route(CALLBACK_PATH, get(callback_query).post(callback_form_post))
         .route(LOGOUT_PATH, get(logout).post(logout))
         .route(BACKCHANNEL_LOGOUT_PATH, post(backchannel_logout))
+        .route(
+            ACS_PATH,
+            post(saml_acs).layer(DefaultBodyLimit::max(MAX_SAML_FORM_BYTES)),
+        )
+        .route(SLO_PATH, get(saml_slo))
+        .route("/auth/saml/{idp}/metadata", get(saml_metadata))
         .route("/auth/userinfo", get(userinfo))
         .route(IMPERSONATE_PATH, get(impersonate_page).post(impersonate))
         .route(STOP_PATH, post(stop_impersonating))
@@ -126,6 +135,62 @@ async fn logout(
     let requester = requester(&state, peer, &headers);
     let rd = params.get("rd").map(String::as_str);
     respond(state.broker.logout(rd, &headers, &requester).await)
+}
+
+/// The ACS form: a Response of the screen's 256 KiB limit, base64 and form-encoded, fits with
+/// room to spare. A larger body is not read further, and is refused (and audited) as such.
+const MAX_SAML_FORM_BYTES: usize = 1024 * 1024;
+
+/// SAML HTTP-POST binding: the IdP's page POSTs `SAMLResponse` and `RelayState`.
+async fn saml_acs(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let requester = requester(&state, peer, &headers);
+    let params = match body {
+        Ok(body) => {
+            let (mut params, repeated) = unique_params(&body);
+            let mut params = AcsParams {
+                saml_response: params.remove("SAMLResponse"),
+                relay_state: params.remove("RelayState"),
+                oversized: false,
+            };
+            if repeated
+                .iter()
+                .any(|n| n == "SAMLResponse" || n == "RelayState")
+            {
+                params.saml_response = None;
+            }
+            params
+        }
+        Err(_) => AcsParams {
+            oversized: true,
+            ..AcsParams::default()
+        },
+    };
+    respond(state.broker.saml_acs(params, &headers, &requester).await)
+}
+
+/// SAML single logout (HTTP-Redirect binding): the raw query, whose signature covers it as sent.
+async fn saml_slo(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let requester = requester(&state, peer, &headers);
+    respond(
+        state
+            .broker
+            .saml_slo(query.as_deref().unwrap_or_default(), &requester)
+            .await,
+    )
+}
+
+async fn saml_metadata(State(state): State<AppState>, Path(idp): Path<String>) -> Response {
+    respond(state.broker.saml_metadata(&idp))
 }
 
 /// OIDC Back-Channel Logout: the IdP POSTs `logout_token` (form-encoded).

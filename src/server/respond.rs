@@ -64,6 +64,10 @@ pub fn respond(reply: Reply) -> Response {
             body,
             cookies,
         } => ((status, axum::Json(body)).into_response(), cookies),
+        Reply::Document { content_type, body } => (
+            ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+            Vec::new(),
+        ),
         Reply::TooManyRequests { retry_after, html } => {
             let mut r = if html {
                 (

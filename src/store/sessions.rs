@@ -50,6 +50,9 @@ pub struct SessionRecord {
     pub amr: Vec<String>,
     pub acr: Option<String>,
     pub auth_time: Option<i64>,
+    /// The IdP's subject and session id for this sign-in (single logout).
+    pub idp_subject: Option<String>,
+    pub idp_sid: Option<String>,
     pub org_requires_mfa: bool,
 }
 
@@ -69,6 +72,8 @@ struct SessionRow {
     amr: Option<String>,
     acr: Option<String>,
     auth_time: Option<i64>,
+    idp_subject: Option<String>,
+    idp_sid: Option<String>,
     org_requires_mfa: Option<bool>,
 }
 
@@ -123,7 +128,7 @@ impl Store {
                         s.id_token, s.created_at, s.last_seen_at, s.absolute_expires_at, \
                         (SELECT string_agg(r.role, ',' ORDER BY r.role) FROM effective_roles r \
                          WHERE r.user_id = s.user_id) AS roles, \
-                        s.amr, s.acr, s.auth_time, \
+                        s.amr, s.acr, s.auth_time, s.idp_subject, s.idp_sid, \
                         (SELECT o.require_mfa FROM organizations o WHERE o.id = u.org_id) \
                          AS org_requires_mfa \
                  FROM sessions s JOIN users u ON u.id = s.user_id \
@@ -159,6 +164,8 @@ impl Store {
                 .unwrap_or_default(),
             acr: row.acr,
             auth_time: row.auth_time,
+            idp_subject: row.idp_subject,
+            idp_sid: row.idp_sid,
             org_requires_mfa: row.org_requires_mfa.unwrap_or(false),
         }))
     }
@@ -306,6 +313,29 @@ impl Store {
         Ok(inserted == 1)
     }
 
+    /// Remembers a SAML assertion's or `LogoutRequest`'s ID (per IdP entityID) until
+    /// `expires_at`, on every replica. False when it was already accepted (a replay).
+    pub async fn first_use_of_saml_message(
+        &self,
+        issuer: &str,
+        message_id: &str,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let inserted = with_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO saml_messages_seen (issuer, message_id, expires_at) \
+                 VALUES ($1, $2, $3) ON CONFLICT (issuer, message_id) DO NOTHING",
+            )
+            .bind(issuer)
+            .bind(message_id)
+            .bind(expires_at)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(inserted == 1)
+    }
+
     /// How many live sessions a user has.
     pub async fn count_live_sessions(&self, user_id: Uuid, now: i64) -> Result<i64, StoreError> {
         let (count,): (i64,) = with_pool!(self, |pool| {
@@ -345,10 +375,15 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+            let saml_messages = sqlx::query("DELETE FROM saml_messages_seen WHERE expires_at < $1")
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
             sessions.rows_affected()
                 + states.rows_affected()
                 + revocations.rows_affected()
                 + logout_tokens.rows_affected()
+                + saml_messages.rows_affected()
         });
         Ok(deleted)
     }

@@ -20,6 +20,7 @@ mod login_bench;
 mod nginx;
 mod production;
 mod reload;
+mod saml;
 mod signin;
 mod store;
 mod tokens;

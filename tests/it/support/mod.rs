@@ -10,6 +10,7 @@ pub mod db;
 pub mod issuer;
 pub mod op;
 pub mod processes;
+pub mod saml;
 pub mod smtp;
 pub mod upstream;
 

@@ -1,0 +1,236 @@
+//! Single logout over the HTTP-Redirect binding: the `LogoutRequest` gatehouse sends when a
+//! user signs out, the `LogoutRequest` an IdP sends when the user's IdP session ends (it must
+//! be signed: the binding's query signature is checked against the metadata certificates),
+//! and the `LogoutResponse`s both ways. The signed string is the raw query as received, in
+//! the binding's order (SAML Bindings §3.4.4.1), not a re-encoding of it.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use quick_xml::escape::escape;
+
+use super::binding::{BindingError, redirect_decode, redirect_encode};
+use super::facts::{child, text};
+use super::messages::{ASSERTION_NS, PROTOCOL_NS, instant, new_id};
+use super::metadata::is;
+use super::rules::STATUS_SUCCESS;
+use super::screen::{Limits, screen};
+use super::verify::{RSA_SHA256, SpKey, VerifyError};
+use crate::session::token::RandomError;
+
+/// What a `LogoutRequest` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutRequest {
+    pub id: String,
+    pub issuer: String,
+    pub name_id: String,
+    pub name_id_format: Option<String>,
+    pub session_index: Option<String>,
+    pub not_on_or_after: Option<i64>,
+    pub destination: Option<String>,
+}
+
+/// A received redirect-binding message: the decoded XML and what the signature covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub xml: String,
+    pub relay_state: Option<String>,
+    /// `(signed text, SigAlg, signature bytes)` when the query is signed.
+    pub signature: Option<(String, String, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogoutError {
+    #[error("{0}")]
+    Binding(#[from] BindingError),
+    #[error("{0}")]
+    Hostile(#[from] super::screen::Hostile),
+    #[error("the logout message is not what it should be: {0}")]
+    Invalid(&'static str),
+    #[error("the LogoutRequest is not signed (an IdP-initiated logout must be)")]
+    Unsigned,
+    #[error("{0}")]
+    Verify(#[from] VerifyError),
+    #[error("the LogoutRequest {0:?} was already used (replay)")]
+    Replayed(String),
+    #[error("the LogoutRequest has expired")]
+    Expired,
+}
+
+/// Reads a redirect-binding query carrying `param` (`SAMLRequest` or `SAMLResponse`).
+pub fn receive(raw_query: &str, param: &str) -> Result<Received, LogoutError> {
+    let mut message = None;
+    let mut relay = None;
+    let mut sig_alg = None;
+    let mut signature = None;
+    for part in raw_query.split('&') {
+        let (key, value) = part.split_once('=').unwrap_or((part, ""));
+        let slot = match key {
+            k if k == param => &mut message,
+            "RelayState" => &mut relay,
+            "SigAlg" => &mut sig_alg,
+            "Signature" => &mut signature,
+            _ => continue,
+        };
+        if slot.replace(value).is_some() {
+            return Err(LogoutError::Invalid("a parameter appears twice"));
+        }
+    }
+    let decode = |raw: &str| {
+        percent_encoding::percent_decode_str(&raw.replace('+', " "))
+            .decode_utf8()
+            .map(|v| v.into_owned())
+            .map_err(|_| LogoutError::Invalid("parameter is not UTF-8"))
+    };
+    let raw_message = message.ok_or(LogoutError::Invalid("no message"))?;
+    let limits = Limits::default();
+    let xml = redirect_decode(&decode(raw_message)?, limits.max_bytes)?;
+    screen(&xml, limits)?;
+    let xml = String::from_utf8(xml).map_err(|_| LogoutError::Invalid("not UTF-8"))?;
+    let signature = match (sig_alg, signature) {
+        (Some(alg), Some(sig)) => {
+            let mut signed = format!("{param}={raw_message}");
+            if let Some(relay) = relay {
+                signed.push_str(&format!("&RelayState={relay}"));
+            }
+            signed.push_str(&format!("&SigAlg={alg}"));
+            let bytes = STANDARD
+                .decode(decode(sig)?.as_bytes())
+                .map_err(|_| LogoutError::Invalid("Signature is not base64"))?;
+            Some((signed, decode(alg)?, bytes))
+        }
+        (None, None) => None,
+        _ => {
+            return Err(LogoutError::Invalid(
+                "SigAlg without Signature or the reverse",
+            ));
+        }
+    };
+    Ok(Received {
+        xml,
+        relay_state: relay.map(decode).transpose()?,
+        signature,
+    })
+}
+
+/// Reads a screened `LogoutRequest`.
+pub fn parse_request(xml: &str) -> Result<LogoutRequest, LogoutError> {
+    let doc = roxmltree::Document::parse(xml).map_err(|_| LogoutError::Invalid("not XML"))?;
+    let root = doc.root_element();
+    if !is(&root, PROTOCOL_NS, "LogoutRequest") {
+        return Err(LogoutError::Invalid("not a LogoutRequest"));
+    }
+    let name_id = child(root, ASSERTION_NS, "NameID").ok_or(LogoutError::Invalid("no NameID"))?;
+    Ok(LogoutRequest {
+        id: root
+            .attribute("ID")
+            .ok_or(LogoutError::Invalid("no ID"))?
+            .to_owned(),
+        issuer: child(root, ASSERTION_NS, "Issuer")
+            .map(text)
+            .ok_or(LogoutError::Invalid("no Issuer"))?,
+        name_id: text(name_id),
+        name_id_format: name_id.attribute("Format").map(String::from),
+        session_index: child(root, PROTOCOL_NS, "SessionIndex").map(text),
+        not_on_or_after: root.attribute("NotOnOrAfter").map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| t.timestamp())
+                .unwrap_or(i64::MIN)
+        }),
+        destination: root.attribute("Destination").map(String::from),
+    })
+}
+
+/// A `LogoutResponse`'s `InResponseTo` and whether its status is Success.
+pub fn parse_response(xml: &str) -> Result<(Option<String>, bool), LogoutError> {
+    let doc = roxmltree::Document::parse(xml).map_err(|_| LogoutError::Invalid("not XML"))?;
+    let root = doc.root_element();
+    if !is(&root, PROTOCOL_NS, "LogoutResponse") {
+        return Err(LogoutError::Invalid("not a LogoutResponse"));
+    }
+    let success = child(root, PROTOCOL_NS, "Status")
+        .and_then(|s| child(s, PROTOCOL_NS, "StatusCode"))
+        .and_then(|c| c.attribute("Value"))
+        == Some(STATUS_SUCCESS);
+    Ok((root.attribute("InResponseTo").map(String::from), success))
+}
+
+/// What the SP sends.
+pub struct Outgoing<'a> {
+    pub destination: &'a str,
+    pub issuer: &'a str,
+    pub relay_state: Option<&'a str>,
+    /// Signs the query (RSA-SHA256) when set.
+    pub key: Option<&'a SpKey>,
+}
+
+/// A `LogoutRequest` for `name_id` (and the session index of that sign-in), as a redirect URL.
+pub fn request_url(
+    out: &Outgoing<'_>,
+    name_id: &str,
+    name_id_format: Option<&str>,
+    session_index: Option<&str>,
+    now: i64,
+) -> Result<(String, String), LogoutError> {
+    let id = new_id().map_err(random)?;
+    let format = name_id_format
+        .map(|f| format!(" Format=\"{}\"", escape(f)))
+        .unwrap_or_default();
+    let index = session_index
+        .map(|s| format!("<samlp:SessionIndex>{}</samlp:SessionIndex>", escape(s)))
+        .unwrap_or_default();
+    let xml = format!(
+        "<samlp:LogoutRequest xmlns:samlp=\"{PROTOCOL_NS}\" xmlns:saml=\"{ASSERTION_NS}\" \
+         ID=\"{id}\" Version=\"2.0\" IssueInstant=\"{}\" Destination=\"{}\">\
+         <saml:Issuer>{}</saml:Issuer><saml:NameID{format}>{}</saml:NameID>{index}\
+         </samlp:LogoutRequest>",
+        instant(now),
+        escape(out.destination),
+        escape(out.issuer),
+        escape(name_id),
+    );
+    Ok((id, redirect_url(out, "SAMLRequest", &xml)?))
+}
+
+/// A `LogoutResponse` (Success) to the IdP's `LogoutRequest` `in_response_to`.
+pub fn response_url(
+    out: &Outgoing<'_>,
+    in_response_to: &str,
+    now: i64,
+) -> Result<String, LogoutError> {
+    let id = new_id().map_err(random)?;
+    let xml = format!(
+        "<samlp:LogoutResponse xmlns:samlp=\"{PROTOCOL_NS}\" xmlns:saml=\"{ASSERTION_NS}\" \
+         ID=\"{id}\" Version=\"2.0\" IssueInstant=\"{}\" Destination=\"{}\" InResponseTo=\"{}\">\
+         <saml:Issuer>{}</saml:Issuer><samlp:Status><samlp:StatusCode Value=\"{STATUS_SUCCESS}\"/>\
+         </samlp:Status></samlp:LogoutResponse>",
+        instant(now),
+        escape(out.destination),
+        escape(in_response_to),
+        escape(out.issuer),
+    );
+    redirect_url(out, "SAMLResponse", &xml)
+}
+
+/// The redirect URL carrying `xml` as `param`, signed when the SP has a key.
+pub fn redirect_url(out: &Outgoing<'_>, param: &str, xml: &str) -> Result<String, LogoutError> {
+    let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+    let mut query = format!("{param}={}", enc(&redirect_encode(xml)));
+    if let Some(relay) = out.relay_state {
+        query.push_str(&format!("&RelayState={}", enc(relay)));
+    }
+    if let Some(key) = out.key {
+        query.push_str(&format!("&SigAlg={}", enc(RSA_SHA256)));
+        let signature = key.sign_redirect(&query)?;
+        query.push_str(&format!("&Signature={}", enc(&STANDARD.encode(signature))));
+    }
+    let separator = if out.destination.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    Ok(format!("{}{separator}{query}", out.destination))
+}
+
+fn random(_: RandomError) -> LogoutError {
+    LogoutError::Invalid("no randomness")
+}

@@ -1,0 +1,733 @@
+//! SAML identity providers through the real Envoy, on SQLite and PostgreSQL.
+//!
+//! The forged-response corpus: an IdP whose key the test holds (metadata from a file), a
+//! valid signed Response that signs in, and every listed forgery of it refused with an error
+//! page and a `login_failed` audit event naming the rule. The real IdP (SimpleSAMLphp) tests
+//! are in `saml_idp`.
+
+use std::io::Read;
+
+use crate::support;
+
+use support::browser::{Browser, Page, Pending};
+use support::saml::{
+    AssertionSpec, KeyPair, PERSISTENT, RSA_SHA1, RSA_SHA256, ResponseSpec, idp_metadata, new_id,
+    now, post_encode, sign, signature_template,
+};
+use support::{Backend, Stack, StackOptions, base_config};
+
+on_both_backends!(
+    a_valid_signed_response_signs_in,
+    forged_responses_are_refused_and_audited,
+    replayed_assertions_are_refused_on_every_replica,
+    responses_for_another_browser_are_refused,
+    sp_metadata_names_the_acs_and_entity_id,
+);
+
+const SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
+const FORGE_ENTITY: &str = "https://forge.test/idp";
+const UNSOLICITED_ENTITY: &str = "https://unsolicited.test/idp";
+/// Nothing listens there: the tests stop before the browser would go to the IdP.
+const IDP_SSO: &str = "http://127.0.0.1:9/sso";
+const IDP_ORIGIN: &str = "http://127.0.0.1:9";
+
+struct Forge {
+    stack: Stack,
+    idp: KeyPair,
+    other: KeyPair,
+    _dir: tempfile::TempDir,
+}
+
+async fn forge(backend: Backend) -> Forge {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let idp = KeyPair::generate(dir.path(), "idp");
+    let other = KeyPair::generate(dir.path(), "other");
+    let forge_md = dir.path().join("forge.xml");
+    let unsolicited_md = dir.path().join("unsolicited.xml");
+    std::fs::write(&forge_md, idp_metadata(FORGE_ENTITY, &idp, IDP_SSO, None)).unwrap();
+    std::fs::write(
+        &unsolicited_md,
+        idp_metadata(UNSOLICITED_ENTITY, &idp, IDP_SSO, None),
+    )
+    .unwrap();
+    let idps = format!(
+        "\n[[idp]]\nname = \"forge\"\nkind = \"saml\"\nmetadata_file = \"{}\"\n\
+         domains = [\"forge.test\"]\nemail_attribute = \"email\"\nname_attribute = \"displayName\"\n\
+         role_claims = {{ groups = {{ engineering = \"dev\" }} }}\n\
+         \n[[idp]]\nname = \"unsolicited\"\nkind = \"saml\"\nmetadata_file = \"{}\"\n\
+         domains = [\"unsolicited.test\"]\nemail_attribute = \"email\"\nallow_idp_initiated = true\n\
+         \n[limits]\nlogin_starts_per_ip = 0\nfailed_callbacks_per_ip = 0\n",
+        forge_md.display(),
+        unsolicited_md.display()
+    );
+    let stack = Stack::start_with(
+        backend,
+        StackOptions {
+            config: Box::new(move |urls| format!("{}{idps}{}", base_config(urls), support::ROUTES)),
+            ..StackOptions::default()
+        },
+    )
+    .await;
+    for (name, domain) in [("Forge", "forge.test"), ("Unsolicited", "unsolicited.test")] {
+        stack
+            .gatehouse
+            .cli_ok(&["org", "add", name, "--domain", domain, "--auto-enable"])
+            .await;
+    }
+    Forge {
+        stack,
+        idp,
+        other,
+        _dir: dir,
+    }
+}
+
+impl Forge {
+    fn acs(&self) -> String {
+        format!("{}/auth/saml/acs", self.stack.base)
+    }
+
+    fn sp_entity(&self, idp: &str) -> String {
+        format!("{}/auth/saml/{idp}/metadata", self.stack.base)
+    }
+
+    /// A Response and assertion for `user`@forge.test answering `request_id`, valid in every
+    /// way; the cases change one thing.
+    fn valid(&self, request_id: Option<&str>, user: &str) -> (ResponseSpec, AssertionSpec) {
+        let (issuer, idp, domain) = if request_id.is_some() {
+            (FORGE_ENTITY, "forge", "forge.test")
+        } else {
+            (UNSOLICITED_ENTITY, "unsolicited", "unsolicited.test")
+        };
+        let t = now();
+        (
+            ResponseSpec {
+                id: new_id("r"),
+                issuer: issuer.into(),
+                destination: self.acs(),
+                in_response_to: request_id.map(String::from),
+                status: SUCCESS.into(),
+            },
+            AssertionSpec {
+                id: new_id("a"),
+                issuer: issuer.into(),
+                name_id: format!("{user}-persistent-id"),
+                name_id_format: PERSISTENT.into(),
+                recipient: self.acs(),
+                in_response_to: request_id.map(String::from),
+                not_before: t - 30,
+                not_on_or_after: t + 300,
+                audience: self.sp_entity(idp),
+                attributes: vec![
+                    ("email".into(), vec![format!("{user}@{domain}")]),
+                    ("displayName".into(), vec![format!("{user} Example")]),
+                    ("groups".into(), vec!["engineering".into(), "staff".into()]),
+                ],
+                session_index: new_id("s"),
+            },
+        )
+    }
+
+    /// The usual shape: the assertion signed by the IdP's key, the Response not.
+    fn signed(&self, r: &ResponseSpec, a: &AssertionSpec) -> String {
+        let assertion = sign(
+            &a.xml(Some(&signature_template(&a.id, RSA_SHA256, false))),
+            &self.idp,
+        );
+        r.xml(None, &assertion)
+    }
+
+    /// Starts a login at `idp` in `browser` and stops before the IdP: the AuthnRequest's ID
+    /// and the RelayState.
+    async fn start(&self, browser: &mut Browser, idp: &str) -> (String, String) {
+        let pending = browser
+            .navigate_until(
+                &format!("{}/auth/login?idp={idp}&rd=%2Freports", self.stack.base),
+                &|_, url| url.port() == Some(9),
+            )
+            .await
+            .expect_err("should stop before the IdP");
+        let pairs: std::collections::HashMap<_, _> =
+            pending.url.query_pairs().into_owned().collect();
+        let deflated = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            &pairs["SAMLRequest"],
+        )
+        .expect("base64");
+        let mut xml = String::new();
+        flate2::read::DeflateDecoder::new(deflated.as_slice())
+            .read_to_string(&mut xml)
+            .expect("inflate");
+        let id = regex::Regex::new(r#"ID="(_[0-9a-f]{32})""#)
+            .unwrap()
+            .captures(&xml)
+            .unwrap_or_else(|| panic!("no ID in {xml}"))[1]
+            .to_owned();
+        (id, pairs["RelayState"].clone())
+    }
+
+    /// POSTs `xml` to the ACS as the IdP's page would (cross-site, from the IdP's origin).
+    async fn post(&self, browser: &mut Browser, xml: &str, relay: Option<&str>) -> Page {
+        self.post_raw(browser, &post_encode(xml), relay).await
+    }
+
+    async fn post_raw(&self, browser: &mut Browser, encoded: &str, relay: Option<&str>) -> Page {
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("SAMLResponse", encoded);
+        if let Some(relay) = relay {
+            form.append_pair("RelayState", relay);
+        }
+        browser
+            .resume(Pending {
+                method: "POST".into(),
+                url: url::Url::parse(&self.acs()).unwrap(),
+                body: Some(form.finish()),
+                initiator: Some(IDP_ORIGIN.into()),
+                hops: Vec::new(),
+            })
+            .await
+    }
+
+    /// The `detail` of every `login_failed` event, oldest first.
+    async fn failures(&self) -> Vec<String> {
+        let out = self.stack.gatehouse.cli_ok(&["audit", "--json"]).await;
+        let mut details: Vec<(i64, String)> = out
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["kind"] == "login_failed")
+            .map(|v| {
+                (
+                    v["id"].as_i64().unwrap_or_default(),
+                    v["detail"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        details.sort();
+        details.into_iter().map(|(_, d)| d).collect()
+    }
+}
+
+fn assert_signed_in(page: &Page, email: &str) {
+    assert!(
+        page.response.reached_upstream(),
+        "{:#?}\n{}",
+        page.hops,
+        page.body()
+    );
+    assert_eq!(
+        page.response
+            .upstream_header("x-gatehouse-email")
+            .as_deref(),
+        Some(email)
+    );
+}
+
+fn assert_refused(page: &Page, browser: &Browser, what: &str) {
+    assert!(
+        matches!(page.status(), 400 | 403),
+        "{what}: expected an error page, got {} {:#?}\n{}",
+        page.status(),
+        page.hops,
+        page.body()
+    );
+    assert!(
+        page.body().contains("Sign-in failed"),
+        "{what}: {}",
+        page.body()
+    );
+    assert_eq!(
+        browser.cookie("127.0.0.1", "gatehouse"),
+        None,
+        "{what}: the browser holds a session"
+    );
+}
+
+async fn a_valid_signed_response_signs_in(backend: Backend) {
+    let forge = forge(backend).await;
+    let mut browser = Browser::new();
+    let (id, relay) = forge.start(&mut browser, "forge").await;
+    let (r, a) = forge.valid(Some(&id), "alice");
+    let page = forge
+        .post(&mut browser, &forge.signed(&r, &a), Some(&relay))
+        .await;
+    assert_signed_in(&page, "alice@forge.test");
+    assert_eq!(page.url.path(), "/reports", "lands on rd");
+    let roles = page
+        .response
+        .upstream_header("x-gatehouse-roles")
+        .unwrap_or_default();
+    assert!(
+        roles.split(',').any(|r| r == "dev"),
+        "groups → roles: {roles:?}"
+    );
+    let show = forge
+        .stack
+        .gatehouse
+        .cli_ok(&["user", "show", "alice@forge.test"])
+        .await;
+    assert!(
+        show.contains(FORGE_ENTITY),
+        "identity is (entityID, NameID): {show}"
+    );
+    assert!(show.contains("alice-persistent-id"), "{show}");
+
+    // The Response signed as well (both signatures verify), and a signed Response with an
+    // unsigned assertion: both shapes real IdPs send.
+    for both in [true, false] {
+        let mut browser = Browser::new();
+        let (id, relay) = forge.start(&mut browser, "forge").await;
+        let (r, a) = forge.valid(Some(&id), "bob");
+        let assertion = if both {
+            sign(
+                &a.xml(Some(&signature_template(&a.id, RSA_SHA256, false))),
+                &forge.idp,
+            )
+        } else {
+            a.xml(None)
+        };
+        let xml = sign(
+            &r.xml(
+                Some(&signature_template(&r.id, RSA_SHA256, true)),
+                &assertion,
+            ),
+            &forge.idp,
+        );
+        let page = forge.post(&mut browser, &xml, Some(&relay)).await;
+        assert_signed_in(&page, "bob@forge.test");
+    }
+}
+
+/// A forgery: the name, how to make it from a valid pair, and the audit reason expected.
+type Build = Box<dyn Fn(&Forge, ResponseSpec, AssertionSpec) -> String>;
+
+fn corpus() -> Vec<(&'static str, Build, &'static str)> {
+    let sig = |a: &AssertionSpec| signature_template(&a.id, RSA_SHA256, false);
+    let evil = |a: &AssertionSpec| {
+        let mut e = a.clone();
+        e.id = new_id("evil");
+        e.name_id = "mallory-persistent-id".into();
+        e.attributes[0].1 = vec!["ceo@forge.test".into()];
+        e
+    };
+    vec![
+        (
+            "XSW1: a new Response around an evil assertion, the signed Response inside its Signature",
+            Box::new(move |f: &Forge, r: ResponseSpec, a: AssertionSpec| {
+                let signed = sign(
+                    &r.xml(
+                        Some(&signature_template(&r.id, RSA_SHA256, false)),
+                        &a.xml(None),
+                    ),
+                    &f.idp,
+                );
+                let mut outer = r.clone();
+                outer.id = new_id("evilr");
+                let signature_at = signed.find("<ds:Signature").unwrap();
+                let signature_end =
+                    signed.find("</ds:Signature>").unwrap() + "</ds:Signature>".len();
+                let signature = &signed[signature_at..signature_end];
+                let wrapped = signature.replace(
+                    "</ds:Signature>",
+                    &format!("<ds:Object>{signed}</ds:Object></ds:Signature>"),
+                );
+                outer.xml(Some(&wrapped), &evil(&a).xml(None))
+            }) as Build,
+            "saml_wrapping",
+        ),
+        (
+            "XSW2: a new Response with the signed Response as a sibling before the evil assertion",
+            Box::new(move |f: &Forge, r: ResponseSpec, a: AssertionSpec| {
+                let signed = sign(
+                    &r.xml(
+                        Some(&signature_template(&r.id, RSA_SHA256, false)),
+                        &a.xml(None),
+                    ),
+                    &f.idp,
+                );
+                let mut outer = r.clone();
+                outer.id = new_id("evilr");
+                outer.xml(Some(&signed), &evil(&a).xml(None))
+            }),
+            "saml_wrapping",
+        ),
+        (
+            "XSW3: an evil assertion before the signed one",
+            Box::new(move |f: &Forge, r: ResponseSpec, a: AssertionSpec| {
+                let signed = sign(&a.xml(Some(&sig(&a))), &f.idp);
+                r.xml(None, &format!("{}{signed}", evil(&a).xml(None)))
+            }),
+            "saml_wrapping",
+        ),
+        (
+            "XSW4: an evil assertion wrapping the signed one",
+            Box::new(move |f: &Forge, r: ResponseSpec, a: AssertionSpec| {
+                let signed = sign(&a.xml(Some(&sig(&a))), &f.idp);
+                let outer = evil(&a)
+                    .xml(None)
+                    .replace("</saml:Assertion>", &format!("{signed}</saml:Assertion>"));
+                r.xml(None, &outer)
+            }),
+            "saml_wrapping",
+        ),
+        (
+            "XSW5: the signature copied into an evil assertion, the signed one appended",
+            Box::new(move |f: &Forge, r: ResponseSpec, a: AssertionSpec| {
+                let signed = sign(&a.xml(Some(&sig(&a))), &f.idp);
+                let start = signed.find("<ds:Signature").unwrap();
+                let end = signed.find("</ds:Signature>").unwrap() + "</ds:Signature>".len();
+                let mut e = evil(&a);
+                e.id = a.id.clone() + "x";
+                let forged = e.xml(Some(&signed[start..end]));
+                let unsigned_original = format!("{}{}", &signed[..start], &signed[end..]);
+                r.xml(None, &format!("{forged}{unsigned_original}"))
+            }),
+            "saml_wrapping",
+        ),
+        (
+            "XSW6: an evil assertion whose copied signature holds the signed one in an Object",
+            Box::new(move |f: &Forge, r: ResponseSpec, a: AssertionSpec| {
+                let signed = sign(&a.xml(Some(&sig(&a))), &f.idp);
+                let start = signed.find("<ds:Signature").unwrap();
+                let end = signed.find("</ds:Signature>").unwrap() + "</ds:Signature>".len();
+                let wrapped = signed[start..end].replace(
+                    "</ds:Signature>",
+                    &format!("<ds:Object>{signed}</ds:Object></ds:Signature>"),
+                );
+                r.xml(None, &evil(&a).xml(Some(&wrapped)))
+            }),
+            "saml_wrapping",
+        ),
+        (
+            "XSW7: the signed assertion hidden in Extensions, an evil one in its place",
+            Box::new(move |f: &Forge, r: ResponseSpec, a: AssertionSpec| {
+                let signed = sign(&a.xml(Some(&sig(&a))), &f.idp);
+                r.xml(
+                    Some(&format!("<samlp:Extensions>{signed}</samlp:Extensions>")),
+                    &evil(&a).xml(None),
+                )
+            }),
+            "saml_wrapping",
+        ),
+        (
+            "XSW8: an evil assertion whose signature's Object holds the original, unsigned",
+            Box::new(move |f: &Forge, r: ResponseSpec, a: AssertionSpec| {
+                let signed = sign(&a.xml(Some(&sig(&a))), &f.idp);
+                let start = signed.find("<ds:Signature").unwrap();
+                let end = signed.find("</ds:Signature>").unwrap() + "</ds:Signature>".len();
+                let original = format!("{}{}", &signed[..start], &signed[end..]);
+                let wrapped = signed[start..end].replace(
+                    "</ds:Signature>",
+                    &format!("<ds:Object>{original}</ds:Object></ds:Signature>"),
+                );
+                r.xml(None, &evil(&a).xml(Some(&wrapped)))
+            }),
+            "saml_wrapping",
+        ),
+        (
+            "a signature template never filled (unsigned)",
+            Box::new(move |_: &Forge, r: ResponseSpec, a: AssertionSpec| {
+                r.xml(None, &a.xml(Some(&sig(&a))))
+            }),
+            "saml_signature",
+        ),
+        (
+            "an unsigned assertion in an unsigned Response",
+            Box::new(move |_: &Forge, r: ResponseSpec, a: AssertionSpec| r.xml(None, &a.xml(None))),
+            "saml_signature",
+        ),
+        (
+            "signed with another key",
+            Box::new(move |f: &Forge, r: ResponseSpec, a: AssertionSpec| {
+                r.xml(None, &sign(&a.xml(Some(&sig(&a))), &f.other))
+            }),
+            "saml_signature",
+        ),
+        (
+            "signed with another key whose certificate is embedded in KeyInfo",
+            Box::new(move |f: &Forge, r: ResponseSpec, a: AssertionSpec| {
+                let signed = sign(
+                    &a.xml(Some(&signature_template(&a.id, RSA_SHA256, true))),
+                    &f.other,
+                );
+                assert!(signed.contains("<ds:X509Certificate>"), "{signed}");
+                r.xml(None, &signed)
+            }),
+            "saml_signature",
+        ),
+        (
+            "a valid signature over a sibling element (the Status), not the assertion",
+            Box::new(move |f: &Forge, r: ResponseSpec, a: AssertionSpec| {
+                let status_id = new_id("st");
+                let xml = r
+                    .xml(
+                        Some(&signature_template(&status_id, RSA_SHA256, false)),
+                        &a.xml(None),
+                    )
+                    .replace(
+                        "<samlp:Status>",
+                        &format!("<samlp:Status ID=\"{status_id}\">"),
+                    );
+                sign(&xml, &f.idp)
+            }),
+            "saml_wrapping",
+        ),
+        (
+            "a comment injected into the NameID after signing",
+            Box::new(move |f: &Forge, r: ResponseSpec, a: AssertionSpec| {
+                f.signed(&r, &a).replace(
+                    "-persistent-id</saml:NameID>",
+                    "-persistent-id<!---->.evil</saml:NameID>",
+                )
+            }),
+            "saml_hostile_xml",
+        ),
+        (
+            "a wrong Audience",
+            Box::new(move |f: &Forge, r: ResponseSpec, mut a: AssertionSpec| {
+                a.audience = "https://other-sp.test/metadata".into();
+                f.signed(&r, &a)
+            }),
+            "saml_audience",
+        ),
+        (
+            "a wrong Destination",
+            Box::new(move |f: &Forge, mut r: ResponseSpec, a: AssertionSpec| {
+                r.destination = "https://other-sp.test/acs".into();
+                f.signed(&r, &a)
+            }),
+            "saml_destination",
+        ),
+        (
+            "a wrong Recipient",
+            Box::new(move |f: &Forge, r: ResponseSpec, mut a: AssertionSpec| {
+                a.recipient = "https://other-sp.test/acs".into();
+                f.signed(&r, &a)
+            }),
+            "saml_destination",
+        ),
+        (
+            "expired",
+            Box::new(move |f: &Forge, r: ResponseSpec, mut a: AssertionSpec| {
+                a.not_before = now() - 900;
+                a.not_on_or_after = now() - 120;
+                f.signed(&r, &a)
+            }),
+            "saml_time",
+        ),
+        (
+            "not yet valid",
+            Box::new(move |f: &Forge, r: ResponseSpec, mut a: AssertionSpec| {
+                a.not_before = now() + 300;
+                a.not_on_or_after = now() + 900;
+                f.signed(&r, &a)
+            }),
+            "saml_time",
+        ),
+        (
+            "a DOCTYPE with an entity",
+            Box::new(move |f: &Forge, r: ResponseSpec, a: AssertionSpec| {
+                format!("<!DOCTYPE r [<!ENTITY e \"x\">]>{}", f.signed(&r, &a))
+            }),
+            "saml_hostile_xml",
+        ),
+        (
+            "an external entity (XXE)",
+            Box::new(move |f: &Forge, r: ResponseSpec, a: AssertionSpec| {
+                format!(
+                    "<!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>{}",
+                    f.signed(&r, &a)
+                )
+                .replace(
+                    "persistent-id</saml:NameID>",
+                    "persistent-id&x;</saml:NameID>",
+                )
+            }),
+            "saml_hostile_xml",
+        ),
+        (
+            "a billion-laughs payload",
+            Box::new(move |f: &Forge, r: ResponseSpec, a: AssertionSpec| {
+                let mut dtd = String::from("<!DOCTYPE r [<!ENTITY l0 \"lol\">");
+                for i in 1..10 {
+                    let refs = format!("&l{};", i - 1).repeat(10);
+                    dtd.push_str(&format!("<!ENTITY l{i} \"{refs}\">"));
+                }
+                dtd.push_str("]>");
+                format!("{dtd}{}", f.signed(&r, &a)).replace(
+                    "persistent-id</saml:NameID>",
+                    "persistent-id&l9;</saml:NameID>",
+                )
+            }),
+            "saml_hostile_xml",
+        ),
+        (
+            "SHA-1 while allow_sha1 is off",
+            Box::new(move |f: &Forge, r: ResponseSpec, a: AssertionSpec| {
+                r.xml(
+                    None,
+                    &sign(
+                        &a.xml(Some(&signature_template(&a.id, RSA_SHA1, false))),
+                        &f.idp,
+                    ),
+                )
+            }),
+            "saml_weak_algorithm",
+        ),
+    ]
+}
+
+async fn forged_responses_are_refused_and_audited(backend: Backend) {
+    let forge = forge(backend).await;
+    let mut expected = Vec::new();
+    for (name, build, reason) in corpus() {
+        let mut browser = Browser::new();
+        let (id, relay) = forge.start(&mut browser, "forge").await;
+        let (r, a) = forge.valid(Some(&id), "alice");
+        let xml = build(&forge, r, a);
+        let page = forge.post(&mut browser, &xml, Some(&relay)).await;
+        assert_refused(&page, &browser, name);
+        expected.push((name, reason));
+    }
+    // Sizes and encodings that stop before any parsing.
+    let mut browser = Browser::new();
+    let (_, relay) = forge.start(&mut browser, "forge").await;
+    let huge = "A".repeat(10 * 1024 * 1024);
+    let page = forge.post_raw(&mut browser, &huge, Some(&relay)).await;
+    assert_refused(&page, &browser, "a 10 MB response");
+    expected.push(("a 10 MB response", "saml_hostile_xml"));
+    // IdP-initiated at an IdP that does not allow it.
+    let mut browser = Browser::new();
+    let (mut r, mut a) = forge.valid(None, "alice");
+    r.issuer = FORGE_ENTITY.into();
+    a.issuer = FORGE_ENTITY.into();
+    a.audience = forge.sp_entity("forge");
+    let page = forge.post(&mut browser, &forge.signed(&r, &a), None).await;
+    assert_refused(&page, &browser, "IdP-initiated while it is off");
+    expected.push(("IdP-initiated while it is off", "saml_unsolicited"));
+
+    let failures = forge.failures().await;
+    assert_eq!(
+        failures.len(),
+        expected.len(),
+        "one audit event per refusal: {failures:#?}"
+    );
+    for ((name, reason), detail) in expected.iter().zip(&failures) {
+        assert!(
+            detail.starts_with(&format!("{reason}:")),
+            "{name}: audited as {detail:?}, expected {reason}"
+        );
+    }
+    // None of them made a user.
+    let users = forge.stack.gatehouse.cli_ok(&["user", "list"]).await;
+    assert!(!users.contains("forge.test"), "{users}");
+}
+
+async fn replayed_assertions_are_refused_on_every_replica(backend: Backend) {
+    let forge = forge(backend).await;
+    // An unsolicited response (allowed for this IdP) can be posted again: only the replay
+    // cache stops it.
+    let (r, a) = forge.valid(None, "carol");
+    let xml = forge.signed(&r, &a);
+    let mut browser = Browser::new();
+    let page = forge.post(&mut browser, &xml, None).await;
+    assert_signed_in(&page, "carol@unsolicited.test");
+
+    let mut attacker = Browser::new();
+    let page = forge.post(&mut attacker, &xml, None).await;
+    assert_refused(&page, &attacker, "replay on the same replica");
+
+    // Another replica on the same database, with the same config.
+    let dir = tempfile::tempdir().unwrap();
+    let config = std::fs::read_to_string(&forge.stack.gatehouse.config).unwrap();
+    let second = support::processes::Gatehouse::start(dir.path(), &config, &[]).await;
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    form.append_pair("SAMLResponse", &post_encode(&xml));
+    let body = form.finish();
+    let response = support::client::send_bytes(
+        second.http,
+        "POST",
+        "/auth/saml/acs",
+        &[("host", b"127.0.0.1"), ("origin", IDP_ORIGIN.as_bytes())],
+        Some(("application/x-www-form-urlencoded", body.into_bytes())),
+    )
+    .await;
+    assert_eq!(response.status, 400, "{}", response.body);
+    assert!(
+        response.body.contains("Sign-in failed"),
+        "{}",
+        response.body
+    );
+
+    let failures = forge.failures().await;
+    assert_eq!(failures.len(), 2, "{failures:#?}");
+    assert!(
+        failures.iter().all(|d| d.starts_with("saml_replay:")),
+        "{failures:#?}"
+    );
+}
+
+async fn responses_for_another_browser_are_refused(backend: Backend) {
+    let forge = forge(backend).await;
+    let mut victim = Browser::new();
+    let (victim_id, victim_relay) = forge.start(&mut victim, "forge").await;
+    let mut attacker = Browser::new();
+    let (_, attacker_relay) = forge.start(&mut attacker, "forge").await;
+    // The victim's response, posted in the attacker's browser with the attacker's own login.
+    let (r, a) = forge.valid(Some(&victim_id), "alice");
+    let xml = forge.signed(&r, &a);
+    let page = forge.post(&mut attacker, &xml, Some(&attacker_relay)).await;
+    assert_refused(
+        &page,
+        &attacker,
+        "InResponseTo of another browser's request",
+    );
+    // … with the victim's RelayState: that login is bound to the victim's browser.
+    let page = forge.post(&mut attacker, &xml, Some(&victim_relay)).await;
+    assert_refused(&page, &attacker, "another browser's RelayState");
+    // … without any: an unsolicited response answering a request is refused.
+    let page = forge.post(&mut attacker, &xml, None).await;
+    assert_refused(&page, &attacker, "InResponseTo without a login");
+    let failures = forge.failures().await;
+    let reasons: Vec<&str> = failures
+        .iter()
+        .map(|d| d.split(':').next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "saml_in_response_to",
+            "state_invalid",
+            "saml_in_response_to"
+        ],
+        "{failures:#?}"
+    );
+    // The victim's login is still pending and completes.
+    let page = forge.post(&mut victim, &xml, Some(&victim_relay)).await;
+    assert_signed_in(&page, "alice@forge.test");
+}
+
+async fn sp_metadata_names_the_acs_and_entity_id(backend: Backend) {
+    let forge = forge(backend).await;
+    let response = forge.stack.get("/auth/saml/forge/metadata", &[]).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert_eq!(
+        response
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/samlmetadata+xml")
+    );
+    for part in [
+        format!("entityID=\"{}\"", forge.sp_entity("forge")),
+        format!("Location=\"{}\"", forge.acs()),
+        format!("Location=\"{}/auth/saml/slo\"", forge.stack.base),
+    ] {
+        assert!(response.body.contains(&part), "{part} in {}", response.body);
+    }
+    assert!(
+        !response.body.contains("X509Certificate"),
+        "no SP key, no certificate"
+    );
+    let missing = forge.stack.get("/auth/saml/nobody/metadata", &[]).await;
+    assert_eq!(missing.status, 404);
+}
