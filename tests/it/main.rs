@@ -21,6 +21,7 @@ mod nginx;
 mod production;
 mod reload;
 mod saml;
+mod saml_idp;
 mod signin;
 mod store;
 mod tokens;

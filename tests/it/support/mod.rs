@@ -11,6 +11,7 @@ pub mod issuer;
 pub mod op;
 pub mod processes;
 pub mod saml;
+pub mod simplesamlphp;
 pub mod smtp;
 pub mod upstream;
 
