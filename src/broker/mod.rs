@@ -245,6 +245,13 @@ impl Broker {
     /// Serves logins from `idps` from now on, and discovers them in the background. Logins
     /// already at an IdP finish with the provider of the same name, if there still is one.
     pub fn replace_providers(&self, idps: Idps) {
+        // A reloaded SAML IdP serves logins at once from the copy of its metadata it had.
+        let previous = self.idps.load();
+        for idp in &idps.saml {
+            if let Some(old) = previous.saml.iter().find(|old| old.name() == idp.name()) {
+                idp.adopt_metadata(old);
+            }
+        }
         self.idps.store(Arc::new(idps));
         self.warm_up();
     }

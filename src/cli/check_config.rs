@@ -1,7 +1,7 @@
 //! `gatehouse check-config`: the effective configuration, as gatehouse will use it.
 
 use crate::apps::config::ClientKind;
-use crate::config::{ResponseMode, Settings};
+use crate::config::{IdpKind, ResponseMode, Settings};
 use crate::policy::HostMatch;
 use crate::policy::config::{Access, UnknownSubjects};
 use crate::store::redact_url;
@@ -100,10 +100,41 @@ pub fn describe(s: &Settings) -> String {
             } else {
                 idp.domains.join(",")
             };
-            line(format!(
-                "  {} issuer {} client_id {} response_mode {mode} domains {domains}",
-                idp.name, idp.issuer, idp.client_id
-            ));
+            match idp.kind {
+                IdpKind::Oidc => line(format!(
+                    "  {} issuer {} client_id {} response_mode {mode} domains {domains}",
+                    idp.name, idp.issuer, idp.client_id
+                )),
+                IdpKind::Saml => {
+                    let source = match (&idp.metadata_url, &idp.metadata_file) {
+                        (Some(url), _) => url.to_string(),
+                        (None, Some(file)) => file.display().to_string(),
+                        (None, None) => "-".to_owned(),
+                    };
+                    line(format!(
+                        "  {} SAML metadata {source} (every {}s) domains {domains} \
+                         idp_initiated {} sha1 {} sp_key {}",
+                        idp.name,
+                        idp.metadata_refresh_seconds,
+                        if idp.allow_idp_initiated {
+                            "allowed"
+                        } else {
+                            "refused"
+                        },
+                        if idp.allow_sha1 { "allowed" } else { "refused" },
+                        if idp.sp_key_file.is_some() {
+                            "yes"
+                        } else {
+                            "no"
+                        },
+                    ));
+                    line(format!(
+                        "    SP metadata for the IdP's administrator: {}{}",
+                        s.public_origin(),
+                        crate::saml::idp::metadata_path(&idp.name)
+                    ));
+                }
+            }
             for (claim, values) in &idp.role_claims {
                 let pairs: Vec<String> = values.iter().map(|(v, r)| format!("{v}→{r}")).collect();
                 line(format!(

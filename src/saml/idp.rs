@@ -127,8 +127,25 @@ impl SamlIdp {
     }
 
     fn store(&self, parsed: IdpMetadata) {
+        self.keep(Arc::new(parsed));
+    }
+
+    fn keep(&self, metadata: Arc<IdpMetadata>) {
         if let Ok(mut slot) = self.metadata.write() {
-            *slot = Some(Arc::new(parsed));
+            *slot = Some(metadata);
+        }
+    }
+
+    /// Takes `previous`'s metadata (a config reload) when this IdP has none yet and reads it
+    /// from the same place.
+    pub fn adopt_metadata(&self, previous: &SamlIdp) {
+        let same_source = self.config.metadata_url == previous.config.metadata_url
+            && self.config.metadata_file == previous.config.metadata_file;
+        if same_source
+            && self.metadata().is_none()
+            && let Some(copy) = previous.metadata()
+        {
+            self.keep(copy);
         }
     }
 

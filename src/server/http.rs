@@ -4,12 +4,12 @@
 use std::net::SocketAddr;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, RawQuery, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::BodyExt;
 
 use super::respond::{requester, respond};
 use super::{AppState, forward_auth};
@@ -34,10 +34,7 @@ pub fn router(state: AppState) -> Router {
         .route(CALLBACK_PATH, get(callback_query).post(callback_form_post))
         .route(LOGOUT_PATH, get(logout).post(logout))
         .route(BACKCHANNEL_LOGOUT_PATH, post(backchannel_logout))
-        .route(
-            ACS_PATH,
-            post(saml_acs).layer(DefaultBodyLimit::max(MAX_SAML_FORM_BYTES)),
-        )
+        .route(ACS_PATH, post(saml_acs))
         .route(SLO_PATH, get(saml_slo))
         .route("/auth/saml/{idp}/metadata", get(saml_metadata))
         .route("/auth/userinfo", get(userinfo))
@@ -138,19 +135,45 @@ async fn logout(
 }
 
 /// The ACS form: a Response of the screen's 256 KiB limit, base64 and form-encoded, fits with
-/// room to spare. A larger body is not read further, and is refused (and audited) as such.
+/// room to spare. A larger body is kept no further, and is refused (and audited) as such.
 const MAX_SAML_FORM_BYTES: usize = 1024 * 1024;
+/// A larger one is still read (and dropped) up to this, so the refusal reaches the client: a
+/// reply sent while the client is still sending is lost to the reset that closing an unread
+/// socket causes. Beyond this the connection is simply closed.
+const MAX_SAML_DRAIN_BYTES: usize = 16 * 1024 * 1024;
+
+/// The body if it is at most `keep` bytes; a longer one is read to its end (up to `drain`)
+/// and dropped.
+async fn bounded_body(body: Body, keep: usize, drain: usize) -> Option<Bytes> {
+    let mut body = body;
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return None };
+        if let Some(data) = frame.data_ref() {
+            seen += data.len();
+            if seen > drain {
+                return None;
+            }
+            if seen <= keep {
+                kept.extend_from_slice(data);
+            }
+        }
+    }
+    (seen <= keep).then(|| Bytes::from(kept))
+}
 
 /// SAML HTTP-POST binding: the IdP's page POSTs `SAMLResponse` and `RelayState`.
 async fn saml_acs(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     let requester = requester(&state, peer, &headers);
+    let body = bounded_body(body, MAX_SAML_FORM_BYTES, MAX_SAML_DRAIN_BYTES).await;
     let params = match body {
-        Ok(body) => {
+        Some(body) => {
             let (mut params, repeated) = unique_params(&body);
             let mut params = AcsParams {
                 saml_response: params.remove("SAMLResponse"),
@@ -165,7 +188,7 @@ async fn saml_acs(
             }
             params
         }
-        Err(_) => AcsParams {
+        None => AcsParams {
             oversized: true,
             ..AcsParams::default()
         },

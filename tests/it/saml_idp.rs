@@ -18,7 +18,8 @@ use support::{Backend, Stack, StackOptions, base_config};
 
 on_both_backends!(
     sign_in_and_out_at_a_real_idp,
-    metadata_is_refreshed_and_the_last_good_copy_kept
+    metadata_is_refreshed_and_the_last_good_copy_kept,
+    encrypted_assertions_need_the_sp_key,
 );
 
 struct Setup {
@@ -28,10 +29,32 @@ struct Setup {
 }
 
 async fn setup(backend: Backend) -> Setup {
+    setup_with(backend, Encryption::None).await
+}
+
+/// Whether the IdP encrypts assertions, and whether gatehouse has the key.
+#[derive(PartialEq)]
+enum Encryption {
+    None,
+    WithSpKey,
+    WithoutSpKey,
+}
+
+async fn setup_with(backend: Backend, encryption: Encryption) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let listener = free_port();
     let base = format!("http://127.0.0.1:{listener}");
     let key = KeyPair::generate(dir.path(), "idp-key");
+    let sp = KeyPair::generate(dir.path(), "sp-key");
+    let sp_toml = if encryption == Encryption::WithSpKey {
+        format!(
+            "sp_key_file = \"{}\"\nsp_cert_file = \"{}\"\n",
+            sp.key.display(),
+            sp.cert.display()
+        )
+    } else {
+        String::new()
+    };
     let idp = SimpleSamlPhp::start(
         dir.path(),
         free_port(),
@@ -39,6 +62,7 @@ async fn setup(backend: Backend) -> Setup {
             entity_id: format!("{base}/auth/saml/bigcorp/metadata"),
             acs: format!("{base}/auth/saml/acs"),
             slo: format!("{base}/auth/saml/slo"),
+            encrypt_for: (encryption != Encryption::None).then(|| sp.cert_b64()),
         },
         &key,
     )
@@ -47,7 +71,7 @@ async fn setup(backend: Backend) -> Setup {
         "\n[[idp]]\nname = \"bigcorp\"\nkind = \"saml\"\nmetadata_url = \"{}\"\n\
          metadata_refresh_seconds = 5\ndomains = [\"bigcorp.test\"]\n\
          email_attribute = \"email\"\nname_attribute = \"displayName\"\n\
-         role_claims = {{ groups = {{ engineering = \"dev\" }} }}\n\n[token]\nenabled = true\nencryption_key = \"{}\"\n",
+         role_claims = {{ groups = {{ engineering = \"dev\" }} }}\n{sp_toml}\n[token]\nenabled = true\nencryption_key = \"{}\"\n",
         idp.metadata_url(),
         base64::engine::general_purpose::STANDARD.encode([42u8; 32])
     );
@@ -328,4 +352,55 @@ async fn metadata_is_refreshed_and_the_last_good_copy_kept(backend: Backend) {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     assert!(signed_in, "the new key was picked up by a refresh");
+}
+
+async fn encrypted_assertions_need_the_sp_key(backend: Backend) {
+    let s = setup_with(backend, Encryption::WithSpKey).await;
+    // The SP metadata now carries the certificate to encrypt for, and requests are signed.
+    let metadata = s.stack.get("/auth/saml/bigcorp/metadata", &[]).await;
+    assert!(
+        metadata.body.contains("<ds:X509Certificate>"),
+        "{}",
+        metadata.body
+    );
+    assert!(
+        metadata.body.contains("AuthnRequestsSigned=\"true\""),
+        "{}",
+        metadata.body
+    );
+    let mut browser = Browser::new();
+    let page = sign_in(&mut browser, &s, "alice", "alicepw").await;
+    assert!(
+        page.response.reached_upstream(),
+        "{:#?}\n{}",
+        page.hops,
+        page.body()
+    );
+    assert!(
+        page.hops
+            .iter()
+            .any(|h| h.contains("&SigAlg=") && h.contains("&Signature=")),
+        "the AuthnRequest was signed: {:#?}",
+        page.hops
+    );
+    let log =
+        std::fs::read_to_string(s.dir.path().join("data/simplesamlphp.log")).unwrap_or_default();
+    assert!(
+        log.contains("EncryptedAssertion"),
+        "the IdP encrypted the assertion"
+    );
+
+    // The same IdP encrypting for a gatehouse without the key: refused, audited.
+    let s = setup_with(backend, Encryption::WithoutSpKey).await;
+    let mut browser = Browser::new();
+    let page = sign_in(&mut browser, &s, "alice", "alicepw").await;
+    assert_eq!(page.status(), 400, "{:#?}", page.hops);
+    assert!(page.body().contains("Sign-in failed"), "{}", page.body());
+    let events = audit(&s.stack).await;
+    assert!(
+        events
+            .iter()
+            .any(|(k, _, d)| k == "login_failed" && d.starts_with("saml_decryption:")),
+        "{events:#?}"
+    );
 }

@@ -19,6 +19,8 @@ pub struct SpUrls {
     pub entity_id: String,
     pub acs: String,
     pub slo: String,
+    /// Encrypt assertions for this certificate (base64 DER).
+    pub encrypt_for: Option<String>,
 }
 
 pub struct SimpleSamlPhp {
@@ -56,6 +58,10 @@ impl SimpleSamlPhp {
                 .replace("{{SP_ENTITY_ID}}", &sp.entity_id)
                 .replace("{{ACS_URL}}", &sp.acs)
                 .replace("{{SLO_URL}}", &sp.slo)
+                .replace(
+                    "{{SP_CERT_DATA}}",
+                    sp.encrypt_for.as_deref().unwrap_or_default(),
+                )
                 .replace("{{CERT_DIR}}", &certs.display().to_string())
                 .replace("{{DATA_DIR}}", &data.display().to_string());
             std::fs::write(config.join(file), text).expect("write config");

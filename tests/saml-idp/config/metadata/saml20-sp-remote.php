@@ -25,6 +25,10 @@ $metadata['{{SP_ENTITY_ID}}'] = [
     // Signs the LogoutRequests/LogoutResponses the IdP sends this SP (redirect binding:
     // SigAlg + Signature in the query, RSA-SHA256).
     'sign.logout' => true,
+    // {{SP_CERT_DATA}}: the SP's certificate (base64 DER) when assertions are to be encrypted
+    // for it (empty: plain assertions).
+    'assertion.encryption' => '{{SP_CERT_DATA}}' !== '',
+    'certData' => '{{SP_CERT_DATA}}',
 
     // The SP's AuthnRequests and LogoutRequests may be unsigned, and a signature on them is
     // not checked. To make the IdP require and verify them, add the SP's certificate
