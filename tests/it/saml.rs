@@ -11,8 +11,8 @@ use crate::support;
 
 use support::browser::{Browser, Page, Pending};
 use support::saml::{
-    AssertionSpec, KeyPair, PERSISTENT, RSA_SHA1, RSA_SHA256, ResponseSpec, idp_metadata, new_id,
-    now, post_encode, sign, signature_template,
+    AssertionSpec, KeyPair, PASSWORD_PROTECTED, PERSISTENT, RSA_SHA1, RSA_SHA256, ResponseSpec,
+    idp_metadata, new_id, now, post_encode, sign, signature_template,
 };
 use support::{Backend, Stack, StackOptions, base_config};
 
@@ -22,6 +22,8 @@ on_both_backends!(
     replayed_assertions_are_refused_on_every_replica,
     responses_for_another_browser_are_refused,
     sp_metadata_names_the_acs_and_entity_id,
+    step_up_asks_the_idp_to_authenticate_again_with_mfa,
+    metadata_with_only_transient_name_ids_is_refused_at_start,
 );
 
 const SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
@@ -30,6 +32,10 @@ const UNSOLICITED_ENTITY: &str = "https://unsolicited.test/idp";
 /// Nothing listens there: the tests stop before the browser would go to the IdP.
 const IDP_SSO: &str = "http://127.0.0.1:9/sso";
 const IDP_ORIGIN: &str = "http://127.0.0.1:9";
+/// The forge IdP's MFA class (REFEDS MFA, as SAML IdPs name it).
+const MFA: &str = "https://refeds.org/profile/mfa";
+const STEP_UP_ROUTE: &str =
+    "\n[[route]]\npath_prefix = \"/vault/\"\naccess = \"authenticated\"\nmfa = true\n";
 
 struct Forge {
     stack: Stack,
@@ -54,6 +60,7 @@ async fn forge(backend: Backend) -> Forge {
         "\n[[idp]]\nname = \"forge\"\nkind = \"saml\"\nmetadata_file = \"{}\"\n\
          domains = [\"forge.test\"]\nemail_attribute = \"email\"\nname_attribute = \"displayName\"\n\
          role_claims = {{ groups = {{ engineering = \"dev\" }} }}\n\
+         mfa_acr_values = [\"{MFA}\"]\n\
          \n[[idp]]\nname = \"unsolicited\"\nkind = \"saml\"\nmetadata_file = \"{}\"\n\
          domains = [\"unsolicited.test\"]\nemail_attribute = \"email\"\nallow_idp_initiated = true\n\
          \n[limits]\nlogin_starts_per_ip = 0\nfailed_callbacks_per_ip = 0\n",
@@ -63,7 +70,13 @@ async fn forge(backend: Backend) -> Forge {
     let stack = Stack::start_with(
         backend,
         StackOptions {
-            config: Box::new(move |urls| format!("{}{idps}{}", base_config(urls), support::ROUTES)),
+            config: Box::new(move |urls| {
+                format!(
+                    "{}{idps}{STEP_UP_ROUTE}{}",
+                    base_config(urls),
+                    support::ROUTES
+                )
+            }),
             ..StackOptions::default()
         },
     )
@@ -124,6 +137,7 @@ impl Forge {
                     ("groups".into(), vec!["engineering".into(), "staff".into()]),
                 ],
                 session_index: new_id("s"),
+                authn_context: PASSWORD_PROTECTED.into(),
             },
         )
     }
@@ -140,11 +154,19 @@ impl Forge {
     /// Starts a login at `idp` in `browser` and stops before the IdP: the AuthnRequest's ID
     /// and the RelayState.
     async fn start(&self, browser: &mut Browser, idp: &str) -> (String, String) {
+        let (id, relay, _) = self
+            .start_at(browser, &format!("/auth/login?idp={idp}&rd=%2Freports"))
+            .await;
+        (id, relay)
+    }
+
+    /// Opens `path` and stops before the IdP: the AuthnRequest's ID, the RelayState and the
+    /// request itself.
+    async fn start_at(&self, browser: &mut Browser, path: &str) -> (String, String, String) {
         let pending = browser
-            .navigate_until(
-                &format!("{}/auth/login?idp={idp}&rd=%2Freports", self.stack.base),
-                &|_, url| url.port() == Some(9),
-            )
+            .navigate_until(&format!("{}{path}", self.stack.base), &|_, url| {
+                url.port() == Some(9)
+            })
             .await
             .expect_err("should stop before the IdP");
         let pairs: std::collections::HashMap<_, _> =
@@ -163,7 +185,7 @@ impl Forge {
             .captures(&xml)
             .unwrap_or_else(|| panic!("no ID in {xml}"))[1]
             .to_owned();
-        (id, pairs["RelayState"].clone())
+        (id, pairs["RelayState"].clone(), xml)
     }
 
     /// POSTs `xml` to the ACS as the IdP's page would (cross-site, from the IdP's origin).
@@ -730,4 +752,89 @@ async fn sp_metadata_names_the_acs_and_entity_id(backend: Backend) {
     );
     let missing = forge.stack.get("/auth/saml/nobody/metadata", &[]).await;
     assert_eq!(missing.status, 404);
+}
+
+async fn step_up_asks_the_idp_to_authenticate_again_with_mfa(backend: Backend) {
+    let forge = forge(backend).await;
+    let mut browser = Browser::new();
+    let (id, relay) = forge.start(&mut browser, "forge").await;
+    let (r, a) = forge.valid(Some(&id), "alice");
+    let page = forge
+        .post(&mut browser, &forge.signed(&r, &a), Some(&relay))
+        .await;
+    assert_signed_in(&page, "alice@forge.test");
+
+    // An MFA route: back to the same IdP, asked to authenticate again, with MFA.
+    let (id, relay, request) = forge.start_at(&mut browser, "/vault/keys").await;
+    assert!(request.contains("ForceAuthn=\"true\""), "{request}");
+    assert!(
+        request.contains(&format!(
+            "<saml:AuthnContextClassRef>{MFA}</saml:AuthnContextClassRef>"
+        )),
+        "{request}"
+    );
+    // An answer without MFA is refused; the session is left as it was.
+    let (r, a) = forge.valid(Some(&id), "alice");
+    let page = forge
+        .post(&mut browser, &forge.signed(&r, &a), Some(&relay))
+        .await;
+    assert_eq!(page.status(), 403, "{:#?}", page.hops);
+    assert!(page.body().contains("did not confirm"), "{}", page.body());
+    let failures = forge.failures().await;
+    assert!(
+        failures
+            .last()
+            .is_some_and(|d| d.starts_with("insufficient_authentication:")),
+        "{failures:#?}"
+    );
+    // With it, the route opens.
+    let (id, relay, _) = forge.start_at(&mut browser, "/vault/keys").await;
+    let (r, mut a) = forge.valid(Some(&id), "alice");
+    a.authn_context = MFA.into();
+    let page = forge
+        .post(&mut browser, &forge.signed(&r, &a), Some(&relay))
+        .await;
+    assert_signed_in(&page, "alice@forge.test");
+    assert_eq!(page.url.path(), "/vault/keys");
+}
+
+async fn metadata_with_only_transient_name_ids_is_refused_at_start(backend: Backend) {
+    let forge = forge(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let transient = idp_metadata(FORGE_ENTITY, &forge.idp, IDP_SSO, None).replace(
+        PERSISTENT,
+        "urn:oasis:names:tc:SAML:2.0:nameid-format:transient",
+    );
+    let metadata = dir.path().join("transient.xml");
+    std::fs::write(&metadata, transient).unwrap();
+    let config = std::fs::read_to_string(&forge.stack.gatehouse.config)
+        .unwrap()
+        .replace(
+            &dir_of(&forge.stack.gatehouse.config, "forge.xml"),
+            &metadata.display().to_string(),
+        );
+    let path = dir.path().join("gatehouse.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = support::processes::run_cli(
+        &["--config", path.to_str().unwrap(), "serve"],
+        &[],
+        dir.path(),
+    )
+    .await;
+    assert!(!out.success, "{out:?}");
+    assert!(
+        out.stderr.contains("only transient NameIDs") && out.stderr.contains("persistent"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// The metadata file named `name` in the config at `config` (the forge's own tempdir).
+fn dir_of(config: &std::path::Path, name: &str) -> String {
+    let text = std::fs::read_to_string(config).unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("metadata_file = \""))
+        .map(|l| l.trim_end_matches('"').to_owned())
+        .find(|p| p.ends_with(name))
+        .expect("metadata_file")
 }

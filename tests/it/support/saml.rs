@@ -10,6 +10,8 @@ use base64::engine::general_purpose::STANDARD;
 
 pub const PROTOCOL: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
 pub const ASSERTION: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
+pub const PASSWORD_PROTECTED: &str =
+    "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport";
 pub const PERSISTENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent";
 pub const RSA_SHA256: (&str, &str) = (
     "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
@@ -157,6 +159,7 @@ pub struct AssertionSpec {
     pub audience: String,
     pub attributes: Vec<(String, Vec<String>)>,
     pub session_index: String,
+    pub authn_context: String,
 }
 
 impl AssertionSpec {
@@ -188,8 +191,7 @@ impl AssertionSpec {
              <saml:Conditions NotBefore=\"{start}\" NotOnOrAfter=\"{end}\"><saml:AudienceRestriction>\
              <saml:Audience>{audience}</saml:Audience></saml:AudienceRestriction></saml:Conditions>\
              <saml:AuthnStatement AuthnInstant=\"{now}\" SessionIndex=\"{session}\"><saml:AuthnContext>\
-             <saml:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport\
-             </saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement>\
+             <saml:AuthnContextClassRef>{context}</saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement>\
              <saml:AttributeStatement>{attributes}</saml:AttributeStatement></saml:Assertion>",
             id = self.id,
             now = instant(now()),
@@ -202,6 +204,7 @@ impl AssertionSpec {
             recipient = self.recipient,
             audience = self.audience,
             session = self.session_index,
+            context = self.authn_context,
         )
     }
 }
