@@ -1235,6 +1235,70 @@ mod tests {
     }
 
     #[test]
+    fn saml_idps_need_metadata_and_refuse_oidc_settings() {
+        let saml = |extra: &str| format!("[[idp]]\nname = \"big\"\nkind = \"saml\"\n{extra}");
+        let md = "metadata_file = \"/etc/gatehouse/big.xml\"\n";
+        // (config, the key the error must name, a word of its message)
+        let cases = [
+            (saml(""), "idp[0].metadata_url", "needs metadata_url"),
+            (
+                saml(&format!("{md}metadata_url = \"https://idp.test/md\"\n")),
+                "idp[0].metadata_url",
+                "not both",
+            ),
+            (
+                saml("metadata_url = \"ftp://idp.test/md\"\n"),
+                "idp[0].metadata_url",
+                "http(s)",
+            ),
+            (
+                saml(&format!("{md}client_id = \"c\"\n")),
+                "idp[0].client_id",
+                "OpenID Connect",
+            ),
+            (
+                saml(&format!("{md}issuer = \"https://idp.test\"\n")),
+                "idp[0].issuer",
+                "OpenID Connect",
+            ),
+            (
+                saml(&format!("{md}sp_cert_file = \"/etc/sp.crt\"\n")),
+                "idp[0].sp_cert_file",
+                "sp_key_file",
+            ),
+            (
+                saml(&format!("{md}metadata_refresh_seconds = 1\n")),
+                "idp[0].metadata_refresh_seconds",
+                "at least 5",
+            ),
+            (
+                format!("[[idp]]\nname = \"big\"\nkind = \"ldap\"\n{md}"),
+                "kind",
+                "unknown variant",
+            ),
+        ];
+        for (text, key, word) in &cases {
+            let message = error(text);
+            if cfg!(feature = "saml") {
+                assert!(
+                    message.contains(key) && message.contains(word),
+                    "{text}\n=> {message}"
+                );
+            }
+        }
+        let ok = load(&saml(md));
+        if cfg!(feature = "saml") {
+            let ok = ok.expect("valid");
+            assert_eq!(ok.idps[0].kind, IdpKind::Saml);
+            assert_eq!(ok.idps[0].metadata_refresh_seconds, 3600);
+            assert!(!ok.idps[0].allow_idp_initiated && !ok.idps[0].allow_sha1);
+        } else {
+            let message = ok.expect_err("no SAML in this build").to_string();
+            assert!(message.contains("--features saml"), "{message}");
+        }
+    }
+
+    #[test]
     fn empty_config_has_safe_defaults() {
         let s = load("").unwrap();
         assert_eq!(s.server.grpc_listen.to_string(), "127.0.0.1:9191");

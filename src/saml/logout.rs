@@ -234,3 +234,83 @@ pub fn redirect_url(out: &Outgoing<'_>, param: &str, xml: &str) -> Result<String
 fn random(_: RandomError) -> LogoutError {
     LogoutError::Invalid("no randomness")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query_of(url: &str) -> &str {
+        url.split_once('?').map(|(_, q)| q).unwrap_or_default()
+    }
+
+    #[test]
+    fn messages_round_trip_through_the_redirect_binding() {
+        let out = Outgoing {
+            destination: "https://idp.test/slo?tenant=1",
+            issuer: "https://sp.test/auth/saml/big/metadata",
+            relay_state: Some("https://sp.test/bye?a=1&b=2"),
+            key: None,
+        };
+        let (id, url) = request_url(&out, "u-1", None, Some("s-9"), 1_800_000_000).unwrap();
+        assert!(
+            url.starts_with("https://idp.test/slo?tenant=1&SAMLRequest="),
+            "{url}"
+        );
+        let query = query_of(&url).trim_start_matches("tenant=1&");
+        let received = receive(query, "SAMLRequest").unwrap();
+        assert_eq!(
+            received.relay_state.as_deref(),
+            Some("https://sp.test/bye?a=1&b=2")
+        );
+        assert_eq!(received.signature, None);
+        let request = parse_request(&received.xml).unwrap();
+        assert_eq!(request.id, id);
+        assert_eq!(request.name_id, "u-1");
+        assert_eq!(request.session_index.as_deref(), Some("s-9"));
+        assert_eq!(request.issuer, out.issuer);
+        assert_eq!(request.destination.as_deref(), Some(out.destination));
+
+        let url = response_url(&out, &id, 1_800_000_000).unwrap();
+        let received = receive(
+            query_of(&url).trim_start_matches("tenant=1&"),
+            "SAMLResponse",
+        )
+        .unwrap();
+        assert_eq!(parse_response(&received.xml).unwrap(), (Some(id), true));
+    }
+
+    #[test]
+    fn the_signed_text_is_the_raw_query_in_the_binding_order() {
+        let xml =
+            "<samlp:LogoutRequest xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" ID=\"_1\"/>";
+        let message: String = url::form_urlencoded::byte_serialize(
+            super::super::binding::redirect_encode(xml).as_bytes(),
+        )
+        .collect();
+        // Sent in another order, with encodings a re-encoder would change (%7E, +).
+        let query = format!(
+            "Signature=c2ln&SigAlg=http%3A%2F%2Falg&RelayState=a%7Eb+c&SAMLRequest={message}"
+        );
+        let received = receive(&query, "SAMLRequest").unwrap();
+        let (signed, alg, signature) = received.signature.unwrap();
+        assert_eq!(
+            signed,
+            format!("SAMLRequest={message}&RelayState=a%7Eb+c&SigAlg=http%3A%2F%2Falg")
+        );
+        assert_eq!(alg, "http://alg");
+        assert_eq!(signature, b"sig");
+        assert_eq!(received.relay_state.as_deref(), Some("a~b c"));
+
+        let refused = [
+            format!("SAMLRequest={message}&SAMLRequest={message}"),
+            format!("SAMLRequest={message}&SigAlg=x"),
+            format!("SAMLRequest={message}&Signature=c2ln"),
+            format!("SAMLRequest={message}&SigAlg=x&Signature=%%%"),
+            "RelayState=x".to_owned(),
+            "SAMLRequest=%FF%FE".to_owned(),
+        ];
+        for query in refused {
+            assert!(receive(&query, "SAMLRequest").is_err(), "{query}");
+        }
+    }
+}
