@@ -344,6 +344,10 @@ pub struct IdpConfig {
     /// `engineering`. Roles granted by hand are never touched.
     #[serde(default)]
     pub role_claims: BTreeMap<String, BTreeMap<String, String>>,
+    /// SAML: the IdP's entityID, if pinned: metadata naming another is refused. Unset, the
+    /// first copy's entityID holds until a restart.
+    #[serde(default)]
+    pub entity_id: Option<String>,
     /// SAML: where the IdP's metadata is (one of the two).
     #[serde(default)]
     pub metadata_url: Option<Url>,
@@ -1014,10 +1018,15 @@ fn validate_saml_idp(idp: &IdpConfig, key: &dyn Fn(&str) -> String) -> Result<()
                 "a SAML identity provider needs metadata_url or metadata_file",
             ));
         }
-        (Some(url), None) if !matches!(url.scheme(), "https" | "http") => {
+        (Some(url), None)
+            if url.scheme() != "https" && !(url.scheme() == "http" && is_loopback(url)) =>
+        {
             return Err(ConfigError::invalid(
                 key("metadata_url"),
-                format!("{url} is not an http(s) URL"),
+                format!(
+                    "{url}: metadata carries the keys that sign responses, so it is fetched over \
+                     https (plain http only from this machine: localhost, 127.0.0.0/8, ::1)"
+                ),
             ));
         }
         _ => {}
@@ -1051,6 +1060,16 @@ fn validate_saml_idp(idp: &IdpConfig, key: &dyn Fn(&str) -> String) -> Result<()
         ));
     }
     Ok(())
+}
+
+/// A URL whose host is this machine.
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 /// An ASCII domain name such as `acme.test`: email domains are compared as written, so a
@@ -1247,9 +1266,9 @@ mod tests {
                 "not both",
             ),
             (
-                saml("metadata_url = \"ftp://idp.test/md\"\n"),
+                saml("metadata_url = \"http://idp.test/md\"\n"),
                 "idp[0].metadata_url",
-                "http(s)",
+                "https",
             ),
             (
                 saml(&format!("{md}client_id = \"c\"\n")),

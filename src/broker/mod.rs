@@ -138,6 +138,9 @@ pub struct Broker {
     /// Local sign-in, when `[local]` is configured: home-realm discovery sends addresses
     /// with local methods there.
     local: Option<Arc<Local>>,
+    /// SAML signature checks (xmlsec, on blocking threads) at once: at most one per core, so a
+    /// flood of responses cannot take every thread.
+    saml_verifications: tokio::sync::Semaphore,
 }
 
 fn build_idps(
@@ -160,10 +163,21 @@ fn build_idps(
                 callback,
                 http.clone(),
             )?)),
-            IdpKind::Saml => idps.saml.push(Arc::new(
-                SamlIdp::new(idp.clone(), trust, &origin, http.clone())
-                    .map_err(|e| LoginError::Config(e.to_string()))?,
-            )),
+            IdpKind::Saml => {
+                let reserved = settings
+                    .idps
+                    .iter()
+                    .filter(|other| other.name != idp.name)
+                    .filter_map(|other| match other.kind {
+                        IdpKind::Oidc => Some(other.issuer.clone()),
+                        IdpKind::Saml => other.entity_id.clone(),
+                    })
+                    .collect();
+                idps.saml.push(Arc::new(
+                    SamlIdp::new(idp.clone(), trust, reserved, &origin, http.clone())
+                        .map_err(|e| LoginError::Config(e.to_string()))?,
+                ))
+            }
         }
     }
     Ok(idps)
@@ -215,6 +229,9 @@ impl Broker {
             revocations,
             metrics,
             local: None,
+            saml_verifications: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, usize::from),
+            ),
         })
     }
 

@@ -17,7 +17,7 @@ use crate::saml::idp::SamlIdp;
 use crate::saml::logout::{self, LogoutError};
 use crate::saml::messages::NAME_ID_EMAIL;
 use crate::saml::response::{self, SamlError};
-use crate::saml::rules::{self, AssertionFacts, Expected, SKEW_SECONDS};
+use crate::saml::rules::{self, AssertionFacts, Expected, Refusal, SKEW_SECONDS};
 use crate::saml::screen::Hostile;
 use crate::session::cookie::{self, TokenCookie};
 use crate::session::token::TokenHash;
@@ -25,9 +25,8 @@ use crate::session::{OpaqueToken, SessionError};
 use crate::store::{Access, AuditEvent, AuditKind, LoginFacts, LoginState, NewLoginState, Outcome};
 use crate::web::{Reply, Requester};
 
-/// How long an assertion ID is remembered at most (an IdP may set a far `NotOnOrAfter`;
-/// an assertion older than this is refused by then anyway as expired or already used).
-const REPLAY_WINDOW_SECONDS: i64 = 24 * 3600;
+/// How old an IdP's `LogoutRequest` may be (it travels by an immediate redirect).
+const LOGOUT_REQUEST_MAX_AGE_SECONDS: i64 = 300;
 
 /// `POST /auth/saml/acs` form fields.
 #[derive(Debug, Default)]
@@ -154,9 +153,22 @@ impl Broker {
             account: login.as_ref().and_then(|l| l.account.clone()),
         };
         let fail = |e: LoginError| (e, failed.clone());
+        // Refused before any signature work when nothing asked for it.
+        if login.is_none() && !idp.config.allow_idp_initiated {
+            return Err(fail(SamlError::from(Refusal::Unsolicited).into()));
+        }
         let metadata = idp
             .metadata()
             .ok_or_else(|| fail(SamlError::NoMetadata.into()))?;
+        // Identities are (entityID, NameID): two IdPs naming one entityID could sign in as
+        // each other's users.
+        self.saml_idp_by_entity(&metadata.entity_id)
+            .map_err(|e| fail(e.into()))?;
+        let _permit = self
+            .saml_verifications
+            .acquire()
+            .await
+            .map_err(|_| fail(LoginError::Config("SAML verification closed".into())))?;
         // xmlsec is CPU work on a C library: off the async workers.
         let verifier = Arc::clone(&idp);
         let facts = tokio::task::spawn_blocking(move || verifier.verify(&xml))
@@ -179,9 +191,8 @@ impl Broker {
         ]
         .into_iter()
         .flatten()
-        .min()
+        .max()
         .unwrap_or(now)
-        .min(now + REPLAY_WINDOW_SECONDS)
             + SKEW_SECONDS;
         let first = self
             .store
@@ -268,13 +279,7 @@ impl Broker {
     /// The SAML IdP whose entityID an unsolicited response claims (verified after).
     fn unsolicited_idp(&self, xml: &str) -> Result<Arc<SamlIdp>, SamlError> {
         let issuer = response::claimed_issuer(xml).unwrap_or_default();
-        self.idps
-            .load()
-            .saml
-            .iter()
-            .find(|idp| idp.metadata().is_some_and(|m| m.entity_id == issuer))
-            .cloned()
-            .ok_or(SamlError::UnknownIssuer(issuer))
+        self.saml_idp_by_entity(&issuer)
     }
 
     /// `GET /auth/saml/{idp}/metadata`.
@@ -366,6 +371,9 @@ impl Broker {
         }
     }
 
+    /// The IdP's answer to our `LogoutRequest`. The session ended before the browser went to
+    /// the IdP; this only lands the browser on `RelayState` (through the redirect rules) and,
+    /// when the answer carries its IdP's valid signature, audits how the IdP's side went.
     async fn saml_logout_response(
         &self,
         raw_query: &str,
@@ -373,35 +381,59 @@ impl Broker {
         now: i64,
     ) -> Reply {
         let received = logout::receive(raw_query, "SAMLResponse");
-        let (outcome, detail, relay) = match &received {
-            Ok(r) => match logout::parse_response(&r.xml) {
-                Ok((_, true)) => (
-                    Outcome::Success,
-                    "SAML single logout completed at the IdP".to_owned(),
-                    r.relay_state.clone(),
-                ),
-                Ok((_, false)) => (
-                    Outcome::Failure,
-                    "the IdP reported a failed single logout".to_owned(),
-                    r.relay_state.clone(),
-                ),
-                Err(e) => (
-                    Outcome::Failure,
-                    format!("SAML LogoutResponse: {e}"),
-                    r.relay_state.clone(),
-                ),
-            },
-            Err(e) => (Outcome::Failure, format!("SAML LogoutResponse: {e}"), None),
+        let relay = received.as_ref().ok().and_then(|r| r.relay_state.clone());
+        let verified = received.as_ref().ok().and_then(|r| {
+            let answer = logout::parse_response(&r.xml).ok()?;
+            let idp = self.saml_idp_by_entity(answer.issuer.as_deref()?).ok()?;
+            idp.verify_query_signature(r.signature.as_ref()?).ok()?;
+            Some((answer, idp))
+        });
+        let event = match &verified {
+            Some((answer, idp)) => {
+                let (outcome, detail) = if answer.success {
+                    (Outcome::Success, "SAML single logout completed at the IdP")
+                } else {
+                    (Outcome::Failure, "the IdP reported a failed single logout")
+                };
+                Some(
+                    AuditEvent::new(AuditKind::Logout, outcome, now)
+                        .idp(idp.name())
+                        .detail(detail),
+                )
+            }
+            // Anyone can send this URL: audited once a minute per address.
+            None => {
+                let sampled_out = requester
+                    .ip
+                    .is_some_and(|ip| self.seen_recently(format!("slo {}", client_group(ip))));
+                (!sampled_out).then(|| {
+                    AuditEvent::new(AuditKind::Logout, Outcome::Failure, now)
+                        .detail("an unverified SAML LogoutResponse")
+                })
+            }
         };
-        let event =
-            requester.audit(AuditEvent::new(AuditKind::Logout, outcome, now).detail(detail));
-        if let Err(e) = self.store.record_audit(&event).await {
+        if let Some(event) = event
+            && let Err(e) = self.store.record_audit(&requester.audit(event)).await
+        {
             tracing::warn!(error = %e, "could not audit a SAML logout response");
         }
-        // The session ended before the browser went to the IdP; only the landing is left.
         Reply::Redirect {
             location: self.redirects.target(relay.as_deref()).as_str().to_owned(),
             cookies: Vec::new(),
+        }
+    }
+
+    /// The one SAML IdP whose metadata names `entity_id`.
+    fn saml_idp_by_entity(&self, entity_id: &str) -> Result<Arc<SamlIdp>, SamlError> {
+        let idps = self.idps.load();
+        let mut matching = idps
+            .saml
+            .iter()
+            .filter(|idp| idp.metadata().is_some_and(|m| m.entity_id == entity_id));
+        match (matching.next(), matching.next()) {
+            (Some(idp), None) => Ok(idp.clone()),
+            (Some(_), Some(_)) => Err(SamlError::AmbiguousIssuer(entity_id.to_owned())),
+            (None, _) => Err(SamlError::UnknownIssuer(entity_id.to_owned())),
         }
     }
 
@@ -416,24 +448,19 @@ impl Broker {
         let received = logout::receive(raw_query, "SAMLRequest")?;
         let request = logout::parse_request(&received.xml)?;
         let idp = self
-            .idps
-            .load()
-            .saml
-            .iter()
-            .find(|idp| {
-                idp.metadata()
-                    .is_some_and(|m| m.entity_id == request.issuer)
-            })
-            .cloned()
-            .ok_or(LogoutError::Invalid("no SAML IdP has this issuer"))?;
+            .saml_idp_by_entity(&request.issuer)
+            .map_err(|_| LogoutError::Invalid("no one SAML IdP has this issuer"))?;
         let signature = received.signature.as_ref().ok_or(LogoutError::Unsigned)?;
         idp.verify_query_signature(signature)
             .map_err(LogoutError::from)?;
-        if request
-            .destination
-            .as_deref()
-            .is_some_and(|d| d != idp.slo_url)
-        {
+        // Bindings §3.4.5.2: a signed message names where it is for. And a signed logout URL
+        // leaked from a log or a history must not work later: issued recently (the replay
+        // cache remembers it that long), not in the future.
+        let issued = request.issue_instant.ok_or(LogoutError::Expired)?;
+        if issued < now - LOGOUT_REQUEST_MAX_AGE_SECONDS || issued > now + SKEW_SECONDS {
+            return Err(LogoutError::Expired.into());
+        }
+        if request.destination.as_deref() != Some(idp.slo_url.as_str()) {
             return Err(
                 LogoutError::Invalid("Destination is not this service's logout URL").into(),
             );
@@ -454,7 +481,7 @@ impl Broker {
             .first_use_of_saml_message(
                 &metadata.entity_id,
                 &request.id,
-                now + REPLAY_WINDOW_SECONDS,
+                now + LOGOUT_REQUEST_MAX_AGE_SECONDS + SKEW_SECONDS,
             )
             .await
             .map_err(unavailable)?;
@@ -468,7 +495,13 @@ impl Broker {
         );
         let hashes = self
             .store
-            .revoke_idp_sessions(idp.name(), Some(&request.name_id), None, &event, now)
+            .revoke_idp_sessions(
+                idp.name(),
+                Some(&request.name_id),
+                request.session_index.as_deref(),
+                &event,
+                now,
+            )
             .await
             .map_err(unavailable)?;
         for hash in &hashes {

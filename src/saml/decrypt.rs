@@ -25,10 +25,12 @@ pub enum DecryptError {
     Failed(&'static str),
 }
 
-/// The plaintext `Assertion` XML of the response's `EncryptedAssertion`.
+/// The plaintext `Assertion` XML of the response's `EncryptedAssertion`. `allow_cbc`: the
+/// ciphertext was signed (AES-CBC has no integrity of its own; else only AES-GCM).
 pub fn decrypt(
     response: roxmltree::Node<'_, '_>,
     key: Option<&SpKey>,
+    allow_cbc: bool,
 ) -> Result<String, DecryptError> {
     let key = key.ok_or(DecryptError::NoKey)?;
     let encrypted = response
@@ -47,7 +49,13 @@ pub fn decrypt(
         return Err(DecryptError::Failed("key transport is not RSA-OAEP"));
     }
     let content_key = rsa_oaep(key, &cipher_value(encrypted_key)?)?;
-    let plaintext = match method(data)? {
+    let content_method = method(data)?;
+    if content_method.ends_with("-cbc") && !allow_cbc {
+        return Err(DecryptError::Failed(
+            "AES-CBC content in an unsigned response",
+        ));
+    }
+    let plaintext = match content_method {
         "http://www.w3.org/2001/04/xmlenc#aes128-cbc" => {
             cbc(Cipher::aes_128_cbc(), &content_key, &cipher_value(data)?)?
         }

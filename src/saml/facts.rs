@@ -30,6 +30,15 @@ const STRONG: [&str; 10] = [
     "http://www.w3.org/2001/04/xmlenc#sha512",
     "http://www.w3.org/2001/04/xmlenc#sha384",
 ];
+/// Transforms and canonicalizations a SAML signature needs; xmlsec would also run XPath,
+/// XPointer and XSLT ones, before the signature is known to be good.
+const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
+const TRANSFORMS: [&str; 4] = [
+    "http://www.w3.org/2000/09/xmldsig#enveloped-signature",
+    EXC_C14N,
+    "http://www.w3.org/TR/2001/REC-xml-c14n-20010315",
+    "http://www.w3.org/2006/12/xml-c14n11",
+];
 /// Accepted only with `allow_sha1`.
 const SHA1: [&str; 2] = [
     "http://www.w3.org/2000/09/xmldsig#rsa-sha1",
@@ -62,6 +71,8 @@ pub enum ShapeError {
         "the verified content is not this response or its assertion (signature over another element)"
     )]
     SignedElsewhere,
+    #[error("the signature is not a plain enveloped one over its parent ({0})")]
+    SignatureForm(&'static str),
 }
 
 /// The one assertion a well-shaped Response carries.
@@ -109,8 +120,12 @@ pub fn shape(doc: &roxmltree::Document<'_>) -> Result<Shape, ShapeError> {
             continue;
         }
         let parent = signature.parent_element();
-        if parent != Some(root) && parent != Some(assertion) {
+        let plain_assertion = is(&assertion, ASSERTION_NS, "Assertion");
+        if parent != Some(root) && !(plain_assertion && parent == Some(assertion)) {
             return Err(ShapeError::SignatureMisplaced);
+        }
+        if let Some(parent) = parent {
+            enveloped(signature, parent)?;
         }
     }
     let mut ids = HashSet::new();
@@ -141,6 +156,61 @@ pub fn shape(doc: &roxmltree::Document<'_>) -> Result<Shape, ShapeError> {
         response_id,
         carried,
     })
+}
+
+/// A signature xmlsec may process: exactly one `Reference`, to its parent by ID, with only
+/// enveloped-signature and canonicalization transforms (exclusive C14N's `InclusiveNamespaces`
+/// allowed); no `Object` (nor a `Manifest` in one) and no `RetrievalMethod`. xmlsec digests
+/// every reference before it checks the signature value, so anything else (a `file:` or
+/// `http:` URI, an XSLT transform) would be work done, or a request made, for whoever sent
+/// the message.
+pub fn enveloped(
+    signature: roxmltree::Node<'_, '_>,
+    parent: roxmltree::Node<'_, '_>,
+) -> Result<(), ShapeError> {
+    let form = ShapeError::SignatureForm;
+    let signed_info = child(signature, DSIG_NS, "SignedInfo").ok_or(form("no SignedInfo"))?;
+    let references: Vec<_> = signature
+        .descendants()
+        .filter(|n| is(n, DSIG_NS, "Reference"))
+        .collect();
+    let [reference] = references.as_slice() else {
+        return Err(form("exactly one Reference"));
+    };
+    if reference.parent_element() != Some(signed_info) {
+        return Err(form("the Reference is outside SignedInfo"));
+    }
+    let target = parent
+        .attribute("ID")
+        .map(|id| format!("#{id}"))
+        .ok_or(form("the signed element has no ID"))?;
+    if reference.attribute("URI") != Some(target.as_str()) {
+        return Err(form("the Reference must name its parent's ID"));
+    }
+    let unwanted = ["Object", "Manifest", "RetrievalMethod"];
+    if signature
+        .descendants()
+        .any(|n| unwanted.iter().any(|u| is(&n, DSIG_NS, u)))
+    {
+        return Err(form("an Object, Manifest or RetrievalMethod"));
+    }
+    let steps = signature
+        .descendants()
+        .filter(|n| is(n, DSIG_NS, "Transform") || is(n, DSIG_NS, "CanonicalizationMethod"));
+    for step in steps {
+        let algorithm = step.attribute("Algorithm").unwrap_or_default();
+        if !TRANSFORMS.contains(&algorithm) {
+            return Err(form("a transform other than enveloped-signature and C14N"));
+        }
+        let parameters_ok = step
+            .children()
+            .filter(|c| c.is_element())
+            .all(|c| algorithm == EXC_C14N && is(&c, EXC_C14N, "InclusiveNamespaces"));
+        if !parameters_ok {
+            return Err(form("a transform with parameters"));
+        }
+    }
+    Ok(())
 }
 
 /// Every `SignatureMethod` and `DigestMethod` is strong (SHA-1 only when allowed).
@@ -197,6 +267,7 @@ pub fn response_facts(root: roxmltree::Node<'_, '_>) -> ResponseFacts {
         destination: root.attribute("Destination").map(String::from),
         in_response_to: root.attribute("InResponseTo").map(String::from),
         issuer: child(root, ASSERTION_NS, "Issuer").map(text),
+        signed: false,
         assertion: None,
     }
 }
@@ -262,13 +333,16 @@ pub fn assertion_facts(assertion: roxmltree::Node<'_, '_>) -> AssertionFacts {
         not_on_or_after: conditions
             .and_then(|c| c.attribute("NotOnOrAfter"))
             .map(|t| instant(t).unwrap_or(i64::MIN)),
-        audiences: conditions
+        audience_restrictions: conditions
             .into_iter()
             .flat_map(|c| c.children())
             .filter(|n| is(n, ASSERTION_NS, "AudienceRestriction"))
-            .flat_map(|r| r.children())
-            .filter(|n| is(n, ASSERTION_NS, "Audience"))
-            .map(text)
+            .map(|r| {
+                r.children()
+                    .filter(|n| is(n, ASSERTION_NS, "Audience"))
+                    .map(text)
+                    .collect()
+            })
             .collect(),
         authn_instant: authn
             .and_then(|a| a.attribute("AuthnInstant"))

@@ -14,7 +14,7 @@ use super::messages::{self, AuthnRequest, SpMetadata};
 use super::metadata::{self, IdpMetadata, MetadataError};
 use super::response::{self, SamlError, Verification};
 use super::rules::ResponseFacts;
-use super::verify::{SpKey, cert_der_from_pem};
+use super::verify::{SpKey, cert_der_from_pem, check_certificate};
 use crate::config::IdpConfig;
 use crate::provisioning::EmailTrust;
 
@@ -52,6 +52,9 @@ pub struct SamlIdp {
     sp_cert: Option<String>,
     http: reqwest::Client,
     metadata: RwLock<Option<Arc<IdpMetadata>>>,
+    /// Issuers of the other configured IdPs (OIDC issuers, pinned SAML entityIDs): identities
+    /// are `(issuer, subject)`, so metadata claiming one of them is refused.
+    reserved_issuers: Vec<String>,
 }
 
 impl std::fmt::Debug for SamlIdp {
@@ -68,6 +71,7 @@ impl SamlIdp {
     pub fn new(
         config: IdpConfig,
         email_trust: EmailTrust,
+        reserved_issuers: Vec<String>,
         public_origin: &str,
         http: reqwest::Client,
     ) -> Result<Self, SetupError> {
@@ -104,16 +108,16 @@ impl SamlIdp {
             sp_cert,
             http,
             metadata: RwLock::new(None),
+            reserved_issuers,
         };
         if let Some(path) = &idp.config.metadata_file {
-            let parsed = std::fs::read(path)
+            std::fs::read(path)
                 .map_err(|e| e.to_string())
-                .and_then(|xml| metadata::parse(&xml).map_err(|e| e.to_string()))
+                .and_then(|xml| idp.accept(&xml).map_err(|e| e.to_string()))
                 .map_err(|error| SetupError::Metadata {
                     idp: idp.config.name.clone(),
                     error: format!("{}: {error}", path.display()),
                 })?;
-            idp.store(parsed);
         }
         Ok(idp)
     }
@@ -126,8 +130,36 @@ impl SamlIdp {
         self.metadata.read().ok().and_then(|m| m.clone())
     }
 
-    fn store(&self, parsed: IdpMetadata) {
+    /// Parses `xml` and keeps it when it may serve: besides [`metadata::parse`]'s rules, its
+    /// entityID is the pinned one (or the current copy's), no other IdP's issuer, and every
+    /// signing certificate is usable (one bad certificate would fail every login).
+    fn accept(&self, xml: &[u8]) -> Result<(), MetadataError> {
+        let parsed = metadata::parse(xml)?;
+        let found = parsed.entity_id.clone();
+        let taken = |why| {
+            Err(MetadataError::EntityId {
+                found: found.clone(),
+                why,
+            })
+        };
+        if let Some(pinned) = &self.config.entity_id
+            && *pinned != parsed.entity_id
+        {
+            return taken("not the entity_id configured for this IdP");
+        }
+        if self.reserved_issuers.contains(&parsed.entity_id) {
+            return taken("which is another configured identity provider's issuer");
+        }
+        if let Some(current) = self.metadata()
+            && current.entity_id != parsed.entity_id
+        {
+            return taken("not the one this IdP had (restart to accept a new entityID)");
+        }
+        for der in &parsed.signing_certs {
+            check_certificate(der).map_err(|_| MetadataError::BadCertificate)?;
+        }
         self.keep(Arc::new(parsed));
+        Ok(())
     }
 
     fn keep(&self, metadata: Arc<IdpMetadata>) {
@@ -173,9 +205,7 @@ impl SamlIdp {
                 .map_err(|e| MetadataError::Xml(format!("{}: {e}", path.display())))?,
             (None, None) => return Ok(()),
         };
-        let parsed = metadata::parse(&xml)?;
-        self.store(parsed);
-        Ok(())
+        self.accept(&xml)
     }
 
     /// Loads the metadata now and then every `metadata_refresh_seconds`, until this IdP is

@@ -26,7 +26,16 @@ pub struct LogoutRequest {
     pub name_id_format: Option<String>,
     pub session_index: Option<String>,
     pub not_on_or_after: Option<i64>,
+    pub issue_instant: Option<i64>,
     pub destination: Option<String>,
+}
+
+/// What a `LogoutResponse` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutAnswer {
+    pub issuer: Option<String>,
+    pub in_response_to: Option<String>,
+    pub success: bool,
 }
 
 /// A received redirect-binding message: the decoded XML and what the signature covers.
@@ -52,7 +61,7 @@ pub enum LogoutError {
     Verify(#[from] VerifyError),
     #[error("the LogoutRequest {0:?} was already used (replay)")]
     Replayed(String),
-    #[error("the LogoutRequest has expired")]
+    #[error("the LogoutRequest has expired, or was issued too long ago or in the future")]
     Expired,
 }
 
@@ -131,17 +140,22 @@ pub fn parse_request(xml: &str) -> Result<LogoutRequest, LogoutError> {
         name_id: text(name_id),
         name_id_format: name_id.attribute("Format").map(String::from),
         session_index: child(root, PROTOCOL_NS, "SessionIndex").map(text),
-        not_on_or_after: root.attribute("NotOnOrAfter").map(|t| {
-            chrono::DateTime::parse_from_rfc3339(t)
-                .map(|t| t.timestamp())
-                .unwrap_or(i64::MIN)
-        }),
+        not_on_or_after: root
+            .attribute("NotOnOrAfter")
+            .map(|t| instant_of(t).unwrap_or(i64::MIN)),
+        issue_instant: root.attribute("IssueInstant").and_then(instant_of),
         destination: root.attribute("Destination").map(String::from),
     })
 }
 
-/// A `LogoutResponse`'s `InResponseTo` and whether its status is Success.
-pub fn parse_response(xml: &str) -> Result<(Option<String>, bool), LogoutError> {
+fn instant_of(t: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(t.trim())
+        .ok()
+        .map(|t| t.timestamp())
+}
+
+/// Reads a screened `LogoutResponse`.
+pub fn parse_response(xml: &str) -> Result<LogoutAnswer, LogoutError> {
     let doc = roxmltree::Document::parse(xml).map_err(|_| LogoutError::Invalid("not XML"))?;
     let root = doc.root_element();
     if !is(&root, PROTOCOL_NS, "LogoutResponse") {
@@ -151,7 +165,11 @@ pub fn parse_response(xml: &str) -> Result<(Option<String>, bool), LogoutError> 
         .and_then(|s| child(s, PROTOCOL_NS, "StatusCode"))
         .and_then(|c| c.attribute("Value"))
         == Some(STATUS_SUCCESS);
-    Ok((root.attribute("InResponseTo").map(String::from), success))
+    Ok(LogoutAnswer {
+        issuer: child(root, ASSERTION_NS, "Issuer").map(text),
+        in_response_to: root.attribute("InResponseTo").map(String::from),
+        success,
+    })
 }
 
 /// What the SP sends.
@@ -269,6 +287,7 @@ mod tests {
         assert_eq!(request.session_index.as_deref(), Some("s-9"));
         assert_eq!(request.issuer, out.issuer);
         assert_eq!(request.destination.as_deref(), Some(out.destination));
+        assert_eq!(request.issue_instant, Some(1_800_000_000));
 
         let url = response_url(&out, &id, 1_800_000_000).unwrap();
         let received = receive(
@@ -276,7 +295,10 @@ mod tests {
             "SAMLResponse",
         )
         .unwrap();
-        assert_eq!(parse_response(&received.xml).unwrap(), (Some(id), true));
+        let answer = parse_response(&received.xml).unwrap();
+        assert_eq!(answer.in_response_to, Some(id));
+        assert!(answer.success);
+        assert_eq!(answer.issuer.as_deref(), Some(out.issuer));
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub enum MetadataError {
     NoSigningCertificate,
     #[error("a signing certificate is not base64 DER")]
     BadCertificate,
+    #[error("the metadata names the entityID {found:?}, {why}")]
+    EntityId { found: String, why: &'static str },
     #[error(
         "the IdP offers only transient NameIDs, which change at every login: configure it to \
          send a persistent NameID for this service provider"

@@ -32,6 +32,8 @@ pub enum SamlError {
     Replayed(String),
     #[error("no SAML identity provider has the entityID {0:?}")]
     UnknownIssuer(String),
+    #[error("more than one SAML identity provider names the entityID {0:?}")]
+    AmbiguousIssuer(String),
     #[error("the identity provider's metadata has not been loaded yet")]
     NoMetadata,
     #[error("signing the request: {0}")]
@@ -51,7 +53,7 @@ impl SamlError {
             Self::Decrypt(_) => "saml_decryption",
             Self::Refused(r) => r.reason(),
             Self::Replayed(_) => "saml_replay",
-            Self::UnknownIssuer(_) => "saml_unknown_issuer",
+            Self::UnknownIssuer(_) | Self::AmbiguousIssuer(_) => "saml_unknown_issuer",
             Self::NoMetadata => "idp_unreachable",
             Self::Signing(_) => "saml_signing",
         }
@@ -104,6 +106,11 @@ pub fn verify(xml: &str, v: &Verification<'_>) -> Result<ResponseFacts, SamlErro
         let reduced = parse(&reduced)?;
         let response_signed = facts::signed_root(&reduced, &shape)?;
         let root = reduced.root_element();
+        if response_signed {
+            // The same fields, read from what was verified.
+            response = facts::response_facts(root);
+            response.signed = true;
+        }
         match &shape.carried {
             Carried::Plain { id } => {
                 let assertion = if response_signed {
@@ -118,13 +125,15 @@ pub fn verify(xml: &str, v: &Verification<'_>) -> Result<ResponseFacts, SamlErro
             }
             // Signed ciphertext: the decrypted assertion needs no signature of its own.
             Carried::Encrypted => {
-                let plain = decrypt(root, v.sp_key)?;
+                let plain = decrypt(root, v.sp_key, true)?;
                 response.assertion = Some(decrypted_assertion(&plain, v, true)?);
                 return Ok(response);
             }
         }
     }
-    let plain = decrypt(doc.root_element(), v.sp_key)?;
+    // Unsigned ciphertext: only an authenticated cipher (AES-GCM), so tampering cannot be
+    // probed (CBC has no integrity of its own).
+    let plain = decrypt(doc.root_element(), v.sp_key, false)?;
     response.assertion = Some(decrypted_assertion(&plain, v, false)?);
     Ok(response)
 }
@@ -148,7 +157,17 @@ fn decrypted_assertion(
     }
     let id = root.attribute("ID").ok_or(ShapeError::NoId("Assertion"))?;
     facts::check_algorithms(&doc, v.allow_sha1)?;
-    let signed = doc.descendants().any(|n| is(&n, DSIG_NS, "Signature"));
+    let signatures: Vec<_> = doc
+        .descendants()
+        .filter(|n| is(n, DSIG_NS, "Signature"))
+        .collect();
+    for signature in &signatures {
+        if signature.parent_element() != Some(root) {
+            return Err(ShapeError::SignatureMisplaced.into());
+        }
+        facts::enveloped(*signature, root)?;
+    }
+    let signed = !signatures.is_empty();
     if !signed {
         if ciphertext_signed {
             return Ok(facts::assertion_facts(root));

@@ -9,6 +9,9 @@ pub const STATUS_SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
 pub const NAME_ID_TRANSIENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient";
 /// Clock skew allowed on `NotBefore` and `NotOnOrAfter`.
 pub const SKEW_SECONDS: i64 = 60;
+/// The longest an assertion may be valid from now: its ID is remembered (replay) until then.
+/// IdPs use minutes.
+pub const MAX_VALIDITY_SECONDS: i64 = 24 * 3600;
 
 /// What a verified Response says (Unix seconds for times).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,6 +23,9 @@ pub struct ResponseFacts {
     pub destination: Option<String>,
     pub in_response_to: Option<String>,
     pub issuer: Option<String>,
+    /// Whether the Response itself was signed (else its own fields are the sender's word, and
+    /// only the assertion's confirmation can bind it to a request).
+    pub signed: bool,
     /// The one assertion (decrypted if it was encrypted); responses with none or several are
     /// refused before this.
     pub assertion: Option<AssertionFacts>,
@@ -38,7 +44,8 @@ pub struct AssertionFacts {
     /// `Conditions`.
     pub not_before: Option<i64>,
     pub not_on_or_after: Option<i64>,
-    pub audiences: Vec<String>,
+    /// Each `AudienceRestriction`'s audiences: every one must name this SP.
+    pub audience_restrictions: Vec<Vec<String>>,
     pub authn_instant: Option<i64>,
     pub authn_context: Option<String>,
     /// `AuthnStatement/@SessionIndex`, sent back in a `LogoutRequest`.
@@ -86,6 +93,8 @@ pub enum Refusal {
     Expired(i64),
     #[error("the assertion has no NotOnOrAfter")]
     NoExpiry,
+    #[error("the assertion is valid for too long (until {0})")]
+    ValidTooLong(i64),
     #[error("the NameID is empty")]
     NoNameId,
     #[error("a transient NameID changes at every login and cannot identify an account")]
@@ -103,7 +112,9 @@ impl Refusal {
             Self::Audience(_) => "saml_audience",
             Self::InResponseTo => "saml_in_response_to",
             Self::Unsolicited => "saml_unsolicited",
-            Self::NotYetValid(_) | Self::Expired(_) | Self::NoExpiry => "saml_time",
+            Self::NotYetValid(_) | Self::Expired(_) | Self::NoExpiry | Self::ValidTooLong(_) => {
+                "saml_time"
+            }
         }
     }
 }
@@ -137,11 +148,13 @@ pub fn check<'r>(
     }
     match expected.request_id {
         Some(id) => {
-            let answers = response.in_response_to.as_deref() == Some(id)
-                && assertion
-                    .confirmation_in_response_to
-                    .as_deref()
-                    .is_none_or(|c| c == id);
+            // An unsigned Response's InResponseTo is anyone's to write: then the signed
+            // confirmation must name the request.
+            let confirmed = match assertion.confirmation_in_response_to.as_deref() {
+                Some(c) => c == id,
+                None => response.signed,
+            };
+            let answers = response.in_response_to.as_deref() == Some(id) && confirmed;
             if !answers {
                 return Err(Refusal::InResponseTo);
             }
@@ -160,12 +173,13 @@ pub fn check<'r>(
     if assertion.recipient.as_deref() != Some(expected.acs_url) {
         return Err(Refusal::Recipient(assertion.recipient.clone()));
     }
-    if !assertion
-        .audiences
-        .iter()
-        .any(|a| a == expected.sp_entity_id)
+    let restrictions = &assertion.audience_restrictions;
+    if restrictions.is_empty()
+        || !restrictions
+            .iter()
+            .all(|r| r.iter().any(|a| a == expected.sp_entity_id))
     {
-        return Err(Refusal::Audience(assertion.audiences.clone()));
+        return Err(Refusal::Audience(restrictions.concat()));
     }
     let now = expected.now;
     if let Some(not_before) = assertion.not_before
@@ -186,6 +200,13 @@ pub fn check<'r>(
         .find(|end| now - SKEW_SECONDS >= *end)
     {
         return Err(Refusal::Expired(end));
+    }
+    if let Some(end) = ends
+        .into_iter()
+        .flatten()
+        .find(|end| *end > now + MAX_VALIDITY_SECONDS)
+    {
+        return Err(Refusal::ValidTooLong(end));
     }
     if assertion.name_id.trim().is_empty() {
         return Err(Refusal::NoNameId);
@@ -226,9 +247,10 @@ mod tests {
                 confirmation_not_on_or_after: Some(NOW + 300),
                 not_before: Some(NOW - 10),
                 not_on_or_after: Some(NOW + 300),
-                audiences: vec![SP.into()],
+                audience_restrictions: vec![vec![SP.into()]],
                 ..AssertionFacts::default()
             }),
+            signed: false,
             ..ResponseFacts::default()
         }
     }
@@ -314,13 +336,32 @@ mod tests {
             ),
             (
                 "audience",
-                |r| assertion(r).audiences = vec!["https://other-sp.test".into()],
+                |r| assertion(r).audience_restrictions = vec![vec!["https://other-sp.test".into()]],
                 Refusal::Audience(vec!["https://other-sp.test".into()]),
             ),
             (
                 "no audience",
-                |r| assertion(r).audiences.clear(),
+                |r| assertion(r).audience_restrictions.clear(),
                 Refusal::Audience(vec![]),
+            ),
+            (
+                "a second restriction without this SP",
+                |r| {
+                    assertion(r)
+                        .audience_restrictions
+                        .push(vec!["https://other-sp.test".into()])
+                },
+                Refusal::Audience(vec![SP.into(), "https://other-sp.test".into()]),
+            ),
+            (
+                "an unsolicited assertion in an unsigned Response naming the request",
+                |r| assertion(r).confirmation_in_response_to = None,
+                Refusal::InResponseTo,
+            ),
+            (
+                "valid for more than a day",
+                |r| assertion(r).not_on_or_after = Some(NOW + MAX_VALIDITY_SECONDS + 1),
+                Refusal::ValidTooLong(NOW + MAX_VALIDITY_SECONDS + 1),
             ),
             (
                 "not yet valid",
@@ -365,6 +406,19 @@ mod tests {
             edit(&mut response);
             assert_eq!(check(&response, &sp_initiated), Err(refusal), "{name}");
         }
+    }
+
+    #[test]
+    fn a_signed_response_binds_its_assertion_to_the_request() {
+        let mut r = good();
+        r.signed = true;
+        assertion(&mut r).confirmation_in_response_to = None;
+        assert!(check(&r, &expected(Some("_req"), false)).is_ok());
+        r.in_response_to = Some("_other".into());
+        assert_eq!(
+            check(&r, &expected(Some("_req"), false)),
+            Err(Refusal::InResponseTo)
+        );
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub mod verify {
         }
     }
 
+    pub fn check_certificate(_: &[u8]) -> Result<(), VerifyError> {
+        Err(VerifyError::NotBuilt)
+    }
+
     pub fn cert_der_from_pem(_: &[u8]) -> Result<Vec<u8>, VerifyError> {
         Err(VerifyError::NotBuilt)
     }
@@ -57,7 +61,11 @@ pub mod decrypt {
         NotBuilt,
     }
 
-    pub fn decrypt(_: roxmltree::Node<'_, '_>, _: Option<&SpKey>) -> Result<String, DecryptError> {
+    pub fn decrypt(
+        _: roxmltree::Node<'_, '_>,
+        _: Option<&SpKey>,
+        _: bool,
+    ) -> Result<String, DecryptError> {
         Err(DecryptError::NotBuilt)
     }
 }

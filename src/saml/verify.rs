@@ -104,6 +104,14 @@ pub fn verify_redirect(
     ))
 }
 
+/// Whether a DER certificate from metadata holds a public key xmlsec can use.
+pub fn check_certificate(der: &[u8]) -> Result<(), VerifyError> {
+    openssl::x509::X509::from_der(der)
+        .and_then(|c| c.public_key())
+        .map(|_| ())
+        .map_err(|e| VerifyError::Key(e.to_string()))
+}
+
 /// The DER of a PEM certificate.
 pub fn cert_der_from_pem(pem: &[u8]) -> Result<Vec<u8>, VerifyError> {
     openssl::x509::X509::from_pem(pem)

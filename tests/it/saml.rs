@@ -12,7 +12,8 @@ use crate::support;
 use support::browser::{Browser, Page, Pending};
 use support::saml::{
     AssertionSpec, KeyPair, PASSWORD_PROTECTED, PERSISTENT, RSA_SHA1, RSA_SHA256, ResponseSpec,
-    idp_metadata, new_id, now, post_encode, sign, signature_template,
+    idp_metadata, logout_request, new_id, now, post_encode, redirect_query, sign,
+    signature_template,
 };
 use support::{Backend, Stack, StackOptions, base_config};
 
@@ -22,8 +23,10 @@ on_both_backends!(
     replayed_assertions_are_refused_on_every_replica,
     responses_for_another_browser_are_refused,
     sp_metadata_names_the_acs_and_entity_id,
+    idp_logout_requests_must_be_signed_recent_and_for_this_sp,
     step_up_asks_the_idp_to_authenticate_again_with_mfa,
     metadata_with_only_transient_name_ids_is_refused_at_start,
+    an_entity_id_cannot_be_another_idps,
 );
 
 const SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
@@ -32,6 +35,7 @@ const UNSOLICITED_ENTITY: &str = "https://unsolicited.test/idp";
 /// Nothing listens there: the tests stop before the browser would go to the IdP.
 const IDP_SSO: &str = "http://127.0.0.1:9/sso";
 const IDP_ORIGIN: &str = "http://127.0.0.1:9";
+const IDP_SLO: &str = "http://127.0.0.1:9/slo";
 /// The forge IdP's MFA class (REFEDS MFA, as SAML IdPs name it).
 const MFA: &str = "https://refeds.org/profile/mfa";
 const STEP_UP_ROUTE: &str =
@@ -50,7 +54,11 @@ async fn forge(backend: Backend) -> Forge {
     let other = KeyPair::generate(dir.path(), "other");
     let forge_md = dir.path().join("forge.xml");
     let unsolicited_md = dir.path().join("unsolicited.xml");
-    std::fs::write(&forge_md, idp_metadata(FORGE_ENTITY, &idp, IDP_SSO, None)).unwrap();
+    std::fs::write(
+        &forge_md,
+        idp_metadata(FORGE_ENTITY, &idp, IDP_SSO, Some(IDP_SLO)),
+    )
+    .unwrap();
     std::fs::write(
         &unsolicited_md,
         idp_metadata(UNSOLICITED_ENTITY, &idp, IDP_SSO, None),
@@ -446,6 +454,36 @@ fn corpus() -> Vec<(&'static str, Build, &'static str)> {
             "saml_wrapping",
         ),
         (
+            "a second Reference, to a local file (work before the signature is checked)",
+            Box::new(move |f: &Forge, r: ResponseSpec, a: AssertionSpec| {
+                f.signed(&r, &a).replace(
+                    "</ds:SignedInfo>",
+                    "<ds:Reference URI=\"file:///dev/zero\"><ds:DigestMethod \
+                     Algorithm=\"http://www.w3.org/2001/04/xmlenc#sha256\"/><ds:DigestValue>AA==\
+                     </ds:DigestValue></ds:Reference></ds:SignedInfo>",
+                )
+            }),
+            "saml_wrapping",
+        ),
+        (
+            "an XSLT transform",
+            Box::new(move |f: &Forge, r: ResponseSpec, a: AssertionSpec| {
+                f.signed(&r, &a).replace(
+                    "</ds:Transforms>",
+                    "<ds:Transform Algorithm=\"http://www.w3.org/TR/1999/REC-xslt-19991116\"/></ds:Transforms>",
+                )
+            }),
+            "saml_wrapping",
+        ),
+        (
+            "an unsolicited assertion in an unsigned Response naming this login's request",
+            Box::new(move |f: &Forge, r: ResponseSpec, mut a: AssertionSpec| {
+                a.in_response_to = None;
+                f.signed(&r, &a)
+            }),
+            "saml_in_response_to",
+        ),
+        (
             "a signature template never filled (unsigned)",
             Box::new(move |_: &Forge, r: ResponseSpec, a: AssertionSpec| {
                 r.xml(None, &a.xml(Some(&sig(&a))))
@@ -716,11 +754,7 @@ async fn responses_for_another_browser_are_refused(backend: Backend) {
         .collect();
     assert_eq!(
         reasons,
-        [
-            "saml_in_response_to",
-            "state_invalid",
-            "saml_in_response_to"
-        ],
+        ["saml_in_response_to", "state_invalid", "saml_unsolicited"],
         "{failures:#?}"
     );
     // The victim's login is still pending and completes.
@@ -837,4 +871,167 @@ fn dir_of(config: &std::path::Path, name: &str) -> String {
         .map(|l| l.trim_end_matches('"').to_owned())
         .find(|p| p.ends_with(name))
         .expect("metadata_file")
+}
+
+async fn idp_logout_requests_must_be_signed_recent_and_for_this_sp(backend: Backend) {
+    let forge = forge(backend).await;
+    let mut browser = Browser::new();
+    let (id, relay) = forge.start(&mut browser, "forge").await;
+    let (r, a) = forge.valid(Some(&id), "alice");
+    let page = forge
+        .post(&mut browser, &forge.signed(&r, &a), Some(&relay))
+        .await;
+    assert_signed_in(&page, "alice@forge.test");
+    let slo = format!("{}/auth/saml/slo", forge.stack.base);
+    let request = |issued: i64, destination: &str| {
+        logout_request(FORGE_ENTITY, destination, &a.name_id, issued)
+    };
+    let refused = [
+        (
+            "unsigned",
+            redirect_query("SAMLRequest", &request(now(), &slo), None),
+        ),
+        (
+            "signed with another key",
+            redirect_query("SAMLRequest", &request(now(), &slo), Some(&forge.other)),
+        ),
+        (
+            "issued ten minutes ago",
+            redirect_query("SAMLRequest", &request(now() - 600, &slo), Some(&forge.idp)),
+        ),
+        (
+            "for another SP",
+            redirect_query(
+                "SAMLRequest",
+                &request(now(), "https://other-sp.test/slo"),
+                Some(&forge.idp),
+            ),
+        ),
+    ];
+    for (what, query) in refused {
+        let r = forge
+            .stack
+            .get(&format!("/auth/saml/slo?{query}"), &[])
+            .await;
+        assert_eq!(r.status, 400, "{what}: {}", r.body);
+        let page = browser
+            .navigate(&format!("{}/reports", forge.stack.base))
+            .await;
+        assert!(
+            page.response.reached_upstream(),
+            "{what}: the session must live"
+        );
+    }
+    let valid = redirect_query("SAMLRequest", &request(now(), &slo), Some(&forge.idp));
+    let r = forge
+        .stack
+        .get(&format!("/auth/saml/slo?{valid}"), &[])
+        .await;
+    assert_eq!(r.status, 302, "{}", r.body);
+    assert!(
+        r.location()
+            .unwrap_or_default()
+            .starts_with(&format!("{IDP_SLO}?SAMLResponse=")),
+        "{:?}",
+        r.location()
+    );
+    let page = browser
+        .navigate_until(&format!("{}/reports", forge.stack.base), &|_, url| {
+            url.port() == Some(9)
+        })
+        .await;
+    assert!(
+        !matches!(&page, Ok(p) if p.response.reached_upstream()),
+        "the session ended"
+    );
+    let again = forge
+        .stack
+        .get(&format!("/auth/saml/slo?{valid}"), &[])
+        .await;
+    assert_eq!(again.status, 400, "a replayed LogoutRequest");
+}
+
+/// `serve` with the forge's config changed by `edit`: its stderr, after it refused to start.
+async fn refused_start(forge: &Forge, edit: impl Fn(String) -> String) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let config = edit(std::fs::read_to_string(&forge.stack.gatehouse.config).unwrap());
+    let path = dir.path().join("gatehouse.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = support::processes::run_cli(
+        &["--config", path.to_str().unwrap(), "serve"],
+        &[],
+        dir.path(),
+    )
+    .await;
+    assert!(!out.success, "{out:?}");
+    out.stderr
+}
+
+async fn an_entity_id_cannot_be_another_idps(backend: Backend) {
+    let forge = forge(backend).await;
+    // Identities are (issuer, subject): metadata naming an OIDC IdP's issuer could sign in as
+    // that IdP's users.
+    let stderr = refused_start(&forge, |c| {
+        format!("{c}\n[[idp]]\nname = \"okta\"\nissuer = \"{FORGE_ENTITY}\"\nclient_id = \"c\"\n")
+    })
+    .await;
+    assert!(
+        stderr.contains("another configured identity provider's issuer"),
+        "{stderr}"
+    );
+    // A pinned entityID must be the metadata's.
+    let stderr = refused_start(&forge, |c| {
+        c.replacen(
+            "name = \"forge\"\n",
+            "name = \"forge\"\nentity_id = \"https://someone-else.test/idp\"\n",
+            1,
+        )
+    })
+    .await;
+    assert!(stderr.contains("not the entity_id configured"), "{stderr}");
+    // Two SAML IdPs whose metadata name one entityID: neither signs anyone in.
+    let twin = forge
+        .stack
+        .gatehouse
+        .config
+        .parent()
+        .unwrap()
+        .join("twin.xml");
+    std::fs::write(&twin, idp_metadata(FORGE_ENTITY, &forge.idp, IDP_SSO, None)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = std::fs::read_to_string(&forge.stack.gatehouse.config).unwrap()
+        + &format!(
+            "\n[[idp]]\nname = \"twin\"\nkind = \"saml\"\nmetadata_file = \"{}\"\n",
+            twin.display()
+        );
+    let twin_replica = support::processes::Gatehouse::start(dir.path(), &config, &[]).await;
+    let mut browser = Browser::new();
+    let (id, relay) = forge.start(&mut browser, "forge").await;
+    let (r, a) = forge.valid(Some(&id), "alice");
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    form.append_pair("SAMLResponse", &post_encode(&forge.signed(&r, &a)));
+    form.append_pair("RelayState", &relay);
+    let binding = browser
+        .cookie("127.0.0.1", "gatehouse-login")
+        .expect("binding cookie");
+    let cookie = format!("gatehouse-login={binding}");
+    let response = support::client::send_bytes(
+        twin_replica.http,
+        "POST",
+        "/auth/saml/acs",
+        &[("host", b"127.0.0.1"), ("cookie", cookie.as_bytes())],
+        Some((
+            "application/x-www-form-urlencoded",
+            form.finish().into_bytes(),
+        )),
+    )
+    .await;
+    assert_eq!(response.status, 400, "{}", response.body);
+    let failures = forge.failures().await;
+    assert!(
+        failures
+            .last()
+            .is_some_and(|d| d.starts_with("saml_unknown_issuer:") && d.contains("more than one")),
+        "{failures:#?}"
+    );
 }

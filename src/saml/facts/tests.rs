@@ -1,9 +1,21 @@
 use super::*;
 
-const SIG: &str = "<ds:Signature xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><ds:SignedInfo>\
-    <ds:SignatureMethod Algorithm=\"http://www.w3.org/2001/04/xmldsig-more#rsa-sha256\"/>\
-    <ds:Reference><ds:DigestMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#sha256\"/>\
-    </ds:Reference></ds:SignedInfo></ds:Signature>";
+/// An enveloped signature over the element with `id`, as IdPs write them.
+fn sig(id: &str) -> String {
+    format!(
+        "<ds:Signature xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><ds:SignedInfo>\
+         <ds:CanonicalizationMethod Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\"/>\
+         <ds:SignatureMethod Algorithm=\"http://www.w3.org/2001/04/xmldsig-more#rsa-sha256\"/>\
+         <ds:Reference URI=\"#{id}\"><ds:Transforms>\
+         <ds:Transform Algorithm=\"http://www.w3.org/2000/09/xmldsig#enveloped-signature\"/>\
+         <ds:Transform Algorithm=\"http://www.w3.org/2001/10/xml-exc-c14n#\">\
+         <ec:InclusiveNamespaces xmlns:ec=\"http://www.w3.org/2001/10/xml-exc-c14n#\" PrefixList=\"xs\"/>\
+         </ds:Transform></ds:Transforms>\
+         <ds:DigestMethod Algorithm=\"http://www.w3.org/2001/04/xmlenc#sha256\"/>\
+         <ds:DigestValue>AA==</ds:DigestValue></ds:Reference></ds:SignedInfo>\
+         <ds:SignatureValue>AA==</ds:SignatureValue></ds:Signature>"
+    )
+}
 
 fn response(body: &str) -> String {
     format!(
@@ -28,7 +40,7 @@ fn shape_of(xml: &str) -> Result<Shape, ShapeError> {
 
 #[test]
 fn one_response_one_assertion_signatures_where_they_belong() {
-    let ok = response(&assertion("a1", SIG));
+    let ok = response(&assertion("a1", &sig("a1")));
     assert_eq!(
         shape_of(&ok),
         Ok(Shape {
@@ -62,7 +74,7 @@ fn one_response_one_assertion_signatures_where_they_belong() {
         (
             response(&assertion(
                 "a1",
-                &format!("<saml:Subject>{SIG}</saml:Subject>"),
+                &format!("<saml:Subject>{}</saml:Subject>", sig("a1")),
             )),
             ShapeError::SignatureMisplaced,
         ),
@@ -84,8 +96,74 @@ fn one_response_one_assertion_signatures_where_they_belong() {
 }
 
 #[test]
+fn signatures_are_plain_enveloped_ones_over_their_parent() {
+    let good = response(&assertion("a1", &sig("a1")));
+    assert!(shape_of(&good).is_ok());
+    let form = |s: &'static str| Err(ShapeError::SignatureForm(s));
+    let cases: Vec<(String, Result<Shape, ShapeError>)> = vec![
+        (
+            good.replace("URI=\"#a1\"", "URI=\"#r1\""),
+            form("the Reference must name its parent's ID"),
+        ),
+        (
+            good.replace("URI=\"#a1\"", "URI=\"file:///dev/zero\""),
+            form("the Reference must name its parent's ID"),
+        ),
+        (
+            good.replace("URI=\"#a1\"", "URI=\"\""),
+            form("the Reference must name its parent's ID"),
+        ),
+        (
+            good.replace(
+                "</ds:SignedInfo>",
+                "<ds:Reference URI=\"http://169.254.169.254/\"/></ds:SignedInfo>",
+            ),
+            form("exactly one Reference"),
+        ),
+        (
+            good.replace(
+                "</ds:Transforms>",
+                "<ds:Transform Algorithm=\"http://www.w3.org/TR/1999/REC-xslt-19991116\"/></ds:Transforms>",
+            ),
+            form("a transform other than enveloped-signature and C14N"),
+        ),
+        (
+            good.replace(
+                "enveloped-signature\"/>",
+                "enveloped-signature\"><ds:XPath>1</ds:XPath></ds:Transform>",
+            ),
+            form("a transform with parameters"),
+        ),
+        (
+            good.replace(
+                "</ds:Signature>",
+                "<ds:Object><ds:Manifest/></ds:Object></ds:Signature>",
+            ),
+            form("an Object, Manifest or RetrievalMethod"),
+        ),
+        (
+            good.replace(
+                "<ds:SignatureValue>",
+                "<ds:KeyInfo><ds:RetrievalMethod URI=\"file:///etc/passwd\"/></ds:KeyInfo><ds:SignatureValue>",
+            ),
+            form("an Object, Manifest or RetrievalMethod"),
+        ),
+        (
+            response(&format!(
+                "<saml:EncryptedAssertion>{}</saml:EncryptedAssertion>",
+                sig("a1")
+            )),
+            Err(ShapeError::SignatureMisplaced),
+        ),
+    ];
+    for (xml, want) in cases {
+        assert_eq!(shape_of(&xml), want, "{xml}");
+    }
+}
+
+#[test]
 fn only_strong_algorithms_inside_signed_info() {
-    let strong = response(&assertion("a1", SIG));
+    let strong = response(&assertion("a1", &sig("a1")));
     assert_eq!(check_algorithms(&doc(&strong), false), Ok(()));
     let sha1 = strong
         .replace(
@@ -108,7 +186,7 @@ fn only_strong_algorithms_inside_signed_info() {
         "{}<x:EncryptionMethod xmlns:x=\"{XMLENC_NS}\"><ds:DigestMethod \
          xmlns:ds=\"{DSIG_NS}\" Algorithm=\"http://www.w3.org/2000/09/xmldsig#sha1\"/>\
          </x:EncryptionMethod>",
-        assertion("a1", SIG)
+        assertion("a1", &sig("a1"))
     ));
     assert_eq!(check_algorithms(&doc(&oaep), false), Ok(()));
 }
@@ -148,7 +226,7 @@ fn facts_of_an_assertion() {
         "an unreadable end has passed"
     );
     assert_eq!(a.confirmation_not_on_or_after, Some(1_893_456_300));
-    assert_eq!(a.audiences, vec!["sp".to_owned()]);
+    assert_eq!(a.audience_restrictions, vec![vec!["sp".to_owned()]]);
     assert_eq!(a.session_index.as_deref(), Some("s1"));
     assert_eq!(a.authn_context.as_deref(), Some("mfa"));
     assert_eq!(a.attributes["mail"], vec!["a@b.test".to_owned()]);

@@ -263,3 +263,47 @@ fn rand_u64() -> u64 {
     );
     h.finish()
 }
+
+/// A redirect-binding query carrying `xml` as `param`, signed (RSA-SHA256, the `openssl` CLI)
+/// with `key` when given.
+pub fn redirect_query(param: &str, xml: &str, key: Option<&KeyPair>) -> String {
+    use std::io::Write;
+    let mut deflater =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    deflater.write_all(xml.as_bytes()).expect("deflate");
+    let encoded = STANDARD.encode(deflater.finish().expect("deflate"));
+    let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+    let mut query = format!("{param}={}", enc(&encoded));
+    if let Some(key) = key {
+        query.push_str(&format!("&SigAlg={}", enc(RSA_SHA256.0)));
+        let mut child = Command::new("openssl")
+            .args(["dgst", "-sha256", "-sign"])
+            .arg(&key.key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("openssl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(query.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("openssl");
+        assert!(out.status.success());
+        query.push_str(&format!("&Signature={}", enc(&STANDARD.encode(out.stdout))));
+    }
+    query
+}
+
+/// An IdP's `LogoutRequest` for `name_id`.
+pub fn logout_request(issuer: &str, destination: &str, name_id: &str, issued: i64) -> String {
+    format!(
+        "<samlp:LogoutRequest xmlns:samlp=\"{PROTOCOL}\" xmlns:saml=\"{ASSERTION}\" ID=\"{}\" \
+         Version=\"2.0\" IssueInstant=\"{}\" Destination=\"{destination}\">\
+         <saml:Issuer>{issuer}</saml:Issuer><saml:NameID Format=\"{PERSISTENT}\">{name_id}\
+         </saml:NameID></samlp:LogoutRequest>",
+        new_id("lr"),
+        instant(issued)
+    )
+}
