@@ -20,7 +20,10 @@ mod login_bench;
 mod nginx;
 mod production;
 mod reload;
+// SAML needs the `saml` feature (scripts/test turns it on).
+#[cfg(feature = "saml")]
 mod saml;
+#[cfg(feature = "saml")]
 mod saml_idp;
 mod signin;
 mod store;

@@ -10,7 +10,9 @@ pub mod db;
 pub mod issuer;
 pub mod op;
 pub mod processes;
+#[cfg(feature = "saml")]
 pub mod saml;
+#[cfg(feature = "saml")]
 pub mod simplesamlphp;
 pub mod smtp;
 pub mod upstream;
