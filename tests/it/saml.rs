@@ -27,6 +27,7 @@ on_both_backends!(
     step_up_asks_the_idp_to_authenticate_again_with_mfa,
     metadata_with_only_transient_name_ids_is_refused_at_start,
     an_entity_id_cannot_be_another_idps,
+    trusted_emails_link_and_orgs_choose_a_saml_idp,
 );
 
 const SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
@@ -1034,4 +1035,79 @@ async fn an_entity_id_cannot_be_another_idps(backend: Backend) {
             .is_some_and(|d| d.starts_with("saml_unknown_issuer:") && d.contains("more than one")),
         "{failures:#?}"
     );
+}
+
+async fn trusted_emails_link_and_orgs_choose_a_saml_idp(backend: Backend) {
+    let forge = forge(backend).await;
+    // An account made before SSO: the IdP vouches for forge.test, so its sign-in links to it.
+    forge
+        .stack
+        .gatehouse
+        .enabled_session("dana@forge.test", &["admin"])
+        .await;
+    let before = forge
+        .stack
+        .gatehouse
+        .cli_ok(&["user", "show", "dana@forge.test"])
+        .await;
+    let mut browser = Browser::new();
+    let (id, relay) = forge.start(&mut browser, "forge").await;
+    let (r, a) = forge.valid(Some(&id), "dana");
+    let page = forge
+        .post(&mut browser, &forge.signed(&r, &a), Some(&relay))
+        .await;
+    assert_signed_in(&page, "dana@forge.test");
+    let roles = page
+        .response
+        .upstream_header("x-gatehouse-roles")
+        .unwrap_or_default();
+    assert!(
+        roles.split(',').any(|r| r == "admin"),
+        "the existing account: {roles}"
+    );
+    let after = forge
+        .stack
+        .gatehouse
+        .cli_ok(&["user", "show", "dana@forge.test"])
+        .await;
+    let id_line = |t: &str| t.lines().next().unwrap_or_default().to_owned();
+    assert_eq!(id_line(&before), id_line(&after), "{after}");
+    assert!(after.contains(FORGE_ENTITY), "{after}");
+
+    // The other IdP vouches only for unsolicited.test: its word on a forge.test address
+    // neither links nor signs in as dana.
+    let (r, mut a) = forge.valid(None, "mallory");
+    a.attributes[0].1 = vec!["dana@forge.test".into()];
+    let mut attacker = Browser::new();
+    let page = forge.post(&mut attacker, &forge.signed(&r, &a), None).await;
+    assert_eq!(page.status(), 403, "{:#?}", page.hops);
+    assert!(
+        page.body()
+            .contains("is not trusted for email domain forge.test"),
+        "{}",
+        page.body()
+    );
+    let show = forge
+        .stack
+        .gatehouse
+        .cli_ok(&["user", "show", "dana@forge.test"])
+        .await;
+    assert!(!show.contains(UNSOLICITED_ENTITY), "not linked: {show}");
+
+    // An org can choose the SAML IdP for its domain.
+    forge
+        .stack
+        .gatehouse
+        .cli_ok(&["org", "add", "Initech", "--domain", "initech.test"])
+        .await;
+    forge
+        .stack
+        .gatehouse
+        .cli_ok(&["org", "set", "Initech", "--idp", "forge"])
+        .await;
+    let mut browser = Browser::new();
+    let (_, _, request) = forge
+        .start_at(&mut browser, "/auth/login?login_hint=pat%40initech.test")
+        .await;
+    assert!(request.contains("<samlp:AuthnRequest"), "{request}");
 }

@@ -63,6 +63,7 @@ async fn setup_with(backend: Backend, encryption: Encryption) -> Setup {
             acs: format!("{base}/auth/saml/acs"),
             slo: format!("{base}/auth/saml/slo"),
             encrypt_for: (encryption != Encryption::None).then(|| sp.cert_b64()),
+            signed_requests: encryption == Encryption::WithSpKey,
         },
         &key,
     )
@@ -380,7 +381,7 @@ async fn encrypted_assertions_need_the_sp_key(backend: Backend) {
         page.hops
             .iter()
             .any(|h| h.contains("&SigAlg=") && h.contains("&Signature=")),
-        "the AuthnRequest was signed: {:#?}",
+        "the AuthnRequest was signed (and the IdP, told to, verified it): {:#?}",
         page.hops
     );
     let log =

@@ -454,6 +454,7 @@ def main():
         fill_templates(os.path.join(HERE, "config"), conf_dir, {
             "IDP_BASE": base, "SP_ENTITY_ID": SP_ENTITY_ID, "ACS_URL": ACS_URL, "SLO_URL": SLO_URL,
             "CERT_DIR": cert_dir, "DATA_DIR": data_dir,
+            "SP_CERT_DATA": "", "VALIDATE_REQUESTS": "false",
         })
         env = dict(os.environ, SIMPLESAMLPHP_CONFIG_DIR=conf_dir)
         log = open(os.path.join(data_dir, "php-server.log"), "wb")

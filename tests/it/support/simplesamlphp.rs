@@ -21,6 +21,8 @@ pub struct SpUrls {
     pub slo: String,
     /// Encrypt assertions for this certificate (base64 DER).
     pub encrypt_for: Option<String>,
+    /// Require requests signed by that certificate's key.
+    pub signed_requests: bool,
 }
 
 pub struct SimpleSamlPhp {
@@ -62,6 +64,7 @@ impl SimpleSamlPhp {
                     "{{SP_CERT_DATA}}",
                     sp.encrypt_for.as_deref().unwrap_or_default(),
                 )
+                .replace("{{VALIDATE_REQUESTS}}", &sp.signed_requests.to_string())
                 .replace("{{CERT_DIR}}", &certs.display().to_string())
                 .replace("{{DATA_DIR}}", &data.display().to_string());
             std::fs::write(config.join(file), text).expect("write config");

@@ -29,6 +29,10 @@ $metadata['{{SP_ENTITY_ID}}'] = [
     // for it (empty: plain assertions).
     'assertion.encryption' => '{{SP_CERT_DATA}}' !== '',
     'certData' => '{{SP_CERT_DATA}}',
+    // {{VALIDATE_REQUESTS}}: true when the SP signs its requests: the IdP then refuses any
+    // AuthnRequest or LogoutRequest without a valid signature by certData's key.
+    'validate.authnrequest' => {{VALIDATE_REQUESTS}},
+    'validate.logout' => {{VALIDATE_REQUESTS}},
 
     // The SP's AuthnRequests and LogoutRequests may be unsigned, and a signature on them is
     // not checked. To make the IdP require and verify them, add the SP's certificate
