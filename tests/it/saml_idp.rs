@@ -390,6 +390,18 @@ async fn encrypted_assertions_need_the_sp_key(backend: Backend) {
         log.contains("EncryptedAssertion"),
         "the IdP encrypted the assertion"
     );
+    // Single logout with a signed LogoutRequest, which the IdP verifies.
+    let page = browser
+        .navigate(&format!("{}/auth/logout?rd=%2Fpublic%2Fbye", s.stack.base))
+        .await;
+    assert!(
+        page.hops
+            .iter()
+            .any(|h| h.contains("/auth/saml/slo?SAMLResponse=")),
+        "the IdP accepted the signed LogoutRequest: {:#?}",
+        page.hops
+    );
+    assert_eq!(page.url.path(), "/public/bye");
 
     // The same IdP encrypting for a gatehouse without the key: refused, audited.
     let s = setup_with(backend, Encryption::WithoutSpKey).await;
