@@ -365,12 +365,19 @@ impl Store {
                         Rotation::UserDisabled
                     } else {
                         // Used before (or by a concurrent request a moment ago): reuse.
-                        sqlx::query(REVOKE_FAMILY)
+                        // Only the request that revokes the family records it: on PostgreSQL,
+                        // concurrent losers read the token before the winner committed, and
+                        // each came here; the revocation's row locks order them, and the
+                        // later ones find nothing left to revoke.
+                        let revoked = sqlx::query(REVOKE_FAMILY)
                             .bind(row.family_id)
                             .bind(now)
                             .execute(&mut *tx)
-                            .await?;
-                        insert_audit!(&mut *tx, &reused.clone().user(row.user_id));
+                            .await?
+                            .rows_affected();
+                        if revoked > 0 {
+                            insert_audit!(&mut *tx, &reused.clone().user(row.user_id));
+                        }
                         Rotation::Reused {
                             user_id: row.user_id,
                         }

@@ -21,6 +21,7 @@ on_both_backends!(
     revocation,
     disable_and_session_revoke_end_refresh_at_once,
     authorize_without_a_session_signs_in_first,
+    one_refresh_token_twenty_times_at_once,
 );
 
 const API: &str = "https://api.test";
@@ -964,4 +965,67 @@ async fn authorize_without_a_session_signs_in_first(backend: Backend) {
         pending.url.query_pairs().into_owned().collect();
     let r = exchange(&stack, "cli", q.get("code").unwrap(), redirect, &verifier).await;
     assert_eq!(r.status, 200, "{r:?}");
+}
+
+/// Issue 17's race: the same refresh token presented 20 times at once. Exactly one new pair;
+/// the rest are reuse, the family is revoked, and the reuse is recorded once (it was recorded
+/// 2–6 times on PostgreSQL: each loser that had read the token before the winner committed
+/// wrote its own event).
+async fn one_refresh_token_twenty_times_at_once(backend: Backend) {
+    let stack = stack(backend, false).await;
+    let alice = stack
+        .gatehouse
+        .enabled_session("alice@acme.test", &[])
+        .await;
+    // Two rounds: the per-account token-call limit (60 a minute) allows no more.
+    for round in 0..2 {
+        let (_, presented) = tokens_for(&stack, &alice).await;
+        let body = query(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", "cli"),
+            ("refresh_token", &presented),
+        ]);
+        let listener = stack.envoy.listener;
+        let mut tasks = tokio::task::JoinSet::new();
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(20));
+        for _ in 0..20 {
+            let body = body.clone();
+            let start = start.clone();
+            tasks.spawn(async move {
+                start.wait().await;
+                support::send(
+                    listener,
+                    "POST",
+                    "/auth/token",
+                    &[],
+                    Some(("application/x-www-form-urlencoded", body.into_bytes())),
+                )
+                .await
+            });
+        }
+        let mut issued = Vec::new();
+        let mut refused = 0;
+        while let Some(r) = tasks.join_next().await {
+            let r = r.expect("task");
+            match r.status {
+                200 => issued.push(r.json()["refresh_token"].as_str().unwrap().to_owned()),
+                400 => {
+                    assert_eq!(r.json()["error"], "invalid_grant", "{r:?}");
+                    refused += 1;
+                }
+                other => panic!("round {round}: {other} {r:?}"),
+            }
+        }
+        assert_eq!(issued.len(), 1, "round {round}: exactly one new pair");
+        assert_eq!(refused, 19, "round {round}");
+        // The family is revoked: the one new token is refused too.
+        let r = refresh(&stack, "cli", &issued[0]).await;
+        assert_oauth_error(&r, 400, "invalid_grant");
+        let reused = audit(&stack, "refresh_token_reused").await;
+        assert_eq!(
+            reused.len(),
+            round + 1,
+            "round {round}: one event per reuse: {reused:#?}"
+        );
+    }
 }
