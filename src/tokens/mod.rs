@@ -162,8 +162,10 @@ impl Minter {
         minter.reload().await?;
         if minter.ring().current(now).is_none() {
             let key = keys::generate(&minter.vault, minter.settings.algorithm, now, now)?;
-            minter.store.insert_signing_key(&key).await?;
-            tracing::info!(kid = %key.kid, algorithm = %key.algorithm, "created the first token signing key");
+            // Another replica starting at the same moment may win; then its key is the one.
+            if minter.store.insert_first_signing_key(&key).await? {
+                tracing::info!(kid = %key.kid, algorithm = %key.algorithm, "created the first token signing key");
+            }
             minter.reload().await?;
         }
         Ok(minter)

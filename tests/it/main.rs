@@ -19,6 +19,7 @@ mod login;
 mod login_bench;
 mod nginx;
 mod production;
+mod races;
 mod reload;
 // SAML needs the `saml` feature (scripts/test turns it on).
 #[cfg(feature = "saml")]
