@@ -72,15 +72,26 @@ pub fn screen(xml: &[u8], limits: Limits) -> Result<(), Hostile> {
         return Err(Hostile::TooLarge(limits.max_bytes));
     }
     let text = std::str::from_utf8(xml).map_err(|_| Hostile::NotUtf8)?;
+    // XML 1.0 allows no control characters but tab, line feed and carriage return.
+    if let Some(c) = text
+        .bytes()
+        .find(|b| b.is_ascii_control() && !matches!(b, b'\t' | b'\n' | b'\r'))
+    {
+        return Err(Hostile::Malformed(format!("control character 0x{c:02x}")));
+    }
+    // A byte-order mark may precede the declaration (some IdPs' metadata has one).
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut reader = Reader::from_str(text);
     let config = reader.config_mut();
     config.check_end_names = true;
     config.check_comments = true;
     let (mut depth, mut elements, mut roots) = (0usize, 0usize, 0usize);
+    let mut events = 0usize;
     loop {
         let event = reader
             .read_event()
             .map_err(|e| Hostile::Malformed(e.to_string()))?;
+        events += 1;
         match event {
             Event::Start(start) => {
                 if depth == 0 {
@@ -112,7 +123,13 @@ pub fn screen(xml: &[u8], limits: Limits) -> Result<(), Hostile> {
                     ));
                 }
             }
-            Event::Decl(_) => {}
+            // Only as the very first thing, and only version, encoding and standalone: the
+            // reader returns anything from `<?xml` to the next `?>` as the declaration.
+            Event::Decl(decl) => {
+                if events > 1 || !is_declaration(&decl) {
+                    return Err(Hostile::Malformed("not a plain XML declaration".into()));
+                }
+            }
             Event::DocType(_) => return Err(Hostile::Doctype),
             Event::PI(_) => return Err(Hostile::ProcessingInstruction),
             Event::Comment(_) => return Err(Hostile::Comment),
@@ -137,6 +154,13 @@ fn element(start: &BytesStart<'_>, elements: &mut usize, limits: Limits) -> Resu
     if *elements > limits.max_elements {
         return Err(Hostile::TooManyElements(limits.max_elements));
     }
+    // The reader takes everything up to `>` as the tag; a name must be an XML name, or
+    // `<a<!DOCTYPE …` would pass as one element.
+    if !is_name(start.name().as_ref()) {
+        return Err(Hostile::Malformed(
+            "an element name that is not an XML name".into(),
+        ));
+    }
     let mut count = 0;
     for attribute in start.attributes() {
         // Duplicate or malformed attributes are errors of the iterator (checks are on).
@@ -145,9 +169,49 @@ fn element(start: &BytesStart<'_>, elements: &mut usize, limits: Limits) -> Resu
         if count > limits.max_attributes {
             return Err(Hostile::TooManyAttributes(limits.max_attributes));
         }
+        if !is_name(attribute.key.as_ref()) {
+            return Err(Hostile::Malformed(
+                "an attribute name that is not an XML name".into(),
+            ));
+        }
+        // XML forbids `<` in attribute values; the reader does not check.
+        if attribute.value.contains(&b'<') {
+            return Err(Hostile::Malformed("a < in an attribute value".into()));
+        }
         entities_in_value(&attribute.value)?;
     }
     Ok(())
+}
+
+/// `<?xml version="1.x" encoding="…" standalone="…"?>` and nothing else.
+fn is_declaration(decl: &[u8]) -> bool {
+    static DECLARATION: std::sync::OnceLock<Option<regex::bytes::Regex>> =
+        std::sync::OnceLock::new();
+    DECLARATION
+        .get_or_init(|| {
+            regex::bytes::Regex::new(
+                r#"^xml[ \t\r\n]+version[ \t\r\n]*=[ \t\r\n]*("1\.[0-9]"|'1\.[0-9]')([ \t\r\n]+encoding[ \t\r\n]*=[ \t\r\n]*("[A-Za-z][A-Za-z0-9._-]*"|'[A-Za-z][A-Za-z0-9._-]*'))?([ \t\r\n]+standalone[ \t\r\n]*=[ \t\r\n]*("(yes|no)"|'(yes|no)'))?[ \t\r\n]*$"#,
+            )
+            .ok()
+        })
+        .as_ref()
+        .is_some_and(|re| re.is_match(decl))
+}
+
+/// An XML name (prefix included): a letter, `_`, `:` or a non-ASCII character, then those,
+/// digits, `-` and `.` (non-ASCII taken as name characters: the parsers after the screen check
+/// them exactly).
+fn is_name(name: &[u8]) -> bool {
+    let start = |b: u8| b.is_ascii_alphabetic() || b == b'_' || b == b':' || b >= 0x80;
+    match name.split_first() {
+        Some((&first, rest)) => {
+            start(first)
+                && rest
+                    .iter()
+                    .all(|&b| start(b) || b.is_ascii_digit() || b == b'-' || b == b'.')
+        }
+        None => false,
+    }
 }
 
 /// Attribute values come raw: every `&name;` in one must be predefined or a character
@@ -210,6 +274,34 @@ mod tests {
         );
         let cases: Vec<(String, Expect)> = vec![
             (billion_laughs.into(), |h| matches!(h, Hostile::Doctype)),
+            // Found by the saml_xml fuzz target: the reader took this whole text as one tag,
+            // so a DOCTYPE inside it passed the screen (the strict parsers after refused it).
+            (
+                "<m:a}c:S\u{7}\u{0}dS<!DOCTYPE q%q<\u{0}\u{0}q\"e\"\u{1}OsSeDScriptor/>".into(),
+                |h| matches!(h, Hostile::Malformed(_)),
+            ),
+            ("<a<!DOCTYPE x/>".into(), |h| {
+                matches!(h, Hostile::Malformed(_))
+            }),
+            ("<a>\u{1}</a>".into(), |h| {
+                matches!(h, Hostile::Malformed(_))
+            }),
+            // Also from the fuzzer: markup inside what the reader took for the declaration.
+            ("\t<?xml <?x a=\"1\">Y<!DOCTYPE <!-- ?><r/>".into(), |h| {
+                matches!(h, Hostile::Malformed(_))
+            }),
+            ("<?xml version=\"1.0\" <!-- ?><r/>".into(), |h| {
+                matches!(h, Hostile::Malformed(_))
+            }),
+            // Also from the fuzzer: a comment's opening as an attribute's name, and inside a
+            // value.
+            ("<md:E xmlns:md=\"u\" <!--entityID=\"e\"/>".into(), |h| {
+                matches!(h, Hostile::Malformed(_))
+            }),
+            (
+                "<md:E xmlns=\":m h<!--:x\" ID=\"e\">)md></md:E>".into(),
+                |h| matches!(h, Hostile::Malformed(_)),
+            ),
             (xxe.into(), |h| matches!(h, Hostile::Doctype)),
             (
                 "<r>&x;</r>".into(),
