@@ -11,6 +11,8 @@ use flate2::Compression;
 use flate2::read::DeflateDecoder;
 use flate2::write::DeflateEncoder;
 
+use super::verify::{RSA_SHA256, SpKey, VerifyError};
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BindingError {
     #[error("the message is not valid base64")]
@@ -19,6 +21,37 @@ pub enum BindingError {
     Deflate,
     #[error("the message is larger than {0} bytes (decoded)")]
     TooLarge(usize),
+}
+
+/// A message the SP sends by HTTP-Redirect: where, as whom, and whether it is signed.
+pub struct Outgoing<'a> {
+    pub destination: &'a str,
+    pub issuer: &'a str,
+    pub relay_state: Option<&'a str>,
+    /// Signs the query (RSA-SHA256) when set.
+    pub key: Option<&'a SpKey>,
+}
+
+/// The redirect URL carrying `xml` as `param` (`SAMLRequest` or `SAMLResponse`), with
+/// `RelayState`, and signed over the query as the binding says (§3.4.4.1) when the SP has a
+/// key. The destination's own query parameters stay.
+pub fn redirect_url(out: &Outgoing<'_>, param: &str, xml: &str) -> Result<String, VerifyError> {
+    let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
+    let mut query = format!("{param}={}", enc(&redirect_encode(xml)));
+    if let Some(relay) = out.relay_state {
+        query.push_str(&format!("&RelayState={}", enc(relay)));
+    }
+    if let Some(key) = out.key {
+        query.push_str(&format!("&SigAlg={}", enc(RSA_SHA256)));
+        let signature = key.sign_redirect(&query)?;
+        query.push_str(&format!("&Signature={}", enc(&STANDARD.encode(signature))));
+    }
+    let separator = if out.destination.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    Ok(format!("{}{separator}{query}", out.destination))
 }
 
 /// HTTP-Redirect: the value of `SAMLRequest`/`SAMLResponse` before URL-encoding.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use super::logout::{self, Outgoing};
+use super::binding::{Outgoing, redirect_url};
 use super::messages::{self, AuthnRequest, SpMetadata};
 use super::metadata::{self, IdpMetadata, MetadataError};
 use super::response::{self, SamlError, Verification};
@@ -262,11 +262,10 @@ impl SamlIdp {
                 force_authn,
                 authn_contexts,
             },
-            None,
             now,
         )
-        .map_err(|_| SamlError::NoMetadata)?;
-        let url = logout::redirect_url(
+        .map_err(|e| SamlError::Signing(format!("request ID: {e}")))?;
+        let url = redirect_url(
             &self.outgoing(&metadata.sso_url, Some(relay_state)),
             "SAMLRequest",
             &sent.xml,

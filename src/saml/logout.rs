@@ -8,13 +8,13 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use quick_xml::escape::escape;
 
-use super::binding::{BindingError, redirect_decode, redirect_encode};
+use super::binding::{BindingError, Outgoing, redirect_decode, redirect_url};
 use super::facts::{child, text};
 use super::messages::{ASSERTION_NS, PROTOCOL_NS, instant, new_id};
 use super::metadata::is;
 use super::rules::STATUS_SUCCESS;
 use super::screen::{Limits, screen};
-use super::verify::{RSA_SHA256, SpKey, VerifyError};
+use super::verify::VerifyError;
 use crate::session::token::RandomError;
 
 /// What a `LogoutRequest` names.
@@ -172,15 +172,6 @@ pub fn parse_response(xml: &str) -> Result<LogoutAnswer, LogoutError> {
     })
 }
 
-/// What the SP sends.
-pub struct Outgoing<'a> {
-    pub destination: &'a str,
-    pub issuer: &'a str,
-    pub relay_state: Option<&'a str>,
-    /// Signs the query (RSA-SHA256) when set.
-    pub key: Option<&'a SpKey>,
-}
-
 /// A `LogoutRequest` for `name_id` (and the session index of that sign-in), as a redirect URL.
 pub fn request_url(
     out: &Outgoing<'_>,
@@ -226,27 +217,7 @@ pub fn response_url(
         escape(in_response_to),
         escape(out.issuer),
     );
-    redirect_url(out, "SAMLResponse", &xml)
-}
-
-/// The redirect URL carrying `xml` as `param`, signed when the SP has a key.
-pub fn redirect_url(out: &Outgoing<'_>, param: &str, xml: &str) -> Result<String, LogoutError> {
-    let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
-    let mut query = format!("{param}={}", enc(&redirect_encode(xml)));
-    if let Some(relay) = out.relay_state {
-        query.push_str(&format!("&RelayState={}", enc(relay)));
-    }
-    if let Some(key) = out.key {
-        query.push_str(&format!("&SigAlg={}", enc(RSA_SHA256)));
-        let signature = key.sign_redirect(&query)?;
-        query.push_str(&format!("&Signature={}", enc(&STANDARD.encode(signature))));
-    }
-    let separator = if out.destination.contains('?') {
-        '&'
-    } else {
-        '?'
-    };
-    Ok(format!("{}{separator}{query}", out.destination))
+    Ok(redirect_url(out, "SAMLResponse", &xml)?)
 }
 
 fn random(_: RandomError) -> LogoutError {

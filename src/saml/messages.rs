@@ -4,7 +4,6 @@
 
 use quick_xml::escape::escape;
 
-use super::binding::redirect_encode;
 use crate::session::OpaqueToken;
 use crate::session::token::RandomError;
 
@@ -30,12 +29,12 @@ pub struct AuthnRequest<'a> {
     pub authn_contexts: &'a [String],
 }
 
-/// A request ready to send: its ID (kept with the login state) and the URL to redirect to.
+/// A request to send: its ID (kept with the login state) and its XML (sent with
+/// [`super::binding::redirect_url`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SentRequest {
     pub id: String,
     pub xml: String,
-    pub redirect_url: String,
 }
 
 /// `_` and 32 hex digits (128 random bits): an NCName, as `ID` must be.
@@ -55,12 +54,8 @@ pub(crate) fn instant(now: i64) -> String {
         .to_string()
 }
 
-/// The `AuthnRequest` and its HTTP-Redirect URL (`SAMLRequest`, and `RelayState` when given).
-pub fn authn_request(
-    request: &AuthnRequest<'_>,
-    relay_state: Option<&str>,
-    now: i64,
-) -> Result<SentRequest, RandomError> {
+/// The `AuthnRequest`.
+pub fn authn_request(request: &AuthnRequest<'_>, now: i64) -> Result<SentRequest, RandomError> {
     let id = new_id()?;
     let force = if request.force_authn {
         " ForceAuthn=\"true\""
@@ -96,22 +91,7 @@ pub fn authn_request(
         escape(request.acs_url),
         escape(request.sp_entity_id),
     );
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
-    query.append_pair("SAMLRequest", &redirect_encode(&xml));
-    if let Some(state) = relay_state {
-        query.append_pair("RelayState", state);
-    }
-    let separator = if request.destination.contains('?') {
-        '&'
-    } else {
-        '?'
-    };
-    let redirect_url = format!("{}{separator}{}", request.destination, query.finish());
-    Ok(SentRequest {
-        id,
-        xml,
-        redirect_url,
-    })
+    Ok(SentRequest { id, xml })
 }
 
 /// What the SP metadata publishes.
@@ -172,7 +152,7 @@ pub fn sp_metadata(m: &SpMetadata<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::saml::binding::redirect_decode;
+    use crate::saml::binding::{Outgoing, redirect_decode, redirect_url};
     use crate::saml::screen::{Limits, screen};
 
     #[test]
@@ -187,7 +167,6 @@ mod tests {
                 force_authn: true,
                 authn_contexts: &contexts,
             },
-            Some("state-1"),
             1_800_000_000,
         )
         .unwrap();
@@ -209,10 +188,17 @@ mod tests {
         ] {
             assert!(sent.xml.contains(part), "{part} in {}", sent.xml);
         }
-        let url = url::Url::parse(&sent.redirect_url).unwrap();
+        let out = Outgoing {
+            destination: "https://idp.test/sso?tenant=a&b=c",
+            issuer: "sp",
+            relay_state: Some("state-1"),
+            key: None,
+        };
+        let url = url::Url::parse(&redirect_url(&out, "SAMLRequest", &sent.xml).unwrap()).unwrap();
         let pairs: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
         assert_eq!(pairs["tenant"], "a", "the IdP's own parameters stay");
         assert_eq!(pairs["RelayState"], "state-1");
+        assert!(!pairs.contains_key("Signature"), "no SP key, no signature");
         let xml = redirect_decode(&pairs["SAMLRequest"], 64 * 1024).unwrap();
         assert_eq!(String::from_utf8(xml).unwrap(), sent.xml);
         let plain = authn_request(
@@ -222,16 +208,10 @@ mod tests {
                 sp_entity_id: "sp",
                 ..AuthnRequest::default()
             },
-            None,
             0,
         )
         .unwrap();
         assert!(!plain.xml.contains("ForceAuthn") && !plain.xml.contains("RequestedAuthnContext"));
-        assert!(
-            plain
-                .redirect_url
-                .starts_with("https://idp.test/sso?SAMLRequest=")
-        );
     }
 
     #[test]
