@@ -528,13 +528,9 @@ impl Broker {
         requester: &Requester,
     ) -> Result<Reply, LoginError> {
         let now = unix_now();
-        // Reuse this browser's binding so parallel logins (tabs) all stay valid.
-        let binding = match cookie::find(headers, self.cookies.binding_name()) {
-            TokenCookie::Present(token) => token,
-            _ => OpaqueToken::generate().map_err(crate::session::SessionError::from)?,
-        };
-        let state = OpaqueToken::generate().map_err(crate::session::SessionError::from)?;
-        let nonce = OpaqueToken::generate().map_err(crate::session::SessionError::from)?;
+        let binding = self.browser_binding(headers)?;
+        let state = OpaqueToken::generate().map_err(SessionError::from)?;
+        let nonce = OpaqueToken::generate().map_err(SessionError::from)?;
         let (pkce_challenge, pkce_verifier) = PkceCodeChallenge::new_random_sha256();
         provider.ensure_reachable(now).await?;
         let url = provider
@@ -547,6 +543,43 @@ impl Broker {
                 step_up: ask.step_up.as_ref(),
             })
             .await?;
+        self.record_start(
+            Start {
+                idp: provider.name(),
+                state: &state,
+                binding: &binding,
+                nonce: nonce.as_str().to_owned(),
+                pkce_verifier: pkce_verifier.secret().to_owned(),
+                location: url.to_string(),
+                cross_site: provider.config.response_mode == ResponseMode::FormPost,
+            },
+            rd,
+            ask,
+            requester,
+            now,
+        )
+        .await
+    }
+
+    /// This browser's login binding: the one it has, so parallel logins (tabs) all stay
+    /// valid, or a new one.
+    fn browser_binding(&self, headers: &HeaderMap) -> Result<OpaqueToken, LoginError> {
+        match cookie::find(headers, self.cookies.binding_name()) {
+            TokenCookie::Present(token) => Ok(token),
+            _ => Ok(OpaqueToken::generate().map_err(SessionError::from)?),
+        }
+    }
+
+    /// Records a started login (single use, bound to the browser, capped) and sends the
+    /// browser to the IdP with the binding cookie.
+    async fn record_start(
+        &self,
+        start: Start<'_>,
+        rd: &RedirectTarget,
+        ask: LoginAsk<'_>,
+        requester: &Requester,
+        now: i64,
+    ) -> Result<Reply, LoginError> {
         let step_up = ask
             .step_up
             .as_ref()
@@ -554,12 +587,12 @@ impl Broker {
             .transpose()
             .map_err(|e| LoginError::Config(format!("step-up: {e}")))?;
         let new_state = NewLoginState {
-            state_hash: state.hash().to_hex(),
-            binding_hash: binding.hash().to_hex(),
+            state_hash: start.state.hash().to_hex(),
+            binding_hash: start.binding.hash().to_hex(),
             client_ip: requester.ip.map(client_group),
-            nonce: nonce.as_str().to_owned(),
-            pkce_verifier: pkce_verifier.secret().to_owned(),
-            idp: provider.name().to_owned(),
+            nonce: start.nonce,
+            pkce_verifier: start.pkce_verifier,
+            idp: start.idp.to_owned(),
             redirect_to: rd.as_str().to_owned(),
             created_at: now,
             expires_at: now + self.state_ttl,
@@ -572,11 +605,13 @@ impl Broker {
             .await?;
         // Counted, not audited: a start costs an attacker one request, and the audit trail is
         // for outcomes (successes and failures).
-        self.metrics.record_login_start(provider.name());
-        let cross_site = provider.config.response_mode == ResponseMode::FormPost;
+        self.metrics.record_login_start(start.idp);
         Ok(Reply::Redirect {
-            location: url.to_string(),
-            cookies: vec![self.cookies.binding(&binding, cross_site, self.state_ttl)],
+            location: start.location,
+            cookies: vec![
+                self.cookies
+                    .binding(start.binding, start.cross_site, self.state_ttl),
+            ],
         })
     }
 
@@ -1148,6 +1183,22 @@ fn unreachable_realm(email: &Email) -> Realm {
         methods: vec![crate::local::methods::Method::Sso],
         org: None,
     }
+}
+
+/// A login start at an IdP, whatever its protocol: what the login state records and where the
+/// browser goes.
+struct Start<'a> {
+    idp: &'a str,
+    state: &'a OpaqueToken,
+    binding: &'a OpaqueToken,
+    /// OIDC: the nonce. SAML: the `AuthnRequest`'s ID, which the response must answer.
+    nonce: String,
+    /// OIDC: the PKCE verifier. SAML: empty.
+    pkce_verifier: String,
+    location: String,
+    /// The IdP answers by a cross-site POST (form_post, SAML): the binding cookie must be
+    /// `SameSite=None` to travel with it.
+    cross_site: bool,
 }
 
 /// An IdP's word on who signed in, and the login it answers: what completing a sign-in

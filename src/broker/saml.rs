@@ -10,7 +10,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::id_token::VerifiedIdentity;
 use super::redirect::RedirectTarget;
-use super::{Arrival, Broker, FailedLogin, LoginAsk, LoginError};
+use super::{Arrival, Broker, FailedLogin, LoginAsk, LoginError, Start};
 use crate::clock::unix_now;
 use crate::limits::{Limit, client_group};
 use crate::saml::idp::SamlIdp;
@@ -22,7 +22,7 @@ use crate::saml::screen::Hostile;
 use crate::session::cookie::{self, TokenCookie};
 use crate::session::token::TokenHash;
 use crate::session::{OpaqueToken, SessionError};
-use crate::store::{Access, AuditEvent, AuditKind, LoginFacts, LoginState, NewLoginState, Outcome};
+use crate::store::{Access, AuditEvent, AuditKind, LoginFacts, LoginState, Outcome};
 use crate::web::{Reply, Requester};
 
 /// How old an IdP's `LogoutRequest` may be (it travels by an immediate redirect).
@@ -47,10 +47,7 @@ impl Broker {
         requester: &Requester,
     ) -> Result<Reply, LoginError> {
         let now = unix_now();
-        let binding = match cookie::find(headers, self.cookies.binding_name()) {
-            TokenCookie::Present(token) => token,
-            _ => OpaqueToken::generate().map_err(SessionError::from)?,
-        };
+        let binding = self.browser_binding(headers)?;
         let state = OpaqueToken::generate().map_err(SessionError::from)?;
         // A step-up makes the user authenticate again, at the strength the route needs.
         let step_up = ask.step_up.as_ref();
@@ -66,36 +63,22 @@ impl Broker {
                 }
                 other => LoginError::Saml(other),
             })?;
-        let step_up = ask
-            .step_up
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| LoginError::Config(format!("step-up: {e}")))?;
-        let new_state = NewLoginState {
-            state_hash: state.hash().to_hex(),
-            binding_hash: binding.hash().to_hex(),
-            client_ip: requester.ip.map(client_group),
-            // The AuthnRequest's ID, which the response's InResponseTo must name.
-            nonce: request_id,
-            pkce_verifier: String::new(),
-            idp: idp.name().to_owned(),
-            redirect_to: rd.as_str().to_owned(),
-            created_at: now,
-            expires_at: now + self.state_ttl,
-            signup: ask.signup,
-            step_up,
-            account: ask.account,
-        };
-        self.store
-            .insert_login_state(&new_state, self.pending_caps)
-            .await?;
-        self.metrics.record_login_start(idp.name());
-        // The response arrives by a cross-site POST: the binding cookie must travel with it.
-        Ok(Reply::Redirect {
-            location: url,
-            cookies: vec![self.cookies.binding(&binding, true, self.state_ttl)],
-        })
+        self.record_start(
+            Start {
+                idp: idp.name(),
+                state: &state,
+                binding: &binding,
+                nonce: request_id,
+                pkce_verifier: String::new(),
+                location: url,
+                cross_site: true,
+            },
+            rd,
+            ask,
+            requester,
+            now,
+        )
+        .await
     }
 
     /// `POST /auth/saml/acs`.
