@@ -424,6 +424,11 @@ pub struct OpenIdProvider {
     pub addr: SocketAddr,
 }
 
+/// How long the OP fixture may take to print `ready`. It normally takes well under a second;
+/// twice in full runs on a 2-core machine it printed nothing for 60 s (no error, no exit),
+/// so a start that hangs is killed and tried once more, loudly, rather than failing the test.
+const OP_START_TIMEOUT: Duration = Duration::from_secs(20);
+
 impl OpenIdProvider {
     pub async fn start(redirect_base: &str, extra_args: &[String]) -> Self {
         let script = root().join("tests/op/server.mjs");
@@ -431,26 +436,40 @@ impl OpenIdProvider {
             root().join("tests/op/node_modules/oidc-provider").exists(),
             "oidc-provider is not installed: run scripts/test (it runs npm ci in tests/op)"
         );
-        let mut child = Command::new("node")
-            .arg(&script)
-            .arg("--redirect-base")
-            .arg(redirect_base)
-            .args(extra_args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn node (is Node.js installed?)");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let issuer = tokio::time::timeout(START_TIMEOUT, lines.next_line())
-            .await
-            .ok()
-            .and_then(|l| l.ok().flatten())
-            .and_then(|l| l.strip_prefix("ready ").map(String::from))
-            .expect("OpenID Provider fixture did not start (see stderr)");
+        let mut attempt = 0;
+        let (child, stdin, issuer) = loop {
+            attempt += 1;
+            let mut child = Command::new("node")
+                .arg(&script)
+                .arg("--redirect-base")
+                .arg(redirect_base)
+                .args(extra_args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("spawn node (is Node.js installed?)");
+            let stdin = child.stdin.take().expect("stdin");
+            let stdout = child.stdout.take().expect("stdout");
+            let mut lines = BufReader::new(stdout).lines();
+            let ready = tokio::time::timeout(OP_START_TIMEOUT, lines.next_line())
+                .await
+                .ok()
+                .and_then(|l| l.ok().flatten())
+                .and_then(|l| l.strip_prefix("ready ").map(String::from));
+            match ready {
+                Some(issuer) => break (child, stdin, issuer),
+                None if attempt < 2 => {
+                    eprintln!(
+                        "WARNING: the OpenID Provider fixture did not start within {OP_START_TIMEOUT:?}; \
+                         trying once more"
+                    );
+                    let _ = child.kill().await;
+                }
+                None => panic!("OpenID Provider fixture did not start twice (see stderr)"),
+            }
+        };
         let addr = issuer
             .trim_start_matches("http://")
             .parse()
