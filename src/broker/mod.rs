@@ -50,8 +50,8 @@ use crate::session::cookie::{self, CookieSettings, TokenCookie};
 use crate::session::revocations::RevocationSync;
 use crate::session::{OpaqueToken, SessionError, Sessions};
 use crate::store::{
-    Access, AuditEvent, AuditKind, LoginFacts, LoginState, NewLoginState, Outcome,
-    PendingLoginCaps, ProvisionOutcome, ProvisionRequest, Store, StoreError,
+    Access, AuditEvent, AuditKind, LoginState, NewLoginState, Outcome, PendingLoginCaps,
+    ProvisionOutcome, ProvisionRequest, Store, StoreError,
 };
 use crate::strength::{Authentication, StepUp};
 use crate::web::{Reply, Requester};
@@ -1071,14 +1071,13 @@ impl Broker {
                     Some(provider) => provider
                         .logout_url(record.id_token.as_deref(), &back)
                         .map(|url| url.to_string()),
-                    None => {
-                        let facts = LoginFacts {
-                            idp_subject: record.idp_subject.clone(),
-                            idp_sid: record.idp_sid.clone(),
-                            ..LoginFacts::default()
-                        };
-                        self.saml_logout_url(idp, &facts, &back, now)
-                    }
+                    None => self.saml_logout_url(
+                        idp,
+                        record.idp_subject.as_deref(),
+                        record.idp_sid.as_deref(),
+                        &back,
+                        now,
+                    ),
                 };
                 if let Some(url) = at_idp {
                     location = url;

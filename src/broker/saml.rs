@@ -285,19 +285,19 @@ impl Broker {
     pub(super) fn saml_logout_url(
         &self,
         idp: &str,
-        facts: &LoginFacts,
+        name_id: Option<&str>,
+        session_index: Option<&str>,
         rd: &str,
         now: i64,
     ) -> Option<String> {
         let idp = self.saml_idp(idp)?;
         let metadata = idp.metadata()?;
         let destination = metadata.slo_url.as_deref()?;
-        let name_id = facts.idp_subject.as_deref()?;
         let sent = logout::request_url(
             &idp.outgoing(destination, Some(rd)),
-            name_id,
+            name_id?,
             None,
-            facts.idp_sid.as_deref(),
+            session_index,
             now,
         );
         match sent {
