@@ -40,6 +40,7 @@ pub struct Metrics {
     pool_waiting: IntGauge,
     pool_max: IntGauge,
     db_up: IntGauge,
+    alive_tasks: IntGauge,
     listener_up: IntGauge,
     notify_lag: Histogram,
     revocations_applied: IntCounter,
@@ -59,6 +60,8 @@ pub struct Snapshot {
     pub pool: PoolStats,
     pub db_up: bool,
     pub cache_entries: u64,
+    /// Tasks alive on the runtime: a leak of tasks shows here first (the soak samples it).
+    pub alive_tasks: usize,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -167,6 +170,10 @@ impl Metrics {
             "gatehouse_db_up",
             "1 while the database answers reads and writes, 0 during an outage.",
         );
+        let alive_tasks = gauge(
+            "gatehouse_runtime_alive_tasks",
+            "Tasks alive on the async runtime (connections, background jobs, requests).",
+        );
         let listener_up = gauge(
             "gatehouse_revocation_listener_up",
             "1 while the PostgreSQL LISTEN connection for revocations is up (always 0 on \
@@ -227,6 +234,7 @@ impl Metrics {
             Box::new(pool_waiting.clone()),
             Box::new(pool_max.clone()),
             Box::new(db_up.clone()),
+            Box::new(alive_tasks.clone()),
             Box::new(listener_up.clone()),
             Box::new(notify_lag.clone()),
             Box::new(revocations_applied.clone()),
@@ -271,6 +279,7 @@ impl Metrics {
             pool_waiting,
             pool_max,
             db_up,
+            alive_tasks,
             listener_up,
             notify_lag,
             revocations_applied,
@@ -412,6 +421,8 @@ impl Metrics {
         self.db_up.set(i64::from(snapshot.db_up));
         self.cache_entries
             .set(i64::try_from(snapshot.cache_entries).unwrap_or(i64::MAX));
+        self.alive_tasks
+            .set(i64::try_from(snapshot.alive_tasks).unwrap_or(i64::MAX));
         let mut buf = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
             tracing::warn!(error = %e, "could not encode metrics");
@@ -441,6 +452,7 @@ mod tests {
             },
             db_up: true,
             cache_entries: 7,
+            alive_tasks: 12,
         }
     }
 
@@ -467,6 +479,7 @@ mod tests {
             "gatehouse_session_cache_lookups_total{result=\"hit\"} 1",
             "gatehouse_session_cache_evictions_total{cause=\"size\"} 1",
             "gatehouse_session_cache_entries 7",
+            "gatehouse_runtime_alive_tasks 12",
             "gatehouse_logins_total{idp=\"main\",outcome=\"success\"} 1",
             "gatehouse_db_pool_connections{state=\"in_use\"} 2",
             "gatehouse_db_pool_waiting_requests 1",

@@ -3,8 +3,8 @@
 
 use crate::support;
 
-use support::browser::{Browser, Form, Page, Pending, forms};
-use support::op::{account, is_interaction};
+use support::browser::{Browser, Page, Pending, forms};
+use support::op::{account, custom, is_interaction};
 use support::{Backend, Stack, StackOptions, StackUrls, base_config};
 
 on_both_backends!(
@@ -105,14 +105,6 @@ async fn stack_with(backend: Backend, idps: Vec<Idp>, op_args: &[&str]) -> Stack
         },
     )
     .await
-}
-
-/// The OP's free-form account (any sub and claims).
-fn custom(page: &Page) -> Form {
-    forms(page)
-        .into_iter()
-        .find(|f| f.id.as_deref() == Some("custom"))
-        .expect("custom account form")
 }
 
 fn before_callback(_: &str, url: &url::Url) -> bool {

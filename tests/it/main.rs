@@ -11,6 +11,8 @@ mod app_tokens;
 mod cli;
 mod deploy;
 mod envoy_e2e;
+mod faults;
+mod floods;
 mod forward_auth;
 mod grpc;
 mod hardening;
@@ -27,5 +29,6 @@ mod saml;
 #[cfg(feature = "saml")]
 mod saml_idp;
 mod signin;
+mod soak;
 mod store;
 mod tokens;

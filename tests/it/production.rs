@@ -41,19 +41,6 @@ fn env() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-/// `/authz` on one replica, as an API caller with this session (path mode).
-async fn authz(gh: &Gatehouse, path: &str, token: &str) -> Response {
-    let cookie = format!("gatehouse={token}");
-    send(
-        gh.http,
-        "GET",
-        &format!("/authz{path}"),
-        &[("cookie", &cookie), ("accept", "application/json")],
-        None,
-    )
-    .await
-}
-
 /// Polls `gh` until it stops allowing `path` for `token`; returns the answer and how long that
 /// took from `since`. Fails once `bound` has passed.
 async fn denied_within(
@@ -64,7 +51,7 @@ async fn denied_within(
     bound: Duration,
 ) -> (Response, Duration) {
     loop {
-        let r = authz(gh, path, token).await;
+        let r = gh.authz(path, token).await;
         if r.status != 200 {
             return (r, since.elapsed());
         }
@@ -76,26 +63,6 @@ async fn denied_within(
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-/// A session through the admin API, for an enabled user.
-async fn session(api: &Api, email: &str) -> String {
-    let created = api
-        .expect(
-            201,
-            "POST",
-            "/admin/v1/sessions",
-            Some(serde_json::json!({ "user": email })),
-        )
-        .await;
-    api.expect(
-        200,
-        "POST",
-        &format!("/admin/v1/users/{email}/enable"),
-        None,
-    )
-    .await;
-    created["token"].as_str().expect("token").to_owned()
 }
 
 fn metric(text: &str, line_start: &str) -> Option<f64> {
@@ -145,9 +112,9 @@ async fn replicas_share_revocations_logins_and_keys() {
     let email = "alice@acme.test";
 
     // Session revoke.
-    let token = session(&api_a, email).await;
-    assert_eq!(authz(&a, "/app", &token).await.status, 200);
-    assert_eq!(authz(&a, "/app", &token).await.status, 200, "cached now");
+    let token = api_a.enabled_session(email).await;
+    assert_eq!(a.authz("/app", &token).await.status, 200);
+    assert_eq!(a.authz("/app", &token).await.status, 200, "cached now");
     let revoked = api_b
         .expect(
             200,
@@ -162,8 +129,8 @@ async fn replicas_share_revocations_logins_and_keys() {
     eprintln!("session revoke reached A in {took:?}");
 
     // User disable.
-    let token = session(&api_a, email).await;
-    assert_eq!(authz(&a, "/app", &token).await.status, 200);
+    let token = api_a.enabled_session(email).await;
+    assert_eq!(a.authz("/app", &token).await.status, 200);
     api_b
         .expect(
             200,
@@ -177,7 +144,7 @@ async fn replicas_share_revocations_logins_and_keys() {
     eprintln!("user disable reached A in {took:?}");
 
     // Role revoke.
-    let token = session(&api_a, email).await;
+    let token = api_a.enabled_session(email).await;
     api_a
         .expect(
             200,
@@ -186,7 +153,7 @@ async fn replicas_share_revocations_logins_and_keys() {
             None,
         )
         .await;
-    assert_eq!(authz(&a, "/admin/x", &token).await.status, 200);
+    assert_eq!(a.authz("/admin/x", &token).await.status, 200);
     api_b
         .expect(
             200,
@@ -216,7 +183,7 @@ async fn replicas_share_revocations_logins_and_keys() {
     let token = browser
         .cookie("127.0.0.1", "gatehouse")
         .unwrap_or_else(|| panic!("no session cookie after the callback on B:\n{hops}"));
-    let r = authz(&a, "/app", &token).await;
+    let r = a.authz("/app", &token).await;
     assert_eq!(r.status, 200, "B's session works on A: {r:?}");
     assert_eq!(r.header("x-gatehouse-email"), Some(email));
 
@@ -259,8 +226,8 @@ async fn replicas_share_revocations_logins_and_keys() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let token = session(&api_a, email).await;
-    assert_eq!(authz(&a, "/app", &token).await.status, 200);
+    let token = api_a.enabled_session(email).await;
+    assert_eq!(a.authz("/app", &token).await.status, 200);
     api_b
         .expect(
             200,
@@ -285,8 +252,8 @@ async fn replicas_share_revocations_logins_and_keys() {
 
     // Minted-token keys: one set, in the database. A token minted on A verifies with B's
     // JWKS; a key rotated on A is published by B once B reloads (every 10 s).
-    let token = session(&api_a, email).await;
-    let r = authz(&a, "/app", &token).await;
+    let token = api_a.enabled_session(email).await;
+    let r = a.authz("/app", &token).await;
     let jwt = r
         .header("x-gatehouse-jwt")
         .expect("minted token")
@@ -339,9 +306,9 @@ async fn postgres_outage() {
     );
     let gh = Gatehouse::start(dir.path(), &text, &env()).await;
     let api = Api::new(gh.admin);
-    let cached = session(&api, "alice@acme.test").await;
-    let uncached = session(&api, "bob@acme.test").await;
-    assert_eq!(authz(&gh, "/app", &cached).await.status, 200);
+    let cached = api.enabled_session("alice@acme.test").await;
+    let uncached = api.enabled_session("bob@acme.test").await;
+    assert_eq!(gh.authz("/app", &cached).await.status, 200);
 
     let db_name = db.url.rsplit('/').next().expect("db name").to_owned();
     let mut pg =
@@ -359,7 +326,7 @@ async fn postgres_outage() {
         .unwrap();
     let down_at = Instant::now();
 
-    let r = authz(&gh, "/app", &uncached).await;
+    let r = gh.authz("/app", &uncached).await;
     assert_eq!(r.status, 503, "an uncached session is never allowed: {r:?}");
     let ready = send(gh.admin, "GET", "/readyz", &[], None).await;
     assert_eq!(ready.status, 503, "{ready:?}");
@@ -373,7 +340,7 @@ async fn postgres_outage() {
 
     // Past the cache TTL, within the bound: served stale.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(authz(&gh, "/app", &cached).await.status, 200);
+    assert_eq!(gh.authz("/app", &cached).await.status, 200);
     let text = metrics(&gh).await;
     assert_eq!(metric(&text, "gatehouse_db_up "), Some(0.0), "{text}");
     assert!(
@@ -390,7 +357,7 @@ async fn postgres_outage() {
         Duration::from_secs(4).saturating_sub(down_at.elapsed()) + Duration::from_millis(300),
     )
     .await;
-    let r = authz(&gh, "/app", &cached).await;
+    let r = gh.authz("/app", &cached).await;
     assert_eq!(
         r.status, 503,
         "stale beyond stale_while_db_down_seconds: {r:?}"
@@ -405,8 +372,8 @@ async fn postgres_outage() {
     loop {
         let ready = send(gh.admin, "GET", "/readyz", &[], None).await.status;
         let checks = (
-            authz(&gh, "/app", &cached).await.status,
-            authz(&gh, "/app", &uncached).await.status,
+            gh.authz("/app", &cached).await.status,
+            gh.authz("/app", &uncached).await.status,
         );
         if ready == 200 && checks == (200, 200) {
             break;
@@ -424,7 +391,7 @@ async fn postgres_outage() {
 
     // The IdP goes down: sessions are unaffected; a login shows a clear page.
     drop(op.take());
-    assert_eq!(authz(&gh, "/app", &cached).await.status, 200);
+    assert_eq!(gh.authz("/app", &cached).await.status, 200);
     tokio::time::sleep(Duration::from_secs(6)).await; // past the reachability cache
     let login = send(gh.http, "GET", "/auth/login?rd=/x", &[], None).await;
     assert_eq!(login.status, 503, "{login:?}");
@@ -433,7 +400,7 @@ async fn postgres_outage() {
         "{}",
         login.body
     );
-    assert_eq!(authz(&gh, "/app", &uncached).await.status, 200);
+    assert_eq!(gh.authz("/app", &uncached).await.status, 200);
 }
 
 /// SQLite with another process holding the write lock: reads (checks) go on, writes (logins)
@@ -451,9 +418,9 @@ async fn sqlite_write_lock() {
     let text = config(&urls, "", &support::op::idp_toml("main", &op.issuer));
     let gh = Gatehouse::start(dir.path(), &text, &env()).await;
     let api = Api::new(gh.admin);
-    let cached = session(&api, "alice@acme.test").await;
-    let uncached = session(&api, "bob@acme.test").await;
-    assert_eq!(authz(&gh, "/app", &cached).await.status, 200);
+    let cached = api.enabled_session("alice@acme.test").await;
+    let uncached = api.enabled_session("bob@acme.test").await;
+    assert_eq!(gh.authz("/app", &cached).await.status, 200);
 
     let mut holder = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db.url)
         .await
@@ -463,9 +430,9 @@ async fn sqlite_write_lock() {
         .await
         .expect("take the write lock");
 
-    assert_eq!(authz(&gh, "/app", &cached).await.status, 200);
+    assert_eq!(gh.authz("/app", &cached).await.status, 200);
     assert_eq!(
-        authz(&gh, "/app", &uncached).await.status,
+        gh.authz("/app", &uncached).await.status,
         200,
         "reads need no write lock (WAL)"
     );
@@ -551,8 +518,8 @@ async fn sqlite_disk_full() {
     let text = config(&urls, "", &support::op::idp_toml("main", &op.issuer));
     let gh = Gatehouse::start(dir.path(), &text, &env()).await;
     let api = Api::new(gh.admin);
-    let cached = session(&api, "alice@acme.test").await;
-    assert_eq!(authz(&gh, "/app", &cached).await.status, 200);
+    let cached = api.enabled_session("alice@acme.test").await;
+    assert_eq!(gh.authz("/app", &cached).await.status, 200);
 
     let filler = disk.path.join("filler");
     fill(&filler);
@@ -573,7 +540,7 @@ async fn sqlite_disk_full() {
         "the disk, not something else: {}",
         gh.logs()
     );
-    assert_eq!(authz(&gh, "/app", &cached).await.status, 200, "reads go on");
+    assert_eq!(gh.authz("/app", &cached).await.status, 200, "reads go on");
     let login = send(gh.http, "GET", "/auth/login?rd=/x", &[], None).await;
     assert_eq!(login.status, 503, "{login:?}");
     assert!(
@@ -620,7 +587,7 @@ async fn sigterm_drains_without_losing_checks() {
     );
     let mut gh = Gatehouse::start(dir.path(), &text, &env()).await;
     let api = Api::new(gh.admin);
-    let token = session(&api, "alice@acme.test").await;
+    let token = api.enabled_session("alice@acme.test").await;
     let cookie = format!("gatehouse={token}");
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -40,6 +40,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
         pool: state.store.pool_stats(),
         db_up: state.store.health().is_up(),
         cache_entries: state.sessions.cached_entries(),
+        alive_tasks: tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks(),
     };
     (
         [(

@@ -55,4 +55,24 @@ impl Api {
     pub async fn get(&self, path: &str) -> serde_json::Value {
         self.expect(200, "GET", path, None).await
     }
+
+    /// A session for `email` (the user made if new), and the user enabled: the token.
+    pub async fn enabled_session(&self, email: &str) -> String {
+        let created = self
+            .expect(
+                201,
+                "POST",
+                "/admin/v1/sessions",
+                Some(serde_json::json!({ "user": email })),
+            )
+            .await;
+        self.expect(
+            200,
+            "POST",
+            &format!("/admin/v1/users/{email}/enable"),
+            None,
+        )
+        .await;
+        created["token"].as_str().expect("token").to_owned()
+    }
 }

@@ -67,7 +67,7 @@ pub struct Pending {
 }
 
 /// Whether to stop before a request: `(method, url)`.
-pub type Stop<'a> = &'a dyn Fn(&str, &Url) -> bool;
+pub type Stop<'a> = &'a (dyn Fn(&str, &Url) -> bool + Sync);
 
 /// An HTML form: action resolved against the page URL, method, and its named inputs.
 #[derive(Debug, Clone)]

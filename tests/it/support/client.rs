@@ -125,3 +125,82 @@ pub async fn send_bytes(
         body: String::from_utf8_lossy(&body).into_owned(),
     }
 }
+
+/// One kept-alive HTTP/1.1 connection, reopened when the server closes it: for load loops,
+/// where a fresh connection per request would spend the machine's ephemeral ports.
+pub struct KeepAlive {
+    addr: SocketAddr,
+    sender: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+}
+
+impl KeepAlive {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self { addr, sender: None }
+    }
+
+    /// A GET with these headers: the status and the response headers (the body is read and
+    /// dropped), or why the exchange failed.
+    pub async fn get(
+        &mut self,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, HeaderMap), String> {
+        let reused = self.sender.is_some();
+        let mut result = self.try_get(target, headers).await;
+        if result.is_err() {
+            self.sender = None;
+            // The server may close a kept-alive connection just as a request goes out; like
+            // any client, try a GET once more on a fresh one.
+            if reused {
+                result = self.try_get(target, headers).await;
+                if result.is_err() {
+                    self.sender = None;
+                }
+            }
+        }
+        result
+    }
+
+    async fn try_get(
+        &mut self,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, HeaderMap), String> {
+        let sender = match &mut self.sender {
+            Some(sender) if sender.is_ready() => sender,
+            _ => {
+                let stream = TcpStream::connect(self.addr)
+                    .await
+                    .map_err(|e| format!("connect {}: {e}", self.addr))?;
+                let (sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .map_err(|e| format!("handshake: {e}"))?;
+                tokio::spawn(connection);
+                self.sender.insert(sender)
+            }
+        };
+        let mut builder = Request::builder()
+            .method("GET")
+            .uri(target)
+            .header("host", self.addr.to_string());
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| format!("request: {e}"))?;
+        let response = tokio::time::timeout(Duration::from_secs(20), sender.send_request(request))
+            .await
+            .map_err(|_| format!("GET {target}: timed out"))?
+            .map_err(|e| format!("GET {target}: {e}"))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?;
+        Ok((status, headers))
+    }
+}

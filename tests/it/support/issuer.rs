@@ -30,6 +30,8 @@ struct IssuerState {
     /// The keys the JWKS lists.
     published: Vec<usize>,
     down: bool,
+    /// JWKS documents served.
+    jwks_fetches: usize,
 }
 
 pub struct TestIssuer {
@@ -71,6 +73,7 @@ impl TestIssuer {
             current: 0,
             published: vec![0],
             down: false,
+            jwks_fetches: 0,
         }));
         let shared = Shared {
             issuer: issuer.clone(),
@@ -116,6 +119,11 @@ impl TestIssuer {
         state.published = vec![state.current];
     }
 
+    /// How many JWKS documents it has served.
+    pub fn jwks_fetches(&self) -> usize {
+        self.state.lock().unwrap().jwks_fetches
+    }
+
     /// Answers 503 to everything while down.
     pub fn set_down(&self, down: bool) {
         self.state.lock().unwrap().down = down;
@@ -148,10 +156,11 @@ async fn discovery(State(s): State<Shared>) -> Response {
 }
 
 async fn jwks(State(s): State<Shared>) -> Response {
-    let state = s.state.lock().unwrap();
+    let mut state = s.state.lock().unwrap();
     if state.down {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
+    state.jwks_fetches += 1;
     let keys: Vec<Value> = state.published.iter().map(|i| public_jwk(*i)).collect();
     axum::Json(json!({ "keys": keys })).into_response()
 }

@@ -8,6 +8,7 @@ pub mod check;
 pub mod client;
 pub mod db;
 pub mod issuer;
+pub mod netns;
 pub mod op;
 pub mod processes;
 #[cfg(feature = "saml")]

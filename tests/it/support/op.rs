@@ -15,6 +15,14 @@ pub fn account(page: &Page, sub: &str) -> Form {
         .unwrap_or_else(|| panic!("no account {sub} on {}: {:#?}", page.url, page.hops))
 }
 
+/// The OP's free-form account (any sub and claims).
+pub fn custom(page: &Page) -> Form {
+    forms(page)
+        .into_iter()
+        .find(|f| f.id.as_deref() == Some("custom"))
+        .expect("custom account form")
+}
+
 /// Opens `url`, expects the OP's account page, and signs in as `sub`.
 pub async fn sign_in_at(browser: &mut Browser, url: &str, sub: &str) -> Page {
     let page = browser.navigate(url).await;

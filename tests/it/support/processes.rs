@@ -82,16 +82,36 @@ pub async fn run_cli(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> CliOutp
 impl Gatehouse {
     /// Writes `config` to `dir/gatehouse.toml` and runs `gatehouse serve` on it.
     pub async fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_in(None, dir, config, env).await
+    }
+
+    /// Like [`start`](Self::start), in the network namespace `netns` when given.
+    pub async fn start_in(
+        netns: Option<&str>,
+        dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let config_path = dir.join("gatehouse.toml");
         std::fs::write(&config_path, config).expect("write config");
         let log = dir.join("gatehouse.log");
         let log_file = std::fs::File::create(&log).expect("log file");
-        let mut child = Command::new(gatehouse_bin())
+        // `ip netns exec` enters the namespace and execs the binary: the child is gatehouse.
+        let mut command = match netns {
+            Some(name) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", name]).arg(gatehouse_bin());
+                command
+            }
+            None => Command::new(gatehouse_bin()),
+        };
+        let mut child = command
             .arg("serve")
             .arg("--config")
             .arg(&config_path)
-            .envs(env.iter().copied())
+            // The test's environment may set its own level (the benchmarks and the soak do).
             .env("GATEHOUSE_LOG", "info,gatehouse=debug")
+            .envs(env.iter().copied())
             .current_dir(dir)
             .stdout(Stdio::piped())
             .stderr(log_file)
@@ -170,6 +190,19 @@ impl Gatehouse {
             self.cli_ok(&["user", "grant", email, role]).await;
         }
         token
+    }
+
+    /// `/authz{path}` on the HTTP listener, as an API caller with this session (path mode).
+    pub async fn authz(&self, path: &str, token: &str) -> super::Response {
+        let cookie = format!("gatehouse={token}");
+        super::send(
+            self.http,
+            "GET",
+            &format!("/authz{path}"),
+            &[("cookie", &cookie), ("accept", "application/json")],
+            None,
+        )
+        .await
     }
 
     pub fn logs(&self) -> String {
