@@ -43,8 +43,6 @@ const LEEWAY_SECONDS: u64 = 30;
 const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 /// Keys are refreshed in the background this often.
 pub const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
-/// A lookup of `(iss, sub)` must not hold a check longer than this (then: 503).
-const STORE_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Tokens longer than this are refused unread.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
@@ -473,22 +471,25 @@ impl Bearer {
             let user = if self.local_issuer(&key.0).is_some() {
                 // gatehouse's own tokens name the local user id, not an IdP subject.
                 match Uuid::parse_str(&key.1) {
-                    Ok(id) => tokio::time::timeout(STORE_LOOKUP_TIMEOUT, self.store.user_by_id(id))
-                        .await
-                        .map_err(|_| StoreError::Timeout("user lookup"))??,
+                    Ok(id) => {
+                        self.store
+                            .bounded("user lookup", self.store.user_by_id(id))
+                            .await?
+                    }
                     Err(_) => None,
                 }
             } else {
                 let lookup = self.store.user_by_identity(&key.0, &key.1);
-                tokio::time::timeout(STORE_LOOKUP_TIMEOUT, lookup)
-                    .await
-                    .map_err(|_| StoreError::Timeout("identity lookup"))??
+                self.store.bounded("identity lookup", lookup).await?
             };
             loaded = match user {
                 None => CachedUser::Unknown,
                 Some(u) => {
                     let org_requires_mfa = match u.org_id {
-                        Some(org) => self.store.org_requires_mfa(org).await?,
+                        Some(org) => {
+                            let lookup = self.store.org_requires_mfa(org);
+                            self.store.bounded("org lookup", lookup).await?
+                        }
                         None => false,
                     };
                     CachedUser::Known {

@@ -119,6 +119,9 @@ pub struct DatabaseConfig {
     /// Apply migrations on `serve`.
     pub migrate: bool,
     pub max_connections: u32,
+    /// How long a check waits for a database read (a session or a bearer token's user), and
+    /// `/readyz` for its probe, before failing closed (503). Bounds a half-open connection.
+    pub timeout_ms: u64,
 }
 
 impl Default for DatabaseConfig {
@@ -127,6 +130,7 @@ impl Default for DatabaseConfig {
             url: "sqlite://gatehouse.db?mode=rwc".to_owned(),
             migrate: true,
             max_connections: 10,
+            timeout_ms: 2_000,
         }
     }
 }
@@ -621,6 +625,12 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "database.max_connections",
                 "must be at least 1",
+            ));
+        }
+        if !(50..=60_000).contains(&database.timeout_ms) {
+            return Err(ConfigError::invalid(
+                "database.timeout_ms",
+                "must be between 50 and 60000",
             ));
         }
         if let Some(name) = &session.cookie_name {
@@ -1180,6 +1190,33 @@ mod tests {
         load(text)
             .expect_err("config should be rejected")
             .to_string()
+    }
+
+    #[test]
+    fn the_database_timeout_is_bounded_both_ways() {
+        // (timeout_ms, accepted)
+        let cases = [
+            (0, false),
+            (49, false),
+            (50, true),
+            (2_000, true),
+            (60_000, true),
+            (60_001, false),
+        ];
+        for (ms, accepted) in cases {
+            let text = format!("[database]\ntimeout_ms = {ms}\n");
+            match load(&text) {
+                Ok(settings) => {
+                    assert!(accepted, "{ms} was accepted");
+                    assert_eq!(settings.database.timeout_ms, ms);
+                }
+                Err(e) => {
+                    assert!(!accepted, "{ms}: {e}");
+                    assert!(e.to_string().contains("database.timeout_ms"), "{e}");
+                }
+            }
+        }
+        assert_eq!(load("").unwrap().database.timeout_ms, 2_000);
     }
 
     #[test]

@@ -111,8 +111,9 @@ impl Server {
     /// Connects to the database (migrating unless `database.migrate = false`), builds the
     /// state and binds the listeners.
     pub async fn build(settings: Settings) -> Result<Self, ServeError> {
-        let store =
-            Store::connect(&settings.database.url, settings.database.max_connections).await?;
+        let store = Store::connect(&settings.database.url, settings.database.max_connections)
+            .await?
+            .with_read_timeout(Duration::from_millis(settings.database.timeout_ms));
         if settings.database.migrate {
             store.migrate().await?;
         }
@@ -429,7 +430,5 @@ async fn probe_while_down(store: Store) {
 
 /// One bounded probe of the database; a timeout counts as an outage.
 pub(crate) async fn probe(store: &Store) -> Result<(), StoreError> {
-    store.probe(unix_now(), PROBE_TIMEOUT).await
+    store.probe(unix_now(), store.read_timeout()).await
 }
-
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);

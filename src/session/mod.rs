@@ -29,8 +29,6 @@ pub use token::{OpaqueToken, TokenHash};
 
 /// `last_seen` is written back at most this often per session.
 const TOUCH_INTERVAL_SECONDS: i64 = 60;
-/// A cache miss must not hold a check longer than this: past it, the check fails closed (503).
-const STORE_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -293,10 +291,9 @@ impl Sessions {
 
     async fn load(&self, hash: &TokenHash, now: i64) -> Result<Cached, StoreError> {
         let id_hash = hash.to_hex();
+        // A cache miss must not hold a check past the read timeout: then it fails closed (503).
         let lookup = self.store.load_session(&id_hash, now);
-        let record = tokio::time::timeout(STORE_LOOKUP_TIMEOUT, lookup)
-            .await
-            .map_err(|_| StoreError::Timeout("session lookup"))??;
+        let record = self.store.bounded("session lookup", lookup).await?;
         let session = record.map(|r| LiveSession::from_record(r, hash));
         if let (Some(session), Some(previous)) = (&session, self.cache.get(hash))
             && let Some(previous) = previous.session

@@ -140,6 +140,18 @@ impl Store {
         }
     }
 
+    /// `read`, failing with [`StoreError::Timeout`] (an outage) past the read timeout: a
+    /// half-open connection must not hold a check.
+    pub async fn bounded<T>(
+        &self,
+        what: &'static str,
+        read: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(self.read_timeout, read)
+            .await
+            .unwrap_or(Err(StoreError::Timeout(what)))
+    }
+
     /// Records a failed statement; only failures of availability count.
     pub fn observe_error(&self, access: Access, error: &StoreError, now: i64) {
         if error.is_unavailable() {

@@ -105,6 +105,8 @@ pub struct Store {
     health: Arc<Health>,
     /// Statements running or waiting for a connection (see [`Store::pool_stats`]).
     in_flight: Arc<AtomicI64>,
+    /// How long a request-path read may take ([`Store::bounded`]).
+    read_timeout: Duration,
 }
 
 /// Counts a statement in flight while alive.
@@ -182,6 +184,9 @@ pub(crate) use {with_pool, with_write_tx};
 /// tables fit (sessions found in the database are cached in memory above it anyway).
 const SQLITE_PAGE_CACHE_KIB: u32 = 1024;
 
+/// `database.timeout_ms`'s default.
+const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -217,7 +222,18 @@ impl Store {
             backend,
             health: Arc::default(),
             in_flight: Arc::default(),
+            read_timeout: DEFAULT_READ_TIMEOUT,
         })
+    }
+
+    /// Bounds request-path reads (and the readiness probe) by `timeout` (`database.timeout_ms`).
+    pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
+        self.read_timeout = timeout;
+        self
+    }
+
+    pub fn read_timeout(&self) -> Duration {
+        self.read_timeout
     }
 
     pub fn kind(&self) -> BackendKind {
