@@ -464,7 +464,11 @@ impl Bearer {
         })
     }
 
+    /// The user behind `key` (issuer, subject), from the store: each read through
+    /// [`Store::request_read`], so a silent database fails the check closed in bounded time and
+    /// is noticed.
     async fn load_user(&self, key: Arc<(String, String)>) -> Result<CachedUser, StoreError> {
+        let now = crate::clock::unix_now();
         let mut loaded = CachedUser::Unknown;
         for _ in 0..2 {
             let before = self.generation.load(Ordering::SeqCst);
@@ -472,23 +476,27 @@ impl Bearer {
                 // gatehouse's own tokens name the local user id, not an IdP subject.
                 match Uuid::parse_str(&key.1) {
                     Ok(id) => {
-                        self.store
-                            .bounded("user lookup", self.store.user_by_id(id))
-                            .await?
+                        let store = self.store.clone();
+                        let lookup = async move { store.user_by_id(id).await };
+                        self.store.request_read("user lookup", now, lookup).await?
                     }
                     Err(_) => None,
                 }
             } else {
-                let lookup = self.store.user_by_identity(&key.0, &key.1);
-                self.store.bounded("identity lookup", lookup).await?
+                let (store, key) = (self.store.clone(), key.clone());
+                let lookup = async move { store.user_by_identity(&key.0, &key.1).await };
+                self.store
+                    .request_read("identity lookup", now, lookup)
+                    .await?
             };
             loaded = match user {
                 None => CachedUser::Unknown,
                 Some(u) => {
                     let org_requires_mfa = match u.org_id {
                         Some(org) => {
-                            let lookup = self.store.org_requires_mfa(org);
-                            self.store.bounded("org lookup", lookup).await?
+                            let store = self.store.clone();
+                            let lookup = async move { store.org_requires_mfa(org).await };
+                            self.store.request_read("org lookup", now, lookup).await?
                         }
                         None => false,
                     };

@@ -259,15 +259,10 @@ impl Sessions {
         SessionCaller::User(session.principal.clone())
     }
 
-    /// Reads the store, unless reads are known to fail (then the caller decides at once,
-    /// rather than every check waiting out a timeout; the health probe notices recovery).
+    /// Reads the store (each read through [`Store::request_read`]: refused at once while reads
+    /// are known to fail, bounded otherwise, and its outcome recorded).
     async fn reload(&self, hash: &TokenHash, now: i64) -> Result<Cached, StoreError> {
-        if self.store.health().reads_down_since().is_some() {
-            return Err(StoreError::Timeout("database unavailable: session lookup"));
-        }
-        let result = self.load_and_cache(hash, now).await;
-        self.store.observe(Access::Read, &result, now);
-        result
+        self.load_and_cache(hash, now).await
     }
 
     /// Loads from the store and caches the result, unless a revocation ran during the load
@@ -290,10 +285,13 @@ impl Sessions {
     }
 
     async fn load(&self, hash: &TokenHash, now: i64) -> Result<Cached, StoreError> {
-        let id_hash = hash.to_hex();
+        let (store, id_hash) = (self.store.clone(), hash.to_hex());
         // A cache miss must not hold a check past the read timeout: then it fails closed (503).
-        let lookup = self.store.load_session(&id_hash, now);
-        let record = self.store.bounded("session lookup", lookup).await?;
+        let lookup = async move { store.load_session(&id_hash, now).await };
+        let record = self
+            .store
+            .request_read("session lookup", now, lookup)
+            .await?;
         let session = record.map(|r| LiveSession::from_record(r, hash));
         if let (Some(session), Some(previous)) = (&session, self.cache.get(hash))
             && let Some(previous) = previous.session

@@ -88,7 +88,7 @@ impl StoreError {
     /// connections, out of space, locked), as opposed to a problem with the statement or data.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Self::Timeout(_) => true,
+            Self::Timeout(_) | Self::Unavailable(_) => true,
             Self::Database(e) => match e {
                 sqlx::Error::Io(_)
                 | sqlx::Error::Tls(_)
@@ -150,6 +150,36 @@ impl Store {
         tokio::time::timeout(self.read_timeout, read)
             .await
             .unwrap_or(Err(StoreError::Timeout(what)))
+    }
+
+    /// A read on a check's path. Refused at once while reads are known to fail (the probe
+    /// notices recovery), so checks do not each wait out the timeout. Otherwise it runs to its
+    /// end in a task of its own, bounded by the read timeout, and its outcome is recorded even
+    /// when the caller is gone: Envoy gives up on a check after 250 ms (`ext_authz` timeout),
+    /// long before the read timeout, and a silent database must still be noticed, or no later
+    /// check would fail fast and no cached session be served stale.
+    pub async fn request_read<T, Fut>(
+        &self,
+        what: &'static str,
+        now: i64,
+        read: Fut,
+    ) -> Result<T, StoreError>
+    where
+        Fut: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        if self.health.reads_down_since().is_some() {
+            return Err(StoreError::Unavailable(what));
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            let result = store.bounded(what, read).await;
+            store.observe(Access::Read, &result, now);
+            result
+        })
+        .await
+        // The read panicked: fail closed, as for any error.
+        .unwrap_or(Err(StoreError::Unavailable(what)))
     }
 
     /// Records a failed statement; only failures of availability count.

@@ -57,6 +57,9 @@ pub enum StoreError {
     Invalid(String),
     #[error("{0} timed out")]
     Timeout(&'static str),
+    /// Refused without asking: reads are known to fail (see [`Store::request_read`]).
+    #[error("{0}: the database is unavailable")]
+    Unavailable(&'static str),
 }
 
 impl From<crate::email::EmailError> for StoreError {

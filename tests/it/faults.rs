@@ -18,17 +18,22 @@ use crate::support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use support::admin::{self, Api};
-use support::netns::{Relay, Sandbox};
+use support::issuer::TestIssuer;
+use support::netns::{Relay, Sandbox, Unavailable};
 use support::{Backend, Gatehouse, StackUrls, TestDb, base_config};
 
-/// `database.timeout_ms` in these tests (the default is 2 s): how long a check waits for a
-/// database read before failing closed, and `/readyz` for its probe.
-const DATABASE_TIMEOUT: Duration = Duration::from_millis(1_000);
-/// What one answer may take beyond that on a loaded 2-core machine (less than the 2 s default,
-/// so the silent-link test shows that the configured timeout is the one that holds).
-const SLACK: Duration = Duration::from_millis(700);
-const STALE_BOUND_SECONDS: u64 = 8;
+/// `database.timeout_ms` in the silent-link test (the default is 2 s): how long a check waits
+/// for a database read before failing closed, and `/readyz` for its probe.
+const DATABASE_TIMEOUT: Duration = Duration::from_millis(500);
+/// What an answer may take beyond that on a loaded 2-core machine. Timeout and slack together
+/// stay under the 2 s default, so the test shows that the configured timeout is the one that
+/// holds.
+const SLACK: Duration = Duration::from_millis(1_200);
+/// The default `database.timeout_ms`, which the restart test keeps.
+const DEFAULT_DATABASE_TIMEOUT: Duration = Duration::from_secs(2);
+const STALE_BOUND_SECONDS: u64 = 4;
 
 /// A replica in a namespace, its database behind a relay on the namespace's database link.
 struct Isolated {
@@ -41,18 +46,31 @@ struct Isolated {
     _dir: tempfile::TempDir,
 }
 
-/// `None` (after saying so loudly) where network namespaces cannot be made.
-async fn isolated(session: &str, database_timeout: Duration) -> Option<Isolated> {
-    let sandbox = match Sandbox::create() {
-        Ok(sandbox) => sandbox,
-        Err(why) => {
+/// A namespace, or `None` after saying loudly why there cannot be one here (a failure for
+/// `scripts/faults`, which sets `GATEHOUSE_REQUIRE_FAULTS`).
+fn sandbox() -> Option<Sandbox> {
+    match Sandbox::create() {
+        Ok(sandbox) => Some(sandbox),
+        Err(Unavailable(why)) => {
+            assert!(
+                std::env::var_os("GATEHOUSE_REQUIRE_FAULTS").is_none(),
+                "no network namespace here: {why}"
+            );
             eprintln!(
                 "\n*** SKIPPED: no network namespace here ({why}).\n\
                  *** The fault tests need root, iproute2 and nftables; scripts/faults runs them. ***\n"
             );
-            return None;
+            None
         }
-    };
+    }
+}
+
+async fn isolated(
+    sandbox: Sandbox,
+    session: &str,
+    database_timeout: Duration,
+    routes: &str,
+) -> Isolated {
     let db = TestDb::create(Backend::Postgres).await;
     let mut url = url::Url::parse(&db.url).expect("database URL");
     let server: SocketAddr = format!(
@@ -83,21 +101,25 @@ async fn isolated(session: &str, database_timeout: Duration) -> Option<Isolated>
         .replace("127.0.0.1/32", &format!("{}/32", sandbox.api.host_ip))
         .replace("[session]\nrevocation_poll_ms = 600000\n", "")
         + &format!(
-            "\n[session]\n{session}\n{}{}",
+            "\n[session]\n{session}\n{}{routes}{}",
             admin::SECTION,
             support::ROUTES
         );
+    assert!(
+        config.contains("timeout_ms") && !config.contains("127.0.0.1:0"),
+        "the base config changed under this test:\n{config}"
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let gh = Gatehouse::start_in(Some(&sandbox.name), dir.path(), &config, &[admin::env()]).await;
     let api = Api::new(gh.admin);
-    Some(Isolated {
+    Isolated {
         gh,
         api,
         relay,
         sandbox,
         _db: db,
         _dir: dir,
-    })
+    }
 }
 
 async fn ready(gh: &Gatehouse) -> u16 {
@@ -106,34 +128,123 @@ async fn ready(gh: &Gatehouse) -> u16 {
         .status
 }
 
+/// One `Check` straight to the gRPC listener with a deadline, as Envoy sends it (its
+/// `ext_authz` timeout is 250 ms): the answer's status code, or the gRPC error.
+async fn grpc_check(gh: &Gatehouse, token: &str, deadline: Duration) -> Result<i32, tonic::Status> {
+    let mut client = AuthorizationClient::connect(format!("http://{}", gh.grpc))
+        .await
+        .expect("gRPC connection");
+    let cookie = format!("gatehouse={token}");
+    let mut request = tonic::Request::new(support::check::check_request(
+        "gw.test",
+        "/app",
+        &[("cookie", cookie.as_bytes())],
+    ));
+    request.set_timeout(deadline);
+    client
+        .check(request)
+        .await
+        .map(|answer| answer.into_inner().status.map_or(-1, |s| s.code))
+}
+
+async fn db_up(gh: &Gatehouse) -> bool {
+    let metrics = support::send(gh.admin, "GET", "/metrics", &[], None)
+        .await
+        .body;
+    metrics.lines().any(|l| l == "gatehouse_db_up 1")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_database_link_fails_closed_in_bounded_time_and_recovers() {
-    let Some(net) = isolated(
-        &format!("cache_ttl_seconds = 1\nstale_while_db_down_seconds = {STALE_BOUND_SECONDS}"),
+    const CACHE_TTL: Duration = Duration::from_secs(3);
+    let Some(sandbox) = sandbox() else { return };
+    // A bearer route whose issuer the replica reaches over the clean link.
+    let issuer = TestIssuer::start_on(sandbox.api.host_ip).await;
+    let route = format!(
+        "\n[[route]]\npath_prefix = \"/v1/\"\naccess = \"authenticated\"\napi = true\n\
+         bearer = {{ issuers = [\"{}\"], audiences = [\"api\"] }}\n",
+        issuer.issuer
+    );
+    let net = isolated(
+        sandbox,
+        &format!(
+            "cache_ttl_seconds = {}\nstale_while_db_down_seconds = {STALE_BOUND_SECONDS}",
+            CACHE_TTL.as_secs()
+        ),
         DATABASE_TIMEOUT,
+        &route,
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let gh = &net.gh;
     let cached = net.api.enabled_session("alice@acme.test").await;
     let uncached = net.api.enabled_session("bob@acme.test").await;
+    let bearer = format!("Bearer {}", issuer.access_token("carol-sub", "api", ""));
+    let loaded_at = Instant::now();
     assert_eq!(gh.authz("/app", &cached).await.status, 200);
 
     net.sandbox.cut_database_link();
-    // Past the cache TTL: the cached entry is stale, so its next check asks the database.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-
-    // The outage begins, for this replica, when a statement first fails: this check's.
-    let noticed_at = Instant::now();
-    let r = gh.authz("/app", &uncached).await;
-    let first_uncached = noticed_at.elapsed();
-    assert_eq!(r.status, 503, "an uncached session is never allowed: {r:?}");
+    // The first check to meet the silence comes through Envoy, which gives up after 250 ms.
+    // The read goes on without it, times out, and the replica notes the outage.
+    let sent_at = Instant::now();
+    let answer = grpc_check(gh, &uncached, Duration::from_millis(250)).await;
     assert!(
-        first_uncached >= DATABASE_TIMEOUT && first_uncached < DATABASE_TIMEOUT + SLACK,
-        "the first uncached check took {first_uncached:?}: it should wait out the timeout, no more"
+        matches!(&answer, Err(status) if matches!(
+            status.code(),
+            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+        )),
+        "the proxy's deadline ends the check: {answer:?}"
     );
+    while db_up(gh).await {
+        assert!(
+            sent_at.elapsed() < DATABASE_TIMEOUT + SLACK,
+            "the outage was not noticed within the timeout: the abandoned check's read was lost"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let noticed = sent_at.elapsed();
+    assert!(
+        noticed >= DATABASE_TIMEOUT,
+        "noticed after {noticed:?}, before the timeout"
+    );
+
+    // From now on checks that need the database fail closed at once (sessions and bearer
+    // tokens alike, on both edges), and readiness fails.
+    let started = Instant::now();
+    for _ in 0..10 {
+        assert_eq!(gh.authz("/app", &uncached).await.status, 503);
+        let r = support::send(
+            gh.http,
+            "GET",
+            "/authz/v1/items",
+            &[("authorization", &bearer), ("accept", "application/json")],
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 503, "a bearer token's user cannot be read: {r:?}");
+    }
+    let twenty = started.elapsed();
+    assert!(twenty < DATABASE_TIMEOUT, "20 checks took {twenty:?}");
+    let answer = grpc_check(gh, &uncached, Duration::from_millis(250)).await;
+    assert_eq!(
+        answer.as_ref().ok(),
+        Some(&(tonic::Code::Unavailable as i32)),
+        "the gRPC edge fails closed at once too: {answer:?}"
+    );
+    let started = Instant::now();
+    assert_eq!(
+        ready(gh).await,
+        503,
+        "readiness fails while the database is silent"
+    );
+    let ready_took = started.elapsed();
+    assert!(
+        ready_took < DATABASE_TIMEOUT + SLACK,
+        "/readyz took {ready_took:?}"
+    );
+
+    // Past the cache TTL and within the stale bound: the cached session is served stale.
+    let past_ttl = loaded_at + CACHE_TTL + Duration::from_millis(300);
+    tokio::time::sleep(past_ttl.saturating_duration_since(Instant::now())).await;
     let started = Instant::now();
     let r = gh.authz("/app", &cached).await;
     let stale = started.elapsed();
@@ -141,35 +252,17 @@ async fn a_silent_database_link_fails_closed_in_bounded_time_and_recovers() {
         r.status, 200,
         "a cached session within the stale bound: {r:?}"
     );
-    let started = Instant::now();
-    let readiness = ready(gh).await;
-    let ready_took = started.elapsed();
-    assert_eq!(
-        readiness, 503,
-        "readiness fails while the database is silent"
-    );
-    assert!(
-        ready_took < DATABASE_TIMEOUT + SLACK,
-        "/readyz took {ready_took:?}"
-    );
-    // Later uncached checks do not wait out the timeout again: reads are known to fail.
-    let started = Instant::now();
-    for _ in 0..20 {
-        assert_eq!(gh.authz("/app", &uncached).await.status, 503);
-    }
-    let twenty = started.elapsed();
-    assert!(
-        twenty < DATABASE_TIMEOUT,
-        "20 more uncached checks took {twenty:?}"
-    );
+    assert!(stale < SLACK, "the stale answer took {stale:?}");
 
-    // Past the stale bound: the cached session is refused too. (The outage's start is kept
-    // in whole seconds: one more.)
-    tokio::time::sleep(
-        Duration::from_secs(STALE_BOUND_SECONDS + 1).saturating_sub(noticed_at.elapsed())
-            + Duration::from_millis(300),
-    )
-    .await;
+    // Past the stale bound (counted from the outage's start, kept in whole seconds: one more),
+    // while the entry is still cached (it lives TTL + bound): refused.
+    let past_bound =
+        sent_at + Duration::from_secs(STALE_BOUND_SECONDS + 1) + Duration::from_millis(300);
+    tokio::time::sleep(past_bound.saturating_duration_since(Instant::now())).await;
+    assert!(
+        loaded_at.elapsed() < CACHE_TTL + Duration::from_secs(STALE_BOUND_SECONDS),
+        "too late: the entry has left the cache, so this would not test the bound"
+    );
     let r = gh.authz("/app", &cached).await;
     assert_eq!(r.status, 503, "stale beyond the bound: {r:?}");
 
@@ -194,21 +287,27 @@ async fn a_silent_database_link_fails_closed_in_bounded_time_and_recovers() {
     }
     let recovered = mended_at.elapsed();
     // A write (a new session) works again too.
-    net.api.enabled_session("carol@acme.test").await;
+    net.api.enabled_session("dave@acme.test").await;
     eprintln!(
-        "silent link: first uncached check 503 in {first_uncached:?}, stale answer in {stale:?}, \
-         /readyz 503 in {ready_took:?}, 20 more uncached 503s in {twenty:?}, \
-         recovered {recovered:?} after the link came back"
+        "silent link: the outage noticed {noticed:?} after a check the proxy gave up on at \
+         250 ms; then 20 session and bearer checks 503 in {twenty:?}, /readyz 503 in \
+         {ready_took:?}, a stale answer in {stale:?}; recovered {recovered:?} after the link \
+         came back"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_database_link_leaves_cached_checks_fast() {
+    let Some(sandbox) = sandbox() else { return };
     // An uncached check takes three round trips here (the pool's liveness ping, preparing the
     // statement, running it): 1.8 s, within a timeout raised for this link.
-    let Some(net) = isolated("cache_ttl_seconds = 60", Duration::from_secs(5)).await else {
-        return;
-    };
+    let net = isolated(
+        sandbox,
+        "cache_ttl_seconds = 60",
+        Duration::from_secs(5),
+        "",
+    )
+    .await;
     let gh = &net.gh;
     let token = net.api.enabled_session("alice@acme.test").await;
     let later = net.api.enabled_session("bob@acme.test").await;
@@ -235,9 +334,10 @@ async fn a_slow_database_link_leaves_cached_checks_fast() {
         all.push(took);
     }
     all.sort();
+    // One database round trip would cost 2 × 300 ms.
     assert!(
-        slowest < delay,
-        "a cached check took {slowest:?} with {delay:?} on the database link"
+        slowest < 2 * delay,
+        "a cached check took {slowest:?} with {delay:?} each way on the database link"
     );
     eprintln!(
         "slow link ({delay:?} each way): an uncached check took {uncached:?}; 200 cached checks: \
@@ -363,7 +463,7 @@ async fn a_postgres_restart_mid_load_recovers_without_restarting_gatehouse() {
         "the cached session kept working throughout: {answers:?}"
     );
     assert!(
-        slowest < DATABASE_TIMEOUT + SLACK,
+        slowest < DEFAULT_DATABASE_TIMEOUT + SLACK,
         "a check took {slowest:?}"
     );
 
@@ -377,13 +477,18 @@ async fn a_postgres_restart_mid_load_recovers_without_restarting_gatehouse() {
         )
         .await;
     let revoked_at = Instant::now();
-    while a.authz("/app", &fresh).await.status == 200 {
+    let revoked = loop {
+        let r = a.authz("/app", &fresh).await;
+        if r.status != 200 {
+            break r;
+        }
         assert!(
             revoked_at.elapsed() < Duration::from_secs(1),
             "the revocation did not reach A within 1 s: LISTEN is not back"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    };
+    assert_eq!(revoked.status, 401, "revoked, not failing: {revoked:?}");
     eprintln!(
         "PostgreSQL restart: recovered {recovered:?} after pg_ctlcluster returned; checks during \
          it: {answers:?}, slowest {slowest:?}; revocation pushed in {:?}",

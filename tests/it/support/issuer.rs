@@ -64,7 +64,12 @@ struct Shared {
 
 impl TestIssuer {
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST).await
+    }
+
+    /// Listening on `ip` (a network namespace's link, say), port chosen by the system.
+    pub async fn start_on(ip: std::net::Ipv4Addr) -> Self {
+        let listener = tokio::net::TcpListener::bind((ip, 0))
             .await
             .expect("bind issuer");
         let addr = listener.local_addr().expect("issuer addr");

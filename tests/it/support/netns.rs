@@ -9,7 +9,7 @@
 //!   on the same TCP path, pipelined as a slow link is.)
 //!
 //! Needs root, `ip` (iproute2) and `nft` (nftables). [`Sandbox::create`] says why when it
-//! cannot, and the tests skip loudly.
+//! cannot ([`Unavailable`]), and the tests skip loudly; any other failure of the set-up panics.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
@@ -36,10 +36,31 @@ pub struct Link {
     ns_if: String,
 }
 
+/// Why there can be no namespace here: not root, or a tool is missing. Any other failure of
+/// the set-up panics: it is a fault of the test, not of the machine.
+#[derive(Debug)]
+pub struct Unavailable(pub String);
+
 fn run(args: &[&str]) -> Result<(), String> {
-    let output = Command::new(args[0])
+    run_with_input(args, None)
+}
+
+fn run_with_input(args: &[&str], input: Option<&str>) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = Command::new(args[0])
         .args(&args[1..])
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    }
+    let output = child
+        .wait_with_output()
         .map_err(|e| format!("{}: {e}", args.join(" ")))?;
     if output.status.success() {
         Ok(())
@@ -52,55 +73,85 @@ fn run(args: &[&str]) -> Result<(), String> {
     }
 }
 
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
 impl Sandbox {
-    /// A fresh namespace, or why there cannot be one here.
-    pub fn create() -> Result<Self, String> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed) % 250 + 1;
-        let tag = format!("{}{n}", std::process::id() % 10_000);
-        let second_octet = 100 + (std::process::id() % 100) as u8;
+    /// A fresh namespace; [`Unavailable`] when this machine cannot have one.
+    pub fn create() -> Result<Self, Unavailable> {
+        if !is_root() {
+            return Err(Unavailable("not root".into()));
+        }
+        for tool in [["ip", "-V"], ["nft", "--version"]] {
+            run(&tool).map_err(|e| Unavailable(format!("{}: {e}", tool[0])))?;
+        }
+        // Random names (interface names hold at most 15 bytes) and addresses in 198.18.0.0/15,
+        // the range set aside for benchmarking networks, so runs side by side do not meet.
+        let id = uuid::Uuid::new_v4().as_u128();
+        let tag = format!("{:08x}", id as u32);
         let name = format!("gh{tag}");
-        run(&["nft", "--version"]).map_err(|e| format!("nftables: {e}"))?;
-        run(&["ip", "netns", "add", &name])?;
+        let [_, _, b, c] = ((id >> 32) as u32).to_be_bytes();
+        let base = [198, 18 + (b & 1), c, 0];
+        if let Err(e) = run(&["ip", "netns", "add", &name]) {
+            if e.contains("Operation not permitted") {
+                return Err(Unavailable(e));
+            }
+            panic!("{e}");
+        }
         let mut sandbox = Self {
             name: name.clone(),
             db: Link::placeholder(),
             api: Link::placeholder(),
         };
-        // From here on, Drop deletes the namespace (and with it every veth pair).
-        run(&[
-            "ip", "netns", "exec", &name, "ip", "link", "set", "lo", "up",
-        ])?;
-        sandbox.db = sandbox.link(&format!("ghd{tag}"), [10, second_octet, n as u8, 0])?;
-        sandbox.api = sandbox.link(&format!("gha{tag}"), [10, second_octet, n as u8, 4])?;
+        // From here on, Drop deletes the namespace (and with it every veth pair in it).
+        sandbox
+            .exec(&["ip", "link", "set", "lo", "up"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        sandbox.db = sandbox.link(&format!("d{tag}"), base);
+        sandbox.api = sandbox.link(&format!("a{tag}"), [base[0], base[1], base[2], 4]);
         Ok(sandbox)
     }
 
     /// A veth pair `{prefix}h` (host) / `{prefix}n` (namespace) on the /30 at `net`.
-    fn link(&self, prefix: &str, net: [u8; 4]) -> Result<Link, String> {
+    fn link(&self, prefix: &str, net: [u8; 4]) -> Link {
         let (host_if, ns_if) = (format!("{prefix}h"), format!("{prefix}n"));
         let host_ip = Ipv4Addr::new(net[0], net[1], net[2], net[3] + 1);
         let ns_ip = Ipv4Addr::new(net[0], net[1], net[2], net[3] + 2);
         run(&[
             "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
-        ])?;
-        run(&["ip", "link", "set", &ns_if, "netns", &self.name])?;
-        run(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{host_ip}/30"),
-            "dev",
-            &host_if,
-        ])?;
-        run(&["ip", "link", "set", &host_if, "up"])?;
-        self.exec(&["ip", "addr", "add", &format!("{ns_ip}/30"), "dev", &ns_if])?;
-        self.exec(&["ip", "link", "set", &ns_if, "up"])?;
-        Ok(Link {
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let wired = run(&["ip", "link", "set", &ns_if, "netns", &self.name])
+            .and_then(|()| {
+                run(&[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{host_ip}/30"),
+                    "dev",
+                    &host_if,
+                ])
+            })
+            .and_then(|()| run(&["ip", "link", "set", &host_if, "up"]))
+            .and_then(|()| self.exec(&["ip", "addr", "add", &format!("{ns_ip}/30"), "dev", &ns_if]))
+            .and_then(|()| self.exec(&["ip", "link", "set", &ns_if, "up"]));
+        if let Err(e) = wired {
+            // Deleting one end deletes the pair, wherever the other end is.
+            let _ = run(&["ip", "link", "del", &host_if]);
+            panic!("{e}");
+        }
+        Link {
             host_ip,
             ns_ip,
             ns_if,
-        })
+        }
     }
 
     fn exec(&self, args: &[&str]) -> Result<(), String> {
@@ -118,10 +169,11 @@ impl Sandbox {
              chain out {{ type filter hook output priority 0; oifname \"{ns_if}\" drop; }}\n\
              }}\n"
         );
-        let file = std::env::temp_dir().join(format!("{}-fault.nft", self.name));
-        std::fs::write(&file, rules).expect("write nft rules");
-        self.exec(&["nft", "-f", &file.to_string_lossy()])
-            .expect("install the drop rules");
+        run_with_input(
+            &["ip", "netns", "exec", &self.name, "nft", "-f", "-"],
+            Some(&rules),
+        )
+        .expect("install the drop rules");
     }
 
     /// Lets the database link's packets through again.
