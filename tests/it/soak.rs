@@ -126,8 +126,11 @@ impl Tally {
             Err(e) => self.problem(&self.transport_errors, format!("{what}: {e}")),
             Ok((status, headers)) => {
                 self.checks.fetch_add(1, Ordering::Relaxed);
-                let allowed =
-                    *status == 200 && headers.get("x-echo").is_some_and(|v| v == "upstream");
+                // Through Envoy an allow reaches the echo upstream; straight from /authz it
+                // is a 200 naming the user.
+                let allowed = *status == 200
+                    && (headers.get("x-echo").is_some_and(|v| v == "upstream")
+                        || headers.contains_key("x-gatehouse-user-id"));
                 if allowed && !should_allow {
                     self.problem(&self.wrong_allows, format!("{what}: allowed ({status})"));
                 } else if !allowed && should_allow {
@@ -447,17 +450,19 @@ async fn refresh_stream(
     }
 }
 
-/// Creates a session on one replica, checks it through Envoy (filling both replicas' caches),
-/// revokes it on the other, and watches every answer for 2.5 s: an allow after the bound is
-/// wrong.
+/// Creates a session on one replica, checks it on each replica directly (filling both caches)
+/// and through Envoy, revokes it on the other, and watches every answer of both replicas for
+/// 2.5 s: an allow decided after the bound is wrong.
 async fn revocations_stream(
     envoy: std::net::SocketAddr,
+    replicas: [std::net::SocketAddr; 2],
     apis: [Arc<Api>; 2],
     tally: Arc<Tally>,
     until: Instant,
 ) {
     let email = "revokee@acme.test";
-    let mut conn = KeepAlive::new(envoy);
+    let mut through_envoy = KeepAlive::new(envoy);
+    let mut direct = replicas.map(KeepAlive::new);
     let mut pace = Pacer::new(0.2, until);
     let mut n = 0usize;
     while pace.next().await {
@@ -480,10 +485,16 @@ async fn revocations_stream(
             continue;
         };
         let cookie = cookie(&token);
-        for _ in 0..4 {
-            let answer = conn.get("/app", &[("cookie", &cookie), JSON]).await;
+        for replica in &mut direct {
+            let answer = replica
+                .get("/authz/app", &[("cookie", &cookie), JSON])
+                .await;
             tally.judge("session before revocation", true, &answer);
         }
+        let answer = through_envoy
+            .get("/app", &[("cookie", &cookie), JSON])
+            .await;
+        tally.judge("session before revocation", true, &answer);
         let r = revoker
             .call("DELETE", &format!("/admin/v1/sessions?user={email}"), None)
             .await;
@@ -494,14 +505,20 @@ async fn revocations_stream(
         }
         let mut last_allowed = Duration::ZERO;
         while revoked_at.elapsed() < Duration::from_millis(2_500) {
-            let answer = conn.get("/app", &[("cookie", &cookie), JSON]).await;
-            let since = revoked_at.elapsed();
-            let allowed = matches!(&answer, Ok((200, _)));
-            if allowed {
-                last_allowed = since;
+            for replica in &mut direct {
+                // When the question was asked: an allow decided within the bound is right even
+                // if it arrives after it.
+                let asked = revoked_at.elapsed();
+                let answer = replica
+                    .get("/authz/app", &[("cookie", &cookie), JSON])
+                    .await;
+                let allowed = matches!(&answer, Ok((200, _)));
+                if allowed {
+                    last_allowed = last_allowed.max(asked);
+                }
+                // Within the bound either answer is right; after it, only a deny.
+                tally.judge("revoked session", asked < REVOKE_BOUND && allowed, &answer);
             }
-            // Within the bound either answer is right; after it, only a deny.
-            tally.judge("revoked session", since < REVOKE_BOUND && allowed, &answer);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tally.revocations.fetch_add(1, Ordering::Relaxed);
@@ -810,7 +827,13 @@ async fn soak() {
         refresh_token,
         until,
     ));
-    load.spawn(revocations_stream(e, apis.clone(), tally.clone(), until));
+    load.spawn(revocations_stream(
+        e,
+        [a.http, b.http],
+        apis.clone(),
+        tally.clone(),
+        until,
+    ));
 
     if let Some(dir) = settings.csv.parent() {
         std::fs::create_dir_all(dir).expect("CSV directory");
@@ -912,18 +935,22 @@ async fn soak() {
             "replica {name}'s RSS grew {:.1}%",
             growth * 100.0
         );
+        // Open files move with the pools (connections are recycled): a leak shows as a
+        // rising middle, so the last quarter's median must stay within the first's maximum.
         let early_fds = after[..quarter]
             .iter()
             .map(|s| of(s).fds)
             .max()
             .unwrap_or(0);
-        let late_fds = after[after.len() - quarter..]
+        let mut late: Vec<u64> = after[after.len() - quarter..]
             .iter()
             .map(|s| of(s).fds)
-            .max()
-            .unwrap_or(0);
+            .collect();
+        late.sort_unstable();
+        let late_fds = late[late.len() / 2];
         verdict.push(format!(
-            "replica {name}: open files {early_fds} (first quarter after the warm-up), {late_fds} (last)"
+            "replica {name}: open files {early_fds} (most in the first quarter after the \
+             warm-up), {late_fds} (median of the last quarter)"
         ));
         assert!(
             late_fds <= early_fds,

@@ -166,9 +166,16 @@ impl KeepAlive {
         target: &str,
         headers: &[(&str, &str)],
     ) -> Result<(u16, HeaderMap), String> {
+        // A kept connection is used once it is ready for the next request (just after a
+        // response it may not have said so yet); a closed one is replaced.
+        if let Some(sender) = &mut self.sender
+            && sender.ready().await.is_err()
+        {
+            self.sender = None;
+        }
         let sender = match &mut self.sender {
-            Some(sender) if sender.is_ready() => sender,
-            _ => {
+            Some(sender) => sender,
+            None => {
                 let stream = TcpStream::connect(self.addr)
                     .await
                     .map_err(|e| format!("connect {}: {e}", self.addr))?;
