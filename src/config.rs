@@ -119,8 +119,8 @@ pub struct DatabaseConfig {
     /// Apply migrations on `serve`.
     pub migrate: bool,
     pub max_connections: u32,
-    /// How long a check waits for a database read (a session or a bearer token's user), and
-    /// `/readyz` for its probe, before failing closed (503). Bounds a half-open connection.
+    /// How long each database read of a check (a session; a bearer token's user and org) may
+    /// take, and `/readyz`'s probe, before it fails closed (503): bounds a half-open connection.
     pub timeout_ms: u64,
 }
 
@@ -130,7 +130,7 @@ impl Default for DatabaseConfig {
             url: "sqlite://gatehouse.db?mode=rwc".to_owned(),
             migrate: true,
             max_connections: 10,
-            timeout_ms: 2_000,
+            timeout_ms: crate::store::DEFAULT_READ_TIMEOUT_MS,
         }
     }
 }

@@ -187,8 +187,8 @@ pub(crate) use {with_pool, with_write_tx};
 /// tables fit (sessions found in the database are cached in memory above it anyway).
 const SQLITE_PAGE_CACHE_KIB: u32 = 1024;
 
-/// `database.timeout_ms`'s default.
-const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// `database.timeout_ms`'s default: the one source of it.
+pub const DEFAULT_READ_TIMEOUT_MS: u64 = 2_000;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -225,7 +225,7 @@ impl Store {
             backend,
             health: Arc::default(),
             in_flight: Arc::default(),
-            read_timeout: DEFAULT_READ_TIMEOUT,
+            read_timeout: Duration::from_millis(DEFAULT_READ_TIMEOUT_MS),
         })
     }
 
