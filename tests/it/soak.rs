@@ -651,20 +651,8 @@ bearer = {{ issuers = ["{issuer}"], audiences = ["{API}"] }}
 /// eight at a time.
 async fn sessions(api: &Arc<Api>, prefix: &str, users: usize, count: usize) -> Vec<String> {
     for u in 0..users {
-        api.expect(
-            201,
-            "POST",
-            "/admin/v1/sessions",
-            Some(serde_json::json!({ "user": format!("{prefix}-{u}@acme.test") })),
-        )
-        .await;
-        api.expect(
-            200,
-            "POST",
-            &format!("/admin/v1/users/{prefix}-{u}@acme.test/enable"),
-            None,
-        )
-        .await;
+        api.enabled_session(&format!("{prefix}-{u}@acme.test"))
+            .await;
     }
     let mut tokens = Vec::with_capacity(count);
     for chunk in (0..count).collect::<Vec<_>>().chunks(8) {
@@ -765,22 +753,7 @@ async fn soak() {
         .expect("the app's first tokens");
     let access = Arc::new(RwLock::new(access));
     // The revokee must exist and be enabled before the stream starts.
-    apis[0]
-        .expect(
-            201,
-            "POST",
-            "/admin/v1/sessions",
-            Some(serde_json::json!({ "user": "revokee@acme.test" })),
-        )
-        .await;
-    apis[0]
-        .expect(
-            200,
-            "POST",
-            "/admin/v1/users/revokee@acme.test/enable",
-            None,
-        )
-        .await;
+    apis[0].enabled_session("revokee@acme.test").await;
 
     let tally = Arc::new(Tally::default());
     let started = Instant::now();
