@@ -51,6 +51,9 @@ const CACHE_TTL_SECONDS: u64 = 5;
 /// A revocation must be answered everywhere within issue 8's push bound (1 s), plus the time
 /// of one check.
 const REVOKE_BOUND: Duration = Duration::from_millis(1_500);
+/// Open files a replica may have beyond the first quarter's most, at the end: a few
+/// connections opening or closing at the moment of a sample (seen: ±2).
+const FD_NOISE: u64 = 4;
 /// RSS may grow by less than this fraction after the warm-up.
 const RSS_GROWTH: f64 = 0.10;
 const WARM_UP: Duration = Duration::from_secs(5 * 60);
@@ -908,8 +911,9 @@ async fn soak() {
             "replica {name}'s RSS grew {:.1}%",
             growth * 100.0
         );
-        // Open files move with the pools (connections are recycled): a leak shows as a
-        // rising middle, so the last quarter's median must stay within the first's maximum.
+        // Open files move with the pools and the connections in flight: a leak shows as a
+        // rising middle, so the last quarter's median must stay within the first quarter's
+        // maximum, give or take a few connections.
         let early_fds = after[..quarter]
             .iter()
             .map(|s| of(s).fds)
@@ -926,7 +930,7 @@ async fn soak() {
              warm-up), {late_fds} (median of the last quarter)"
         ));
         assert!(
-            late_fds <= early_fds,
+            late_fds <= early_fds + FD_NOISE,
             "replica {name}'s open files grew: {early_fds} -> {late_fds}"
         );
     }
