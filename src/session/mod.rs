@@ -218,7 +218,7 @@ impl Sessions {
                 self.metrics.session_cache_hit();
                 (entry, false)
             }
-            cached => match self.reload(&hash, now).await {
+            cached => match self.load_and_cache(&hash, now).await {
                 Ok(entry) => {
                     self.metrics.session_cache_miss();
                     (entry, true)
@@ -259,14 +259,10 @@ impl Sessions {
         SessionCaller::User(session.principal.clone())
     }
 
-    /// Reads the store (each read through [`Store::request_read`]: refused at once while reads
-    /// are known to fail, bounded otherwise, and its outcome recorded).
-    async fn reload(&self, hash: &TokenHash, now: i64) -> Result<Cached, StoreError> {
-        self.load_and_cache(hash, now).await
-    }
-
     /// Loads from the store and caches the result, unless a revocation ran during the load
-    /// (then the result may predate it: load once more, and cache only a stable answer).
+    /// (then the result may predate it: load once more, and cache only a stable answer). Each
+    /// read goes through [`Store::request_read`]: refused at once while reads are known to
+    /// fail, bounded otherwise, and its outcome recorded.
     async fn load_and_cache(&self, hash: &TokenHash, now: i64) -> Result<Cached, StoreError> {
         let mut entry = None;
         for _ in 0..2 {

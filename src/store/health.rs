@@ -142,7 +142,7 @@ impl Store {
 
     /// `read`, failing with [`StoreError::Timeout`] (an outage) past the read timeout: a
     /// half-open connection must not hold a check.
-    pub async fn bounded<T>(
+    async fn bounded<T>(
         &self,
         what: &'static str,
         read: impl std::future::Future<Output = Result<T, StoreError>>,
