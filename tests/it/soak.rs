@@ -662,17 +662,7 @@ async fn sessions(api: &Arc<Api>, prefix: &str, users: usize, count: usize) -> V
         let mut batch = tokio::task::JoinSet::new();
         for i in chunk {
             let (api, email) = (api.clone(), format!("{prefix}-{}@acme.test", i % users));
-            batch.spawn(async move {
-                let created = api
-                    .expect(
-                        201,
-                        "POST",
-                        "/admin/v1/sessions",
-                        Some(serde_json::json!({ "user": email })),
-                    )
-                    .await;
-                created["token"].as_str().expect("token").to_owned()
-            });
+            batch.spawn(async move { api.session(&email).await });
         }
         while let Some(token) = batch.join_next().await {
             tokens.push(token.expect("session task"));

@@ -56,8 +56,8 @@ impl Api {
         self.expect(200, "GET", path, None).await
     }
 
-    /// A session for `email` (the user made if new), and the user enabled: the token.
-    pub async fn enabled_session(&self, email: &str) -> String {
+    /// A session for `email` (the user made if new): the token.
+    pub async fn session(&self, email: &str) -> String {
         let created = self
             .expect(
                 201,
@@ -66,6 +66,12 @@ impl Api {
                 Some(serde_json::json!({ "user": email })),
             )
             .await;
+        created["token"].as_str().expect("token").to_owned()
+    }
+
+    /// A session for `email` (the user made if new), and the user enabled: the token.
+    pub async fn enabled_session(&self, email: &str) -> String {
+        let token = self.session(email).await;
         self.expect(
             200,
             "POST",
@@ -73,6 +79,6 @@ impl Api {
             None,
         )
         .await;
-        created["token"].as_str().expect("token").to_owned()
+        token
     }
 }
